@@ -1,0 +1,409 @@
+"""Benchmark files: YAML (safe_load) -> validated dataclasses, with ``--set key.sub=value`` overrides.
+
+A benchmark file says what data to use, how to split it, what every trial trains with, which
+architectures compete, each one's search space, and the budget (trials, ASHA, resources) that every
+architecture gets alike. Everything is validated here, before Ray or MLflow is touched, and every
+error names the offending key (``train.epochs``) or file.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.search import SearchSpaceError, load_search_space
+
+#: Architectures the harness can build (kept in step with ``harness.models.MODELS``; checked by a test).
+KNOWN_ARCHITECTURES = ("unet", "unetpp")
+LOSSES = ("ce", "jaccard", "dice")
+NORMS = ("batch", "none")
+NORMALISATIONS = ("scale", "standardise")
+SPLIT_KINDS = ("scene", "random")
+
+
+class ConfigError(ValueError):
+    """A benchmark file or override is invalid; the message names the key or file."""
+
+
+@dataclass
+class DataConfig:
+    """Where the patches come from: a dataset ``root`` or a ``synthetic`` generator section."""
+
+    root: str | None = None
+    synthetic: dict[str, Any] | None = None
+    cache_dir: str = "runs/cache"
+
+
+@dataclass
+class SplitConfig:
+    """A seeded split: ``scene`` (grouped by scene id, default) or ``random`` (over patches)."""
+
+    kind: str = "scene"
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    seed: int = 0
+    nonempty_only: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """What every trial trains with unless its search space samples the key."""
+
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    depth: int = 4
+    base_channels: int = 32
+    norm: str = "batch"
+    deep_supervision: bool = False
+    loss: str = "ce"
+    augment: bool = True
+    normalisation: str = "scale"
+    num_workers: int = 0
+    eval_batch_size: int = 32
+    device: str = "auto"
+    seed: int = 0
+
+
+@dataclass
+class SearchConfig:
+    """The per-architecture budget: trials, TPE seed and how many run at once."""
+
+    num_samples: int = 8
+    seed: int = 0
+    max_concurrent: int = 2
+
+
+@dataclass
+class AshaConfig:
+    """ASHA over epochs; ``max_t`` is ``train.epochs``."""
+
+    grace_period: int = 1
+    reduction_factor: int = 2
+
+
+@dataclass
+class ResourcesConfig:
+    """Per-trial resources; ``gpu`` may be fractional (several trials per GPU)."""
+
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+
+@dataclass
+class FailureConfig:
+    """How often a failed trial is retried from its last checkpoint."""
+
+    max_failures: int = 2
+
+
+@dataclass
+class TrackingConfig:
+    """MLflow tracking URI and experiment name (``sqlite:///mlflow.db`` is what ``mlflow ui`` opens)."""
+
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "cloudmask"
+
+
+@dataclass
+class CompareConfig:
+    """The final comparison: paired seeds and (optionally) a different epoch count."""
+
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    epochs: int | None = None
+    samples_in_figure: int = 6
+    bootstrap_samples: int = 10000
+
+
+@dataclass
+class RayConfig:
+    """Options for the private local Ray instance (ignored when joining a cluster)."""
+
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+
+
+@dataclass
+class Benchmark:
+    """A whole, validated benchmark definition."""
+
+    name: str
+    data: DataConfig
+    split: SplitConfig
+    train: TrainConfig
+    architectures: list[str]
+    search_spaces: dict[str, dict[str, dict[str, Any]]]
+    search: SearchConfig
+    asha: AshaConfig
+    resources: ResourcesConfig
+    failure: FailureConfig
+    tracking: TrackingConfig
+    compare: CompareConfig
+    ray: RayConfig
+    storage: str
+    source: str | None = None
+
+    def trial_defaults(self) -> dict[str, Any]:
+        """The flat training config every trial starts from, before sampled values are applied."""
+        return dataclasses.asdict(self.train)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, YAML-serialisable dict of the resolved benchmark (logged as an artifact)."""
+        out = dataclasses.asdict(self)
+        out["split"]["fractions"] = list(self.split.fractions)
+        return out
+
+
+_SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "split": SplitConfig,
+    "train": TrainConfig,
+    "search": SearchConfig,
+    "asha": AshaConfig,
+    "resources": ResourcesConfig,
+    "failure": FailureConfig,
+    "tracking": TrackingConfig,
+    "compare": CompareConfig,
+    "ray": RayConfig,
+}
+_TOP_LEVEL = {"name", "architectures", "search_spaces", "storage", *_SECTIONS}
+
+#: Training keys a search space may sample: every ``train`` field except bookkeeping ones.
+SEARCHABLE_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in {"device", "seed"})
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``key.sub=value`` into its key path and YAML-parsed value."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key.sub=value")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {key}: value {raw!r} is not valid YAML: {exc}") from None
+    return path, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with every ``key.sub=value`` override applied."""
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {'.'.join(path[: i + 1])} is not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benchmark:
+    """Read, override and validate a benchmark YAML file; raise ConfigError naming any bad key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"benchmark file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return benchmark_from_dict(raw, base_dir=path.parent, source=str(path))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def benchmark_from_dict(raw: dict[str, Any], *, base_dir: Path | None = None, source: str | None = None):
+    """Validate a benchmark mapping (as read from YAML) into a :class:`Benchmark`."""
+    unknown = sorted(set(raw) - _TOP_LEVEL)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(_TOP_LEVEL))}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
+        raise ConfigError(f"name: expected a non-empty string without spaces or slashes, got {name!r}")
+    sections = {key: _section(key, cls, raw.get(key)) for key, cls in _SECTIONS.items()}
+    bench = Benchmark(
+        name=name,
+        architectures=_architectures(raw.get("architectures")),
+        search_spaces={},
+        storage=str(raw.get("storage") or f"runs/{name}"),
+        source=source,
+        **sections,
+    )
+    _validate(bench)
+    bench.search_spaces = _search_spaces(raw.get("search_spaces"), bench, base_dir)
+    return bench
+
+
+def _section(key: str, cls: type, value: Any):
+    if value is None:
+        return cls()
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - set(fields))
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}: unknown key; valid: {', '.join(fields)}")
+    defaults = cls()
+    kwargs = {}
+    for name, val in value.items():
+        kwargs[name] = _coerce(f"{key}.{name}", val, getattr(defaults, name))
+    return cls(**kwargs)
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Check ``value`` against the type of the field's default; ints are accepted for floats."""
+    if value is None or default is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, str):
+            try:
+                value = float(value)  # YAML reads "1e-3" (no dot) as a string
+            except ValueError:
+                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if isinstance(default, tuple | list):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return type(default)(value)
+    return value
+
+
+def _architectures(value: Any) -> list[str]:
+    if value is None:
+        return list(KNOWN_ARCHITECTURES)
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"architectures: expected a non-empty list of names, got {value!r}")
+    for arch in value:
+        if arch not in KNOWN_ARCHITECTURES:
+            raise ConfigError(
+                f"architectures: unknown architecture {arch!r}; valid: {', '.join(KNOWN_ARCHITECTURES)}"
+            )
+    if len(set(value)) != len(value):
+        raise ConfigError(f"architectures: duplicate entries in {value!r}")
+    return list(value)
+
+
+def _validate(b: Benchmark) -> None:
+    def need(ok: bool, key: str, msg: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key}: {msg}")
+
+    need((b.data.root is None) != (b.data.synthetic is None), "data", "set exactly one of root or synthetic")
+    if b.data.synthetic is not None:
+        need(isinstance(b.data.synthetic, dict), "data.synthetic", "expected a mapping")
+        allowed = {"scenes", "patch_size", "seed", "test_scenes"}
+        extra = sorted(set(b.data.synthetic) - allowed)
+        need(
+            not extra, f"data.synthetic.{extra[0] if extra else ''}", f"unknown key; valid: {sorted(allowed)}"
+        )
+        for k, v in b.data.synthetic.items():
+            need(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                f"data.synthetic.{k}",
+                f"expected a non-negative integer, got {v!r}",
+            )
+    need(b.split.kind in SPLIT_KINDS, "split.kind", f"expected one of {SPLIT_KINDS}, got {b.split.kind!r}")
+    fr = b.split.fractions
+    need(
+        len(fr) == 3 and all(isinstance(x, int | float) and x >= 0 for x in fr),
+        "split.fractions",
+        f"expected three non-negative numbers (train, val, test), got {list(fr)!r}",
+    )
+    need(abs(sum(fr) - 1.0) < 1e-6, "split.fractions", f"must sum to 1, got {list(fr)!r} (sum {sum(fr):g})")
+    need(fr[0] > 0 and fr[1] > 0 and fr[2] > 0, "split.fractions", "train, val and test must all be > 0")
+    t = b.train
+    need(t.epochs >= 1, "train.epochs", f"must be >= 1, got {t.epochs}")
+    need(t.batch_size >= 1, "train.batch_size", f"must be >= 1, got {t.batch_size}")
+    need(t.lr > 0, "train.lr", f"must be > 0, got {t.lr}")
+    need(t.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {t.weight_decay}")
+    need(1 <= t.depth <= 6, "train.depth", f"must be in 1..6, got {t.depth}")
+    need(t.base_channels >= 1, "train.base_channels", f"must be >= 1, got {t.base_channels}")
+    need(t.norm in NORMS, "train.norm", f"expected one of {NORMS}, got {t.norm!r}")
+    need(t.loss in LOSSES, "train.loss", f"expected one of {LOSSES}, got {t.loss!r}")
+    need(
+        t.normalisation in NORMALISATIONS,
+        "train.normalisation",
+        f"expected one of {NORMALISATIONS}, got {t.normalisation!r}",
+    )
+    need(t.device in ("auto", "cpu", "cuda"), "train.device", f"expected auto, cpu or cuda, got {t.device!r}")
+    need(t.num_workers >= 0, "train.num_workers", "must be >= 0")
+    need(b.search.num_samples >= 1, "search.num_samples", "must be >= 1")
+    need(b.search.max_concurrent >= 1, "search.max_concurrent", "must be >= 1")
+    need(b.asha.grace_period >= 1, "asha.grace_period", "must be >= 1")
+    need(
+        b.asha.grace_period <= t.epochs,
+        "asha.grace_period",
+        f"({b.asha.grace_period}) must not exceed train.epochs ({t.epochs})",
+    )
+    need(b.asha.reduction_factor >= 2, "asha.reduction_factor", "must be >= 2")
+    need(b.resources.cpu > 0, "resources.cpu", "must be > 0")
+    need(b.resources.gpu >= 0, "resources.gpu", "must be >= 0")
+    need(
+        b.resources.gpu <= 1 or float(b.resources.gpu).is_integer(),
+        "resources.gpu",
+        "a fraction must be <= 1 (several trials share a GPU) or a whole number",
+    )
+    need(b.failure.max_failures >= 0, "failure.max_failures", "must be >= 0")
+    need(bool(b.tracking.uri), "tracking.uri", "must not be empty")
+    need(bool(b.tracking.experiment), "tracking.experiment", "must not be empty")
+    seeds = b.compare.seeds
+    need(
+        isinstance(seeds, list) and len(seeds) >= 1 and all(isinstance(s, int) for s in seeds),
+        "compare.seeds",
+        f"expected a non-empty list of integers, got {seeds!r}",
+    )
+    need(len(set(seeds)) == len(seeds), "compare.seeds", f"duplicate seeds in {seeds!r}")
+    need(b.compare.epochs is None or b.compare.epochs >= 1, "compare.epochs", "must be >= 1")
+
+
+def _search_spaces(value: Any, b: Benchmark, base_dir: Path | None) -> dict[str, dict[str, dict[str, Any]]]:
+    value = value or {}
+    if not isinstance(value, dict):
+        raise ConfigError("search_spaces: expected a mapping of architecture -> file or mapping")
+    extra = sorted(set(value) - set(b.architectures))
+    if extra:
+        raise ConfigError(f"search_spaces.{extra[0]}: not one of the architectures {b.architectures}")
+    patch_size = (b.data.synthetic or {}).get("patch_size")
+    spaces = {}
+    for arch in b.architectures:
+        entry = value.get(arch)
+        key = f"search_spaces.{arch}"
+        if entry is None:
+            raise ConfigError(f"{key}: missing; every architecture needs a search space (file or mapping)")
+        try:
+            spaces[arch] = load_search_space(
+                entry, base_dir=base_dir, allowed_keys=SEARCHABLE_KEYS, patch_size=patch_size
+            )
+        except SearchSpaceError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+    return spaces

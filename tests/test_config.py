@@ -1,0 +1,132 @@
+"""Benchmark files: validation names the key, overrides apply, shipped files load."""
+
+from pathlib import Path
+
+import pytest
+
+from harness.config import KNOWN_ARCHITECTURES, ConfigError, apply_overrides, load_benchmark
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bench.yaml"
+    path.write_text(text)
+    return path
+
+
+BASE = """
+name: t
+data: {synthetic: {scenes: 4, patch_size: 32, seed: 0}}
+architectures: [unet, unetpp]
+search_spaces:
+  unet: {lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}, depth: {type: int, low: 1, high: 3}}
+  unetpp: {lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}, depth: {type: int, low: 1, high: 3}}
+"""
+
+
+@pytest.mark.parametrize("name", ["smoke.yaml", "demo.yaml", "cloud95.yaml", "seed-study.yaml"])
+def test_shipped_benchmarks_load(name):
+    path = ROOT / "benchmarks" / name
+    if not path.exists():
+        pytest.skip(f"{name} not written yet")
+    bench = load_benchmark(path)
+    assert set(bench.architectures) <= set(KNOWN_ARCHITECTURES)
+    for arch in bench.architectures:
+        assert {"lr", "depth"} <= set(bench.search_spaces[arch])
+
+
+def test_known_architectures_match_models():
+    from harness.models import MODELS
+
+    assert set(KNOWN_ARCHITECTURES) == set(MODELS)
+
+
+def test_overrides_apply_and_parse_yaml(tmp_path):
+    bench = load_benchmark(
+        _write(tmp_path, BASE),
+        ["train.epochs=7", "search.num_samples=3", "split.fractions=[0.5, 0.25, 0.25]"],
+    )
+    assert bench.train.epochs == 7
+    assert bench.search.num_samples == 3
+    assert bench.split.fractions == (0.5, 0.25, 0.25)
+
+
+def test_same_budget_settings_for_every_architecture(tmp_path):
+    bench = load_benchmark(_write(tmp_path, BASE))
+    assert bench.search.num_samples >= 1 and set(bench.search_spaces) == {"unet", "unetpp"}
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("train.epochs=0", "train.epochs"),
+        ("train.epoch=3", "train.epoch"),
+        ("train.lr=fast", "train.lr"),
+        ("train.loss=hinge", "train.loss"),
+        ("split.fractions=[0.5, 0.5, 0.5]", "split.fractions"),
+        ("split.kind=diagonal", "split.kind"),
+        ("asha.reduction_factor=1", "asha.reduction_factor"),
+        ("asha.grace_period=99", "asha.grace_period"),
+        ("architectures=[unet, segformer]", "architectures"),
+        ("resources.gpu=1.5", "resources.gpu"),
+        ("compare.seeds=[1, 1]", "compare.seeds"),
+        ("bogus=1", "bogus"),
+        ("data.synthetic.colour=3", "data.synthetic.colour"),
+    ],
+)
+def test_bad_keys_are_named(tmp_path, override, key):
+    with pytest.raises(ConfigError) as err:
+        load_benchmark(_write(tmp_path, BASE), [override])
+    assert key in str(err.value)
+
+
+def test_unknown_architecture_lists_valid_ones(tmp_path):
+    with pytest.raises(ConfigError, match="unet, unetpp"):
+        load_benchmark(_write(tmp_path, BASE), ["architectures=[vnet]"])
+
+
+@pytest.mark.parametrize(
+    ("space", "needle"),
+    [
+        ("{lr: {type: loguniform, low: 0, high: 1}}", "lr.low"),
+        ("{lr: {type: loguniform, low: 1.0e-2, high: 1.0e-4}}", "lr: low"),
+        ("{lr: {type: gaussian, low: 1, high: 2}}", "lr.type"),
+        ("{depth: {type: int, low: 1, high: 9}}", "depth"),
+        ("{depth: {type: int, low: 1, high: 6}}", "divisible"),
+        ("{colour: {type: categorical, choices: [red]}}", "colour"),
+        ("{loss: {type: categorical, choices: []}}", "loss.choices"),
+        ("{lr: {type: uniform, low: 0.1, high: 0.2, sigma: 3}}", "lr.sigma"),
+    ],
+)
+def test_bad_search_space_entries_are_named(tmp_path, space, needle):
+    text = BASE.replace(
+        "  unetpp: {lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}, depth: {type: int, low: 1, high: 3}}",
+        f"  unetpp: {space}",
+    )
+    with pytest.raises(ConfigError) as err:
+        load_benchmark(_write(tmp_path, text))
+    assert "search_spaces.unetpp" in str(err.value) and needle in str(err.value)
+
+
+def test_missing_search_space_file_is_named(tmp_path):
+    text = BASE.replace(
+        "  unetpp: {lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}, depth: {type: int, low: 1, high: 3}}",
+        "  unetpp: no/such/space.yaml",
+    )
+    with pytest.raises(ConfigError, match="no/such/space.yaml"):
+        load_benchmark(_write(tmp_path, text))
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_benchmark(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_benchmark(_write(tmp_path, "name: [unclosed"))
+
+
+def test_apply_overrides_creates_sections():
+    out = apply_overrides({"a": {"b": 1}}, ["a.c=2", "d.e=[1, 2]"])
+    assert out == {"a": {"b": 1, "c": 2}, "d": {"e": [1, 2]}}
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        apply_overrides({}, ["novalue"])
