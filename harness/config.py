@@ -156,6 +156,7 @@ class Benchmark:
     def to_dict(self) -> dict[str, Any]:
         """A plain, YAML-serialisable dict of the resolved benchmark (logged as an artifact)."""
         out = dataclasses.asdict(self)
+        out.pop("source")
         out["split"]["fractions"] = list(self.split.fractions)
         return out
 
@@ -321,16 +322,17 @@ def _validate(b: Benchmark) -> None:
     need((b.data.root is None) != (b.data.synthetic is None), "data", "set exactly one of root or synthetic")
     if b.data.synthetic is not None:
         need(isinstance(b.data.synthetic, dict), "data.synthetic", "expected a mapping")
-        allowed = {"scenes", "patch_size", "seed", "test_scenes"}
+        allowed = {"scenes", "patch_size", "seed", "test_scenes", "additional_scenes", "grid"}
         extra = sorted(set(b.data.synthetic) - allowed)
         need(
             not extra, f"data.synthetic.{extra[0] if extra else ''}", f"unknown key; valid: {sorted(allowed)}"
         )
         for k, v in b.data.synthetic.items():
+            values = v if k == "grid" and isinstance(v, list) and len(v) == 2 else [v]
             need(
-                isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in values),
                 f"data.synthetic.{k}",
-                f"expected a non-negative integer, got {v!r}",
+                f"expected a non-negative integer{' pair [rows, cols]' if k == 'grid' else ''}, got {v!r}",
             )
     need(b.split.kind in SPLIT_KINDS, "split.kind", f"expected one of {SPLIT_KINDS}, got {b.split.kind!r}")
     fr = b.split.fractions

@@ -32,7 +32,7 @@ from optuna.trial import TrialState
 
 _TYPES = {"loguniform", "uniform", "float", "int", "categorical"}
 _FIELDS = {
-    "loguniform": {"type", "low", "high", "step"},
+    "loguniform": {"type", "low", "high", "step", "log"},
     "uniform": {"type", "low", "high", "step", "log"},
     "float": {"type", "low", "high", "step", "log"},
     "int": {"type", "low", "high", "step", "log"},

@@ -14,6 +14,7 @@ refuses per-trial resources no node of it can provide.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -25,8 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-# Tune's default JSON/CSV/TensorBoard loggers duplicate what MLflow records; keep the experiment dir lean.
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+# Per-epoch checkpoints make Tune warn about frequent experiment snapshots; they are intended here.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 import optuna
@@ -98,7 +99,7 @@ class MlflowTrialCallback(tune.Callback):
 
 
 # -- the trainable --------------------------------------------------------------------------------
-def _local_data(data: PreparedData, data_args: dict[str, Any]) -> PreparedData:
+def local_data(data: PreparedData, data_args: dict[str, Any]) -> PreparedData:
     """The prepared data on this node: as given (shared storage) or re-prepared here, same split."""
     if Path(data.cache_dir).is_dir() and Path(data.manifest_path).is_file():
         return data
@@ -115,11 +116,16 @@ def train_trial(config: dict[str, Any], data: PreparedData, data_args: dict[str,
     """A Tune function trainable: fit one configuration, reporting every epoch with a checkpoint."""
     from harness import train  # imported in the worker; the loop knows nothing of Ray
 
-    data = _local_data(data, data_args)
+    data = local_data(data, data_args)
+    first_epoch: list[int] = []
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
+        # restored_at_epoch: the checkpointed epoch this run of the trial resumed from (0 = fresh),
+        # so a retried trial shows it did not start again from scratch.
+        if not first_epoch:
+            first_epoch.append(int(metrics["epoch"]))
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        tune.report(dict(metrics), checkpoint=checkpoint)
+        tune.report({**metrics, "restored_at_epoch": first_epoch[0] - 1}, checkpoint=checkpoint)
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
@@ -135,6 +141,7 @@ class ArchOutcome:
     """What one architecture's sweep produced."""
 
     arch: str
+    sweep_id: str
     experiment_path: str
     n_trials: int
     n_completed: int
@@ -219,6 +226,17 @@ def start_ray(bench: Benchmark, address: str | None) -> bool:
     except Exception as exc:
         raise SweepError(f"cannot connect to the Ray cluster at --address {address}: {exc}") from None
     return True
+
+
+@contextlib.contextmanager
+def ray_session(bench: Benchmark, address: str | None = None):
+    """Keep one Ray connection open across several steps (the demo's sweep and final comparison)."""
+    started = start_ray(bench, address)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def check_resources(cpu: float, gpu: float) -> None:
@@ -309,7 +327,7 @@ def run_architecture(
         metrics = result.metrics or {}
         if result.error is None and metrics.get("status") == "completed":
             completed.append(result)
-    outcome = ArchOutcome(arch, exp_path, len(grid), len(completed), None, None, None, None)
+    outcome = ArchOutcome(arch, state["sweep_id"], exp_path, len(grid), len(completed), None, None, None, None)
     # The restored callback is a copy made by Tune; open our own logger to attach the best trial.
     trial_logger.start()
     outcome.parent_run_id = trial_logger.parent_run_id
@@ -322,14 +340,17 @@ def run_architecture(
         shutil.rmtree(art, ignore_errors=True)
         art.mkdir(parents=True)
         (art / "best_config.yaml").write_text(yaml.safe_dump(outcome.best_config, sort_keys=True))
-        paths = [art / "best_config.yaml"]
         if best.checkpoint is not None:
             best.checkpoint.to_directory(str(art / "checkpoint"))
-            paths.append(art / "checkpoint")
-        trial_logger.log_parent_artifacts(paths, artifact_path="best")
+        # One folder: best/best_config.yaml, best/checkpoint/checkpoint.pt
+        trial_logger.log_parent_artifacts([art], artifact_path="best")
         trial_logger.set_parent_tags(
             {"best_trial_id": outcome.best_trial_id, "best_val_iou": f"{outcome.best_val_iou:.6f}"}
         )
+    # The resolved benchmark lets `final_compare` with no arguments redo this sweep's data and split.
+    bench_file = local_dir / "benchmark.yaml"
+    bench_file.write_text(yaml.safe_dump(bench.to_dict(), sort_keys=False))
+    trial_logger.log_parent_artifacts([bench_file])
     trial_logger.set_parent_tags({"n_trials": str(len(grid)), "n_completed": str(len(completed))})
     trial_logger.close()
     return outcome
@@ -352,6 +373,34 @@ def run_sweep(bench: Benchmark, *, address: str | None = None, resume: bool = Fa
         state["outcomes"] = [asdict(o) for o in outcomes]
         (local_dir / SWEEP_FILE).write_text(json.dumps(state, indent=2, default=str))
         return outcomes
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_tasks(
+    fn: Any,
+    kwargs_list: list[dict[str, Any]],
+    *,
+    cpu: float,
+    gpu: float,
+    bench: Benchmark,
+    address: str | None = None,
+):
+    """Run ``fn(**kwargs)`` for each item as Ray tasks; yield ``(index, result)`` as each finishes.
+
+    Used by the final comparison so a cluster retrains every (architecture, seed) in parallel. The
+    resource request is checked like a sweep's before anything is submitted.
+    """
+    started = start_ray(bench, address)
+    try:
+        check_resources(cpu, gpu)
+        remote = ray.remote(num_cpus=cpu, num_gpus=gpu, max_retries=bench.failure.max_failures)(fn)
+        pending = {remote.remote(**kw): i for i, kw in enumerate(kwargs_list)}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                yield pending.pop(ref), ray.get(ref)
     finally:
         if started:
             ray.shutdown()

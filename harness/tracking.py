@@ -52,6 +52,7 @@ EPOCH_METRICS = (
     "val_f1",
     "epoch_seconds",
     "train_images_per_second",
+    "restored_at_epoch",
 )
 
 
@@ -418,17 +419,24 @@ class SweepRecord:
     trials: list[TrialRecord]
 
 
-def read_sweep(uri: str, experiment: str, sweep_id: str | None = None) -> list[SweepRecord]:
+def read_sweep(
+    uri: str, experiment: str, sweep_id: str | None = None, *, benchmark: str | None = None
+) -> list[SweepRecord]:
     """The parent runs of a sweep (the latest finished one when ``sweep_id`` is None) with their trials."""
     client = MlflowClient(resolve_uri(uri))
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise TrackingError(f"tracking URI {uri}: no experiment named {experiment!r}")
-    parents = find_runs(client, exp.experiment_id, {"role": ROLE_SWEEP})
+    tags = {"role": ROLE_SWEEP, **({"benchmark": benchmark} if benchmark else {})}
+    parents = find_runs(client, exp.experiment_id, tags)
     if sweep_id is None:
         finished = [r for r in parents if r.info.status == "FINISHED"]
         if not finished:
-            raise TrackingError(f"tracking URI {uri}, experiment {experiment!r}: no finished sweep found")
+            raise TrackingError(
+                f"tracking URI {uri}, experiment {experiment!r}: no finished sweep"
+                + (f" of benchmark {benchmark!r}" if benchmark else "")
+                + "; run python -m harness.sweep first"
+            )
         sweep_id = finished[-1].data.tags["sweep_id"]
     parents = [r for r in parents if r.data.tags.get("sweep_id") == sweep_id]
     if not parents:
@@ -463,6 +471,32 @@ def read_sweep(uri: str, experiment: str, sweep_id: str | None = None) -> list[S
             )
         )
     return out
+
+
+def latest_sweep(uri: str) -> tuple[str, str, str]:
+    """(experiment name, sweep id, a parent run id) of the most recently finished sweep in the store."""
+    client = MlflowClient(resolve_uri(uri))
+    exps = {e.experiment_id: e.name for e in client.search_experiments()}
+    runs = (
+        client.search_runs(
+            list(exps),
+            filter_string=f"tags.role = '{ROLE_SWEEP}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.end_time DESC"],
+            max_results=1,
+        )
+        if exps
+        else []
+    )
+    if not runs:
+        raise TrackingError(f"tracking URI {uri}: no finished sweep found; run python -m harness.sweep first")
+    run = runs[0]
+    return exps[run.info.experiment_id], run.data.tags["sweep_id"], run.info.run_id
+
+
+def download_artifacts(uri: str, run_id: str, path: str, dst: str | Path) -> str:
+    """Download a run's artifact (file or folder) into ``dst``; returns the local path."""
+    client = MlflowClient(resolve_uri(uri))
+    return client.download_artifacts(run_id, path, str(dst))
 
 
 def log_run(

@@ -1,0 +1,146 @@
+"""PyTorch Dataset over a cache: scaled float32 bands, int64 masks, seeded dihedral augmentation.
+
+The dataset holds only the cache path and an index array; the memmaps are opened lazily in whichever
+process reads, so pickling it to DataLoader workers copies no pixels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .cache import IMAGES, MASKS, open_cache
+
+#: Cloud-Net's scaling: DN / 65535.
+SCALE = 1.0 / 65535.0
+NORMALISATIONS = ("scale", "standardise")
+
+
+def band_stats(
+    cache_dir: str | Path, indices: np.ndarray | list[int], *, max_patches: int = 2048
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band (mean[4], std[4]) in DN over the given cache rows (float64).
+
+    No-data pixels (zero in every band, outside the scene footprint) are left out: they would pull
+    the statistics towards zero. At most `max_patches` evenly spaced rows are read, which is plenty
+    for four numbers and keeps this fast on 50 GB caches.
+    """
+    cache = open_cache(cache_dir)
+    rows = np.sort(np.asarray(indices, dtype=np.int64))
+    if rows.size == 0:
+        raise ValueError("band_stats needs at least one patch index")
+    if rows.size > max_patches:
+        rows = rows[np.linspace(0, rows.size - 1, max_patches).round().astype(np.int64)]
+    total = np.zeros(4)
+    total_sq = np.zeros(4)
+    count = 0
+    for start in range(0, rows.size, 64):  # chunks keep memory small whatever the patch size
+        block = np.asarray(cache.images[rows[start : start + 64]], dtype=np.float64)
+        valid = np.any(block != 0, axis=1)  # (n, H, W)
+        n = int(valid.sum())
+        if n == 0:
+            continue
+        pix = block.transpose(1, 0, 2, 3)[:, valid]  # (4, n)
+        total += pix.sum(axis=1)
+        total_sq += (pix * pix).sum(axis=1)
+        count += n
+    if count == 0:
+        raise ValueError("band_stats: the selected patches hold no valid (non-zero) pixels")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
+    return mean, np.maximum(std, 1e-6)
+
+
+def dihedral(array: np.ndarray, k: int) -> np.ndarray:
+    """One of the 8 symmetries of the square on the last two axes: rotate by k % 4 quarter turns,
+    then flip left-right when k >= 4. Applied to bands (C, H, W) and mask (H, W) alike."""
+    out = np.rot90(array, k % 4, axes=(-2, -1))
+    if k >= 4:
+        out = out[..., ::-1]
+    return np.ascontiguousarray(out)  # torch.from_numpy needs positive strides
+
+
+class CloudPatchDataset(Dataset):
+    """Patches `indices` of the cache at `cache_dir` as (image float32 (4, H, W), mask int64 (H, W)).
+
+    `normalisation="scale"` divides DN by 65535; `"standardise"` subtracts `band_stats[0]` and divides
+    by `band_stats[1]` per band (compute them on the train split with `band_stats`). With `augment`,
+    item i of epoch e gets symmetry `k` drawn from `default_rng([seed, e, i])`: the same on every run
+    and in every worker, different across epochs. Call `set_epoch` before each epoch (with persistent
+    DataLoader workers the workers keep the epoch they were started with).
+    """
+
+    def __init__(
+        self,
+        cache_dir: str | Path,
+        indices: np.ndarray | list[int],
+        *,
+        normalisation: str = "scale",
+        band_stats: tuple[np.ndarray, np.ndarray] | None = None,
+        augment: bool = False,
+        seed: int = 0,
+    ) -> None:
+        if normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {list(NORMALISATIONS)}, got {normalisation!r}")
+        if normalisation == "standardise" and band_stats is None:
+            raise ValueError("normalisation='standardise' needs band_stats=(mean, std) from the train split")
+        self.cache_dir = str(cache_dir)
+        self.indices = np.asarray(indices, dtype=np.int64)
+        cache = open_cache(cache_dir)  # validates the cache now rather than in a worker later
+        if cache.masks is None:
+            raise ValueError(f"cache {cache_dir} has no masks (it was ingested from a test tree)")
+        if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= len(cache)):
+            raise IndexError(f"indices out of range for a cache of {len(cache)} patches")
+        self.patch_size = cache.patch_size
+        self.normalisation = normalisation
+        self.augment = augment
+        self.seed = int(seed)
+        self.epoch = 0
+        if band_stats is not None:
+            mean, std = (np.asarray(a, dtype=np.float32).reshape(4, 1, 1) for a in band_stats)
+            self._mean, self._inv_std = mean, (1.0 / std).astype(np.float32)
+        else:
+            self._mean = self._inv_std = None
+        self._images: np.ndarray | None = None
+        self._masks: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.indices.size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation draw for this epoch."""
+        self.epoch = int(epoch)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_images"] = state["_masks"] = None  # reopened lazily in the receiving process
+        return state
+
+    def _open(self) -> None:
+        root = Path(self.cache_dir)
+        self._images = np.load(root / IMAGES, mmap_mode="r")
+        self._masks = np.load(root / MASKS, mmap_mode="r")
+
+    def symmetry(self, i: int) -> int:
+        """The dihedral symmetry (0..7) item i gets in the current epoch (0 without augmentation)."""
+        if not self.augment:
+            return 0
+        return int(np.random.default_rng([self.seed, self.epoch, int(i)]).integers(8))
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._images is None:
+            self._open()
+        row = int(self.indices[i])
+        image = np.asarray(self._images[row], dtype=np.float32)
+        if self.normalisation == "scale":
+            image *= np.float32(SCALE)
+        else:
+            image = (image - self._mean) * self._inv_std
+        mask = np.asarray(self._masks[row], dtype=np.int64)
+        k = self.symmetry(i)
+        if k:
+            image, mask = dihedral(image, k), dihedral(mask, k)
+        return torch.from_numpy(image), torch.from_numpy(mask)

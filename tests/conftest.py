@@ -1,0 +1,92 @@
+"""Shared pytest fixtures and options.
+
+Data fixtures are session-scoped and tiny (32 px patches): build once, reuse everywhere. Tests that
+modify a dataset must copy it first (see `copy_tree`).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.data.cache import ingest
+from harness.data.synth import write_synthetic_dataset
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: One real 38-Cloud training patch (see its PROVENANCE.md), kept next to the repository.
+REAL_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "real-38cloud-sample"
+#: Parameters of the shared synthetic dataset; tests may rely on them (and on their seed).
+TINY_SYNTH = {"scenes": 4, "patch_size": 32, "seed": 0, "test_scenes": 1}
+
+
+# ------------------------------------------------------------------------------------- options
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+# ------------------------------------------------------------------------------------- data
+@pytest.fixture(scope="session")
+def real_sample_root() -> Path:
+    """The real 38-Cloud sample tree (one training patch); skips when the shared folder is absent."""
+    if not REAL_SAMPLE.is_dir():
+        pytest.skip(f"real sample not found at {REAL_SAMPLE}")
+    return REAL_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic dataset (TINY_SYNTH): 38-Cloud_training/ with 4 scenes, 38-Cloud_test/ with 1.
+
+    Read-only by convention: copy it with `copy_tree` before changing anything.
+    """
+    return write_synthetic_dataset(tmp_path_factory.mktemp("synth") / "data", **TINY_SYNTH)
+
+
+@pytest.fixture(scope="session")
+def synthetic_cache(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The training patches of `synthetic_root` ingested into a cache folder (read-only by convention)."""
+    return ingest(synthetic_root, tmp_path_factory.mktemp("cache") / "cache", progress=False)
+
+
+@pytest.fixture
+def copy_tree(tmp_path: Path):
+    """Copy a dataset tree into this test's tmp_path (so it can be broken safely); returns the copy."""
+
+    def _copy(src: Path, name: str = "data") -> Path:
+        return Path(shutil.copytree(src, tmp_path / name))
+
+    return _copy
+
+
+# ------------------------------------------------------------------------------------- ray
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One real local Ray cluster for the whole session (a head with 2 logical CPUs); tests may add nodes.
+
+    `ray.cluster_utils.Cluster` runs real raylets, so node-failure tests can add and kill nodes.
+    """
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    ray.init(address=cluster.address)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def data_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache folder shared by the sweep tests, so the smoke data is generated and ingested once."""
+    return tmp_path_factory.mktemp("sweep-data") / "cache"

@@ -1,0 +1,216 @@
+"""The sweep driver on a real local Ray cluster, a real SQLite MLflow store and a real Optuna RDB."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from harness.config import load_benchmark
+from harness.sweep import SweepError, run_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "benchmarks" / "smoke.yaml"
+
+
+def smoke_overrides(tmp: Path, cache_dir: Path, **extra: object) -> list[str]:
+    """Point the smoke benchmark's outputs into ``tmp`` and its data cache at ``cache_dir``."""
+    out = [
+        f"storage={tmp / 'storage'}",
+        f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}",
+        f"data.cache_dir={cache_dir}",
+    ]
+    out += [f"{k}={v}" for k, v in extra.items()]
+    return out
+
+
+def mlflow_runs(uri: str, experiment: str):
+    """(parents, children) of the experiment."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("role") == "trial"]
+    return client, parents, children
+
+
+def assert_one_run_per_trial_with_contiguous_steps(client, children) -> None:
+    trial_ids = [r.data.tags["trial_id"] for r in children]
+    assert len(trial_ids) == len(set(trial_ids)), "a trial was logged twice"
+    for run in children:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_iou")]
+        assert sorted(steps) == list(range(1, len(steps) + 1)), f"{run.data.tags['trial_id']}: {steps}"
+        assert len(steps) >= 1
+        assert run.data.tags["stopped_by"] in {"completed", "asha", "diverged", "error"}
+        assert {"arch", "lr", "depth"} <= set(run.data.params)
+
+
+@pytest.fixture(scope="module")
+def smoke_sweep(ray_cluster, tmp_path_factory, data_cache_dir):
+    tmp = tmp_path_factory.mktemp("smoke")
+    bench = load_benchmark(SMOKE, smoke_overrides(tmp, data_cache_dir))
+    outcomes = run_sweep(bench)
+    return bench, outcomes, tmp
+
+
+def test_smoke_sweep_logs_every_trial_once(smoke_sweep):
+    bench, outcomes, _tmp = smoke_sweep
+    client, parents, children = mlflow_runs(bench.tracking.uri, bench.tracking.experiment)
+    assert sorted(p.data.tags["arch"] for p in parents) == ["unet", "unetpp"]
+    assert all(p.info.status == "FINISHED" for p in parents)
+    assert len({p.data.tags["split_hash"] for p in parents}) == 1
+    assert len(children) == 8
+    assert_one_run_per_trial_with_contiguous_steps(client, children)
+    stopped = [r.data.tags["stopped_by"] for r in children]
+    assert "asha" in stopped and "completed" in stopped
+    for o in outcomes:
+        assert o.n_trials == 4 and o.best_trial_id is not None
+        artifacts = [a.path for a in client.list_artifacts(o.parent_run_id, "best")]
+        assert "best/best_config.yaml" in artifacts and "best/checkpoint" in artifacts
+
+
+def test_asha_stopped_trials_are_pruned_in_optuna(smoke_sweep):
+    bench, _, tmp = smoke_sweep
+    storage = f"sqlite:///{tmp / 'storage' / 'optuna.db'}"
+    _client, _, children = mlflow_runs(bench.tracking.uri, bench.tracking.experiment)
+    by_tag = {}
+    for run in children:
+        by_tag[(run.data.tags["arch"], run.data.tags["stopped_by"])] = (
+            by_tag.get((run.data.tags["arch"], run.data.tags["stopped_by"]), 0) + 1
+        )
+    summaries = optuna.study.get_all_study_summaries(storage)
+    assert len(summaries) == 2
+    for summary in summaries:
+        arch = summary.study_name.rsplit("-", 1)[1]
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        states = [t.state for t in study.trials]
+        assert len(states) == 4
+        assert states.count(TrialState.PRUNED) == by_tag.get((arch, "asha"), 0)
+        assert states.count(TrialState.COMPLETE) == by_tag.get((arch, "completed"), 0)
+        for t in study.trials:
+            if t.state == TrialState.PRUNED:
+                assert t.intermediate_values, "a pruned trial keeps its per-epoch values"
+                assert max(t.intermediate_values) < bench.train.epochs
+
+
+def test_gpu_request_on_cpu_cluster_fails_fast(ray_cluster, tmp_path, data_cache_dir):
+    bench = load_benchmark(SMOKE, smoke_overrides(tmp_path, data_cache_dir, **{"resources.gpu": 1}))
+    start = time.monotonic()
+    with pytest.raises(SweepError, match="gpu=1"):
+        run_sweep(bench)
+    assert time.monotonic() - start < 60
+    assert not (tmp_path / "storage" / "unet").exists(), "no trial may have started"
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("train.epochs=0", "train.epochs"), ("search_spaces.unet.lr.type=gaussian", "lr.type")],
+)
+def test_bad_benchmark_fails_before_anything_starts(tmp_path, override, key):
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.sweep", str(SMOKE), "--storage", str(tmp_path / "s"), "--set", override],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert key in proc.stderr
+    assert not (tmp_path / "s").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_unreachable_ray_address_is_a_clear_error(tmp_path, data_cache_dir):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.sweep",
+            str(SMOKE),
+            "--address",
+            "127.0.0.1:1",
+            "--storage",
+            str(tmp_path / "s"),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path}/m.db",
+            "--set",
+            f"data.cache_dir={data_cache_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "127.0.0.1:1" in proc.stderr
+
+
+@pytest.mark.slow
+def test_worker_node_killed_mid_sweep(ray_cluster, tmp_path, data_cache_dir):
+    """A node dies under a running trial: it is retried from its checkpoint, MLflow stays one run per trial."""
+    node = ray_cluster.add_node(num_cpus=1)
+    ray_cluster.wait_for_nodes()
+    bench = load_benchmark(
+        SMOKE,
+        smoke_overrides(
+            tmp_path,
+            data_cache_dir,
+            **{"architectures": "[unet]", "search.num_samples": 2, "asha.grace_period": 4, "train.epochs": 4},
+        ),
+    )
+    killed = threading.Event()
+
+    def kill_when_checkpointed() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if len(list((tmp_path / "storage" / "unet").glob("*/checkpoint_*/checkpoint.pt"))) >= 2:
+                ray_cluster.remove_node(node, allow_graceful=False)
+                killed.set()
+                return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_when_checkpointed, daemon=True)
+    killer.start()
+    (outcome,) = run_sweep(bench)
+    killer.join(timeout=5)
+    assert killed.is_set(), "the node was never killed"
+    assert outcome.n_trials == 2 and outcome.n_completed == 2
+    client, _, children = mlflow_runs(bench.tracking.uri, bench.tracking.experiment)
+    assert len(children) == 2
+    assert_one_run_per_trial_with_contiguous_steps(client, children)
+    restored = [r for r in children if r.data.metrics.get("restored_at_epoch", 0) >= 1]
+    assert restored, "the hit trial should have resumed from a checkpointed epoch, not from scratch"
+
+
+@pytest.mark.slow
+def test_driver_sigkill_then_resume(ray_cluster, tmp_path, data_cache_dir):
+    """SIGKILL the sweep process mid-sweep; --resume finishes exactly the requested trials, no duplicates."""
+    overrides = smoke_overrides(tmp_path, data_cache_dir, **{"architectures": "[unet]", "train.epochs": 4})
+    cmd = [sys.executable, "-m", "harness.sweep", str(SMOKE), "--address", ray_cluster.address]
+    for o in overrides:
+        cmd += ["--set", o]
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if len(list((tmp_path / "storage" / "unet").glob("*/checkpoint_*/checkpoint.pt"))) >= 2:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    client, parents, children = mlflow_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "cloudmask-smoke")
+    assert len(parents) == 1
+    assert len(children) == 4
+    assert_one_run_per_trial_with_contiguous_steps(client, children)
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{tmp_path / 'storage' / 'optuna.db'}")
+    assert len(study.trials) == 4
