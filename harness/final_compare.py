@@ -276,7 +276,10 @@ def run_compare(
     best = {arch: choose_best(by_arch[arch], max_epochs) for arch in bench.architectures}
     epochs = bench.compare.epochs or max_epochs
     sample_rows = sample_indices(data, bench.compare.samples_in_figure)
-    scene_gts = {k: str(v) for k, v in find_scene_gts(source_root(bench)).items()} if bench.split.kind == "scene" else {}
+    # The scene protocol needs whole scenes in the test split: only a scene split guarantees that.
+    scene_gts = {}
+    if bench.split.kind == "scene":
+        scene_gts = {k: str(v) for k, v in find_scene_gts(source_root(bench)).items()}
     started = datetime.now(UTC).isoformat(timespec="seconds")
 
     jobs, results = [], {}

@@ -130,7 +130,8 @@ def per_image_stats(counts, index=None) -> pd.DataFrame:
 
     ``index`` (optional, e.g. patch names) labels the rows.
     """
-    counts = np.asarray(torch.as_tensor(counts).cpu(), dtype=np.int64)
+    counts = counts.cpu().numpy() if isinstance(counts, torch.Tensor) else counts
+    counts = np.asarray(counts, dtype=np.int64)
     if counts.ndim != 2 or counts.shape[1] != 4:
         raise ValueError(f"counts must have shape (N, 4) of (tp, fn, fp, tn), got {counts.shape}")
     rows = [confusion_stats(*row) for row in counts.tolist()]

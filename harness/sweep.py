@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -33,6 +34,7 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 import optuna
 import ray
 import yaml
+from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
@@ -65,8 +67,13 @@ class PruneAwareOptunaSearch(OptunaSearch):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         state, value = trial_outcome(result, metric=self._metric, error=error)
+        ot_trial = self._ot_trials[trial_id]
+        if state == TrialState.PRUNED and result and result.get(self._metric) is not None:
+            # Tune skips on_trial_result for the result on which ASHA stops a trial, so the value at
+            # the stopping epoch reaches Optuna only here: TPE ranks pruned trials by it.
+            ot_trial.report(float(result[self._metric]), int(result["training_iteration"]))
         try:
-            self._ot_study.tell(self._ot_trials[trial_id], value, state=state)
+            self._ot_study.tell(ot_trial, value, state=state)
         except Exception as exc:  # e.g. the trial was already told before a restore
             log.warning("Optuna tell failed for %s: %s", trial_id, exc)
         self._completed_trials.add(trial_id)
@@ -221,11 +228,24 @@ def start_ray(bench: Benchmark, address: str | None) -> bool:
             log_to_driver=True,
         )
         return True
+    _check_reachable(address)
     try:
         ray.init(address=address, log_to_driver=True)
     except Exception as exc:
         raise SweepError(f"cannot connect to the Ray cluster at --address {address}: {exc}") from None
     return True
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not minutes, when a ``host:port`` (or ``ray://host:port``) address does not answer."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and friends: Ray resolves them itself
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise SweepError(f"cannot connect to the Ray cluster at --address {address}: {exc}") from None
 
 
 @contextlib.contextmanager

@@ -90,3 +90,28 @@ def ray_cluster():
 def data_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cache folder shared by the sweep tests, so the smoke data is generated and ingested once."""
     return tmp_path_factory.mktemp("sweep-data") / "cache"
+
+
+# ------------------------------------------------------------------------------------- sweeps
+SMOKE = REPO_ROOT / "benchmarks" / "smoke.yaml"
+
+
+def smoke_overrides(tmp: Path, cache_dir: Path, **extra: object) -> list[str]:
+    """`--set` overrides that point the smoke benchmark's outputs into `tmp` and its cache at `cache_dir`."""
+    out = [
+        f"storage={tmp / 'storage'}",
+        f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}",
+        f"data.cache_dir={cache_dir}",
+    ]
+    return out + [f"{k}={v}" for k, v in extra.items()]
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(ray_cluster, tmp_path_factory: pytest.TempPathFactory, data_cache_dir: Path):
+    """The smoke benchmark swept once per session: (benchmark, outcomes, tmp dir)."""
+    from harness.config import load_benchmark
+    from harness.sweep import run_sweep
+
+    tmp = tmp_path_factory.mktemp("smoke")
+    bench = load_benchmark(SMOKE, smoke_overrides(tmp, data_cache_dir))
+    return bench, run_sweep(bench), tmp

@@ -8,29 +8,15 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import optuna
 import pytest
+from conftest import SMOKE, smoke_overrides
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from harness.config import load_benchmark
 from harness.sweep import SweepError, run_sweep
-
-ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "benchmarks" / "smoke.yaml"
-
-
-def smoke_overrides(tmp: Path, cache_dir: Path, **extra: object) -> list[str]:
-    """Point the smoke benchmark's outputs into ``tmp`` and its data cache at ``cache_dir``."""
-    out = [
-        f"storage={tmp / 'storage'}",
-        f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}",
-        f"data.cache_dir={cache_dir}",
-    ]
-    out += [f"{k}={v}" for k, v in extra.items()]
-    return out
 
 
 def mlflow_runs(uri: str, experiment: str):
@@ -52,14 +38,6 @@ def assert_one_run_per_trial_with_contiguous_steps(client, children) -> None:
         assert len(steps) >= 1
         assert run.data.tags["stopped_by"] in {"completed", "asha", "diverged", "error"}
         assert {"arch", "lr", "depth"} <= set(run.data.params)
-
-
-@pytest.fixture(scope="module")
-def smoke_sweep(ray_cluster, tmp_path_factory, data_cache_dir):
-    tmp = tmp_path_factory.mktemp("smoke")
-    bench = load_benchmark(SMOKE, smoke_overrides(tmp, data_cache_dir))
-    outcomes = run_sweep(bench)
-    return bench, outcomes, tmp
 
 
 def test_smoke_sweep_logs_every_trial_once(smoke_sweep):

@@ -1,0 +1,130 @@
+"""The final comparison on a real smoke sweep: report, statistics from counts, MLflow, refusals."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import SMOKE, smoke_overrides
+from mlflow.tracking import MlflowClient
+
+from harness import stats
+from harness.config import load_benchmark
+from harness.data.prepare import prepare_data
+from harness.final_compare import CompareError, resolve_benchmark, retrain_and_score, run_compare
+from harness.metrics import STAT_KEYS, confusion_stats
+from harness.sweep import data_args
+
+
+@pytest.fixture(scope="module")
+def compared(smoke_sweep):
+    bench, outcomes, tmp = smoke_sweep
+    out = tmp / "report"
+    report = run_compare(bench, outcomes[0].sweep_id, out, progress=False)
+    return bench, outcomes, out, report
+
+
+def _runs(bench, **tags):
+    client = MlflowClient(bench.tracking.uri)
+    exp = client.get_experiment_by_name(bench.tracking.experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return client, [r for r in runs if all(r.data.tags.get(k) == v for k, v in tags.items())]
+
+
+def test_report_has_both_architectures_and_figures(compared):
+    bench, _, out, report = compared
+    text = report.read_text()
+    assert "U-Net" in text and "UNet++" in text
+    for name in ("curves", "samples", "per_image_iou", "budget"):
+        png = out / "figures" / f"{name}.png"
+        assert f"figures/{name}.png" in text
+        img = mpimg.imread(png)
+        assert img.shape[0] > 200 and img.shape[1] > 200 and float(np.std(img)) > 0.01
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["architectures"] == ["unet", "unetpp"]
+    assert meta["split_hash"] == prepare_data(**data_args(bench)).split_hash
+    for arch in ("unet", "unetpp"):
+        assert meta["best_configs"][arch]["trial_id"]
+
+
+def test_every_csv_statistic_follows_from_its_counts(compared):
+    _, _, out, _ = compared
+    for name in ("results.csv", "summary.csv"):
+        table = pd.read_csv(out / name)
+        for row in table.to_dict("records"):
+            expected = confusion_stats(int(row["tp"]), int(row["fn"]), int(row["fp"]), int(row["tn"]))
+            for key in STAT_KEYS:
+                got, want = row[key], expected[key]
+                assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want, rel=1e-9), (name, key)
+    per_image = pd.read_csv(out / "per_image.csv")
+    results = pd.read_csv(out / "results.csv")
+    for (arch, seed), group in per_image.groupby(["arch", "seed"]):
+        row = results[(results.arch == arch) & (results.seed == seed)].iloc[0]
+        for k in ("tp", "fn", "fp", "tn"):
+            assert group[k].sum() == row[k], "per-image counts must add up to the pooled counts"
+        iou = group.tp / (group.tp + group.fn + group.fp)
+        assert np.allclose(iou.fillna(-1), group.iou.fillna(-1))
+    # Every architecture is scored on exactly the same test images.
+    names = {arch: set(g.name) for arch, g in per_image.groupby("arch")}
+    assert names["unet"] == names["unetpp"]
+
+
+def test_mlflow_holds_the_final_compare_run_with_artifacts(compared):
+    bench, _, _, _ = compared
+    client, runs = _runs(bench, final_compare="true")
+    assert len(runs) == 1
+    artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
+    assert {"report.md", "results.csv", "figures"} <= artifacts
+    _, retrains = _runs(bench, role="final_retrain")
+    assert len(retrains) == len(bench.architectures) * len(bench.compare.seeds)
+
+
+def test_rerun_reuses_finished_retrains(compared):
+    bench, outcomes, out, _ = compared
+    run_compare(bench, outcomes[0].sweep_id, out.with_name("report2"), progress=False)
+    _, retrains = _runs(bench, role="final_retrain")
+    assert len(retrains) == len(bench.architectures) * len(bench.compare.seeds), "nothing retrained twice"
+    a = pd.read_csv(out / "results.csv")
+    b = pd.read_csv(out.with_name("report2") / "results.csv")
+    pd.testing.assert_frame_equal(
+        a[["arch", "seed", "tp", "fn", "fp", "tn"]], b[["arch", "seed", "tp", "fn", "fp", "tn"]]
+    )
+
+
+def test_latest_sweep_is_found_without_a_benchmark(compared):
+    bench, outcomes, _, _ = compared
+    found, sweep_id = resolve_benchmark(None, bench.tracking.uri)
+    assert sweep_id == outcomes[0].sweep_id
+    assert found.name == "smoke" and found.architectures == bench.architectures
+
+
+def test_split_hash_mismatch_is_refused(compared, tmp_path):
+    bench, outcomes, _, _ = compared
+    other = load_benchmark(SMOKE, smoke_overrides(tmp_path, tmp_path / "cache2", **{"split.seed": 1}))
+    other.tracking.uri = bench.tracking.uri
+    with pytest.raises(CompareError, match="split hash mismatch"):
+        run_compare(other, outcomes[0].sweep_id, tmp_path / "report", progress=False)
+
+
+def test_identical_configurations_show_no_difference(smoke_sweep):
+    bench, _, _ = smoke_sweep
+    data = prepare_data(**data_args(bench))
+    config = {**bench.trial_defaults(), "arch": "unet", "depth": 1, "epochs": 2, "seed": 3}
+    a = retrain_and_score(config, data, data_args(bench), [], {})
+    b = retrain_and_score(config, data, data_args(bench), [], {})
+    assert np.array_equal(a["per_image_counts"], b["per_image_counts"]), "same config and seed, same CPU result"
+    per_image = []
+    results = []
+    for label, r in (("a", a), ("b", b)):
+        counts = r["per_image_counts"]
+        iou = counts[:, 0] / np.maximum(counts[:, 0] + counts[:, 1] + counts[:, 2], 1)
+        per_image.append(pd.DataFrame({"arch": label, "seed": 3, "name": np.arange(len(counts)), "iou": iou}))
+        results.append({"arch": label, "seed": 3, "threat_score": float(iou.mean())})
+    paired = stats.paired_table(pd.DataFrame(results), pd.concat(per_image), n_boot=500)
+    row = paired.iloc[0]
+    assert row.iou_diff_mean == 0 and row.iou_diff_ci_low == 0 and row.iou_diff_ci_high == 0
+    assert row.wilcoxon_p == 1.0 and row.p_a_beats_b == 0.5
