@@ -306,9 +306,7 @@ def _architectures(value: Any) -> list[str]:
         raise ConfigError(f"architectures: expected a non-empty list of names, got {value!r}")
     for arch in value:
         if arch not in KNOWN_ARCHITECTURES:
-            raise ConfigError(
-                f"architectures: unknown architecture {arch!r}; valid: {', '.join(KNOWN_ARCHITECTURES)}"
-            )
+            raise ConfigError(f"architectures: unknown architecture {arch!r}; valid: {', '.join(KNOWN_ARCHITECTURES)}")
     if len(set(value)) != len(value):
         raise ConfigError(f"architectures: duplicate entries in {value!r}")
     return list(value)
@@ -324,9 +322,7 @@ def _validate(b: Benchmark) -> None:
         need(isinstance(b.data.synthetic, dict), "data.synthetic", "expected a mapping")
         allowed = {"scenes", "patch_size", "seed", "test_scenes", "additional_scenes", "grid"}
         extra = sorted(set(b.data.synthetic) - allowed)
-        need(
-            not extra, f"data.synthetic.{extra[0] if extra else ''}", f"unknown key; valid: {sorted(allowed)}"
-        )
+        need(not extra, f"data.synthetic.{extra[0] if extra else ''}", f"unknown key; valid: {sorted(allowed)}")
         for k, v in b.data.synthetic.items():
             values = v if k == "grid" and isinstance(v, list) and len(v) == 2 else [v]
             need(

@@ -157,9 +157,7 @@ class Results:
 def load_results(results_dir) -> Results:
     """Read a results directory (format: module docstring); a missing required file raises."""
     root = Path(results_dir)
-    missing = [
-        f for f in ("meta.json", "results.csv", "summary.csv", "paired.csv") if not (root / f).is_file()
-    ]
+    missing = [f for f in ("meta.json", "results.csv", "summary.csv", "paired.csv") if not (root / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{root} is not a results directory: missing {', '.join(missing)}")
 
@@ -250,9 +248,7 @@ def plot_curves(curves: pd.DataFrame, archs: list[str], path: Path) -> Path:
     colours = _colours(archs)
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax_loss, ax_iou = fig.subplots(1, 2)
-    curves = curves.replace(
-        [np.inf, -np.inf], np.nan
-    )  # an infinite loss is "diverged", not a number to average
+    curves = curves.replace([np.inf, -np.inf], np.nan)  # an infinite loss is "diverged", not a number to average
     n_seeds = curves.groupby("arch")["seed"].nunique()
     for arch in archs:
         group = curves[curves.arch == arch]
@@ -410,9 +406,7 @@ def _violins(ax, means: pd.DataFrame, archs: list[str], colours: dict[str, str])
             ax.vlines(i, q1, q3, color="black", lw=4, zorder=3)
             ax.scatter([i], [med], color="white", edgecolor="black", zorder=4, s=30)
             ax.hlines(values.mean(), i - 0.22, i + 0.22, color="black", lw=1.5, zorder=3)
-    ax.set_xticks(
-        range(len(archs)), [f"{label(a)}\n(n = {d.size})" for a, d in zip(archs, data, strict=True)]
-    )
+    ax.set_xticks(range(len(archs)), [f"{label(a)}\n(n = {d.size})" for a, d in zip(archs, data, strict=True)])
     ax.set(ylabel="IoU per test image (mean over seeds)", title="Per-image IoU", ylim=(-0.02, 1.02))
     ax.legend(
         handles=[
@@ -433,9 +427,7 @@ def _paired_scatter(ax, means: pd.DataFrame, a: str, b: str, colours: dict[str, 
     # Points coloured by the winner, to match the counts written in each half.
     for mask, arch in ((a_better, a), (b_better, b), (~a_better & ~b_better, None)):
         colour = colours[arch] if arch else "0.3"
-        ax.scatter(
-            both[a][mask], both[b][mask], s=10, color=colour, alpha=0.55, lw=0, rasterized=True, zorder=2
-        )
+        ax.scatter(both[a][mask], both[b][mask], s=10, color=colour, alpha=0.55, lw=0, rasterized=True, zorder=2)
     ax.text(
         0.04,
         0.96,
@@ -503,15 +495,11 @@ def plot_budget(budget: pd.DataFrame, archs: list[str], path: Path) -> Path:
         if group.empty:
             continue
         mean = group["expected_best_val_iou"].to_numpy(float)
-        sd = (
-            group["expected_best_val_iou_sd"].to_numpy(float) if "expected_best_val_iou_sd" in group else None
-        )
+        sd = group["expected_best_val_iou_sd"].to_numpy(float) if "expected_best_val_iou_sd" in group else None
         for ax, x in zip(axes, (group["n_trials"], group["device_hours"]), strict=True):
             ax.plot(x, mean, "-o", color=colours[arch], lw=2, ms=3.5, label=label(arch))
             if sd is not None:
-                ax.fill_between(
-                    x, mean - sd, np.minimum(mean + sd, 1.0), color=colours[arch], alpha=0.15, lw=0
-                )
+                ax.fill_between(x, mean - sd, np.minimum(mean + sd, 1.0), color=colours[arch], alpha=0.15, lw=0)
     axes[0].set(
         title="Expected best validation IoU vs trials",
         xlabel="number of trials",
@@ -542,9 +530,7 @@ def headline(paired: pd.DataFrame) -> list[str]:
         win, lose = (b, a) if flip else (a, b)
         win_iou, lose_iou = (r.mean_iou_b, r.mean_iou_a) if flip else (r.mean_iou_a, r.mean_iou_b)
         diff = -r.iou_diff_mean if flip else r.iou_diff_mean
-        low, high = (
-            (-r.iou_diff_ci_high, -r.iou_diff_ci_low) if flip else (r.iou_diff_ci_low, r.iou_diff_ci_high)
-        )
+        low, high = (-r.iou_diff_ci_high, -r.iou_diff_ci_low) if flip else (r.iou_diff_ci_low, r.iou_diff_ci_high)
         p_win = 1 - r.p_a_beats_b if flip else r.p_a_beats_b
         if r.iou_diff_mean == 0:
             start = f"{label(a)} and {label(b)} have the same mean per-image test IoU ({fmt_rate(win_iou)})"
@@ -699,14 +685,10 @@ def _scene_tables(res: Results) -> str:
     # Official protocol: mean over scenes per seed; then mean over seeds.
     per_seed = scores.groupby(["arch", "seed"])[keys].mean().groupby("arch").mean()
     rows = [[label(a), *(f"{per_seed.loc[a, k]:.2f}" for k in keys)] for a in archs]
-    out = md_table(
-        ["architecture", "precision", "recall", "specificity", "Jaccard", "overall accuracy"], rows
-    )
+    out = md_table(["architecture", "precision", "recall", "specificity", "Jaccard", "overall accuracy"], rows)
     jaccard = scores.pivot_table(index="scene_id", columns="arch", values="jaccard", aggfunc="mean")
     rows = [[f"`{scene}`", *(fmt_rate(jaccard.loc[scene, a], 2) for a in archs)] for scene in jaccard.index]
-    return (
-        out + "\n\nJaccard per scene (mean over seeds):\n\n" + md_table(["scene", *map(label, archs)], rows)
-    )
+    return out + "\n\nJaccard per scene (mean over seeds):\n\n" + md_table(["scene", *map(label, archs)], rows)
 
 
 def render_markdown(res: Results, figures: dict[str, Path]) -> str:
@@ -722,16 +704,12 @@ def render_markdown(res: Results, figures: dict[str, Path]) -> str:
     sentences = headline(res.paired) or ["Only one architecture: no comparison."]
     # One pair: a paragraph; several: a list, so each comparison stays its own line when rendered.
     parts += [sentences[0], ""] if len(sentences) == 1 else [*(f"- {s}" for s in sentences), ""]
-    split = f"`{meta.get('split_hash', 'n/a')}`" + (
-        f" ({meta['split_kind']} split)" if "split_kind" in meta else ""
-    )
+    split = f"`{meta.get('split_hash', 'n/a')}`" + (f" ({meta['split_kind']} split)" if "split_kind" in meta else "")
     parts += [
         f"- Architectures: {', '.join(archs)}; seeds: {', '.join(map(str, seeds))} "
         "(paired: same seed and data order for every architecture).",
-        f"- Test split (sha256 of the manifest): {split}; "
-        "every architecture is scored on exactly these images.",
-        f"- Device: {meta.get('device', 'n/a')}; "
-        f"run {meta.get('started_at', '?')} → {meta.get('finished_at', '?')}.",
+        f"- Test split (sha256 of the manifest): {split}; every architecture is scored on exactly these images.",
+        f"- Device: {meta.get('device', 'n/a')}; run {meta.get('started_at', '?')} → {meta.get('finished_at', '?')}.",
         "",
         "## Pixel statistics on the test split",
         "",
@@ -798,9 +776,7 @@ def write_report(results_dir) -> Path:
         if res.samples is not None:
             figures["samples"] = plot_samples(res.samples, res.archs, res.per_image, fig_dir / "samples.png")
         if res.per_image is not None and len(res.per_image):
-            figures["per_image"] = plot_per_image(
-                res.per_image, res.paired, res.archs, fig_dir / "per_image_iou.png"
-            )
+            figures["per_image"] = plot_per_image(res.per_image, res.paired, res.archs, fig_dir / "per_image_iou.png")
         if res.budget is not None and len(res.budget):
             figures["budget"] = plot_budget(res.budget, res.archs, fig_dir / "budget.png")
     path = res.root / "report.md"

@@ -74,9 +74,7 @@ def load_search_space(
     space = {}
     for key, spec in raw.items():
         if allowed is not None and key not in allowed:
-            raise SearchSpaceError(
-                f"{where}: {key}: not a searchable key; valid: {', '.join(sorted(allowed))}"
-            )
+            raise SearchSpaceError(f"{where}: {key}: not a searchable key; valid: {', '.join(sorted(allowed))}")
         try:
             space[key] = _validate_entry(key, spec, patch_size)
         except SearchSpaceError as exc:
@@ -159,9 +157,7 @@ def _check_bounds(key: str, values: list[Any], patch_size: int | None) -> None:
     if key == "depth" and patch_size:
         bad = [d for d in range(min(values), max(values) + 1) if patch_size % (2**d)]
         if bad:
-            raise SearchSpaceError(
-                f"depth: {patch_size}-px patches are not divisible by 2**{bad[0]} = {2 ** bad[0]}"
-            )
+            raise SearchSpaceError(f"depth: {patch_size}-px patches are not divisible by 2**{bad[0]} = {2 ** bad[0]}")
 
 
 def to_optuna(space: Mapping[str, Mapping[str, Any]]) -> dict[str, BaseDistribution]:

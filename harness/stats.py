@@ -268,9 +268,7 @@ def paired_table(
     pairs = list(itertools.combinations(archs, 2)) if pairs is None else list(pairs)
     rows = []
     for a, b in pairs:
-        seeds = sorted(
-            set(results.loc[results.arch == a, "seed"]) & set(results.loc[results.arch == b, "seed"])
-        )
+        seeds = sorted(set(results.loc[results.arch == a, "seed"]) & set(results.loc[results.arch == b, "seed"]))
         pooled = (
             results[results.seed.isin(seeds)]
             .pivot_table(index="seed", columns="arch", values="threat_score", aggfunc="first")

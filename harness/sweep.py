@@ -332,9 +332,7 @@ def run_architecture(
     bench: Benchmark, arch: str, data: PreparedData, state: dict, storage: str, local_dir: Path, resume: bool
 ) -> ArchOutcome:
     """Run (or resume) one architecture's Tune experiment and attach its best trial to MLflow."""
-    trainable, tune_config, run_config, fixed, trial_logger = _tuner(
-        bench, arch, data, state, storage, local_dir
-    )
+    trainable, tune_config, run_config, fixed, trial_logger = _tuner(bench, arch, data, state, storage, local_dir)
     exp_path = f"{storage}/{arch}"
     if resume and tune.Tuner.can_restore(exp_path):
         tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
@@ -439,9 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Ray Tune storage: a local dir, a shared path or an s3:// URI")
     p.add_argument("--address", help="join this Ray cluster (default: start a private local instance)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep in --storage")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, repeatable"
-    )
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, repeatable")
     return p
 
 
@@ -468,11 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for o in outcomes:
-        best = (
-            f"best {o.best_trial_id} val_iou={o.best_val_iou:.4f}"
-            if o.best_trial_id
-            else "no completed trial"
-        )
+        best = f"best {o.best_trial_id} val_iou={o.best_val_iou:.4f}" if o.best_trial_id else "no completed trial"
         print(f"{o.arch}: {o.n_trials} trials, {o.n_completed} ran every epoch, {best}")
     print(f"MLflow: mlflow ui --backend-store-uri {bench.tracking.uri}")
     return 0

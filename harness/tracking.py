@@ -222,9 +222,7 @@ class TrialLogger:
         except TrackingError:
             raise
         except Exception as exc:
-            raise TrackingError(
-                f"tracking URI {self.uri}: cannot open the sweep's parent run: {exc}"
-            ) from exc
+            raise TrackingError(f"tracking URI {self.uri}: cannot open the sweep's parent run: {exc}") from exc
         self._load_children()
         return self.parent_run_id
 
@@ -377,9 +375,7 @@ class TrialLogger:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as fh:
             for op in self._pending:
-                fh.write(
-                    json.dumps({"kind": op.kind, "trial_id": op.trial_id, **op.payload}, default=str) + "\n"
-                )
+                fh.write(json.dumps({"kind": op.kind, "trial_id": op.trial_id, **op.payload}, default=str) + "\n")
 
 
 def _retry(fn, *, what: str, attempts: int = 6, delay: float = 0.5):

@@ -59,9 +59,7 @@ def make_results_dir(root, *, shift=0.05, optional=True, archs=ARCHS, seed=0):
             results.loc[results.arch == arch, results.columns[2:]] = results[results.arch == archs[0]][
                 results.columns[2:]
             ].to_numpy()
-    names = [
-        f"patch_{i + 1}_1_by_{i + 1}_LC08_L1TP_00205{i % 3}_20160520_20170324_01_T1" for i in range(N_IMAGES)
-    ]
+    names = [f"patch_{i + 1}_1_by_{i + 1}_LC08_L1TP_00205{i % 3}_20160520_20170324_01_T1" for i in range(N_IMAGES)]
     base = rng.uniform(0.55, 0.95, N_IMAGES)
     per_image = []
     for arch in archs:
@@ -162,14 +160,10 @@ def make_results_dir(root, *, shift=0.05, optional=True, archs=ARCHS, seed=0):
     rgb = ground * (1 - cloud[..., None]) + 0.95 * cloud[..., None]
     # Predictions: the cloud field plus each "model"'s own noise and threshold, so both error kinds show.
     preds = {
-        f"pred_{a}": (cloud + (0.25 + 0.15 * j) * (_blobs(rng, k, SIZE) - 0.5) > 0.45 + 0.1 * j).astype(
-            np.uint8
-        )
+        f"pred_{a}": (cloud + (0.25 + 0.15 * j) * (_blobs(rng, k, SIZE) - 0.5) > 0.45 + 0.1 * j).astype(np.uint8)
         for j, a in enumerate(archs)
     }
-    np.savez(
-        root / "samples.npz", rgb=rgb.astype(np.float32), gt=gt, names=np.array(names[:k]), seed=0, **preds
-    )
+    np.savez(root / "samples.npz", rgb=rgb.astype(np.float32), gt=gt, names=np.array(names[:k]), seed=0, **preds)
     return root
 
 
@@ -206,9 +200,7 @@ def test_report_names_both_architectures_and_the_winner(full_report):
 def test_every_linked_figure_exists_and_is_not_blank(full_report):
     root, path = full_report
     links = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", path.read_text())
-    assert sorted(links) == sorted(
-        f"figures/{n}.png" for n in ("curves", "samples", "per_image_iou", "budget")
-    )
+    assert sorted(links) == sorted(f"figures/{n}.png" for n in ("curves", "samples", "per_image_iou", "budget"))
     for link in links:
         png = root / link
         assert png.stat().st_size > 15_000, link

@@ -15,9 +15,7 @@ from harness.metrics import confusion_stats
 def test_expected_max_curve_matches_hand_computation():
     # N = 3 sorted scores; P(max_n = v(i)) = (i/3)^n - ((i-1)/3)^n.
     curve = stats.expected_max_curve([0.9, 0.1, 0.5])
-    assert curve == pytest.approx(
-        [0.5, (0.1 * 1 + 0.5 * 3 + 0.9 * 5) / 9, (0.1 * 1 + 0.5 * 7 + 0.9 * 19) / 27]
-    )
+    assert curve == pytest.approx([0.5, (0.1 * 1 + 0.5 * 3 + 0.9 * 5) / 9, (0.1 * 1 + 0.5 * 7 + 0.9 * 19) / 27])
 
 
 def test_expected_max_curve_is_monotone_and_below_the_best_score():
