@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -17,6 +18,11 @@ from optuna.trial import TrialState
 
 from harness.config import load_benchmark
 from harness.sweep import SweepError, run_sweep
+
+
+def trials_with_checkpoints(experiment_dir: Path) -> int:
+    """How many trials of a Tune experiment have written at least one checkpoint."""
+    return len({p.parent.parent for p in experiment_dir.glob("*/checkpoint_*/checkpoint.pt")})
 
 
 def mlflow_runs(uri: str, experiment: str):
@@ -131,17 +137,23 @@ def test_unreachable_ray_address_is_a_clear_error(tmp_path, data_cache_dir):
     assert "127.0.0.1:1" in proc.stderr
 
 
-@pytest.mark.slow
 def test_worker_node_killed_mid_sweep(ray_cluster, tmp_path, data_cache_dir):
     """A node dies under a running trial: it is retried from its checkpoint, MLflow stays one run per trial."""
-    node = ray_cluster.add_node(num_cpus=1)
+    # Trials take a whole 2-CPU node each, so with two at once one of them runs on the node we kill.
+    node = ray_cluster.add_node(num_cpus=2)
     ray_cluster.wait_for_nodes()
     bench = load_benchmark(
         SMOKE,
         smoke_overrides(
             tmp_path,
             data_cache_dir,
-            **{"architectures": "[unet]", "search.num_samples": 2, "asha.grace_period": 4, "train.epochs": 4},
+            **{
+                "architectures": "[unet]",
+                "search.num_samples": 2,
+                "asha.grace_period": 4,
+                "train.epochs": 4,
+                "resources.cpu": 2,
+            },
         ),
     )
     killed = threading.Event()
@@ -149,7 +161,7 @@ def test_worker_node_killed_mid_sweep(ray_cluster, tmp_path, data_cache_dir):
     def kill_when_checkpointed() -> None:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
-            if len(list((tmp_path / "storage" / "unet").glob("*/checkpoint_*/checkpoint.pt"))) >= 2:
+            if trials_with_checkpoints(tmp_path / "storage" / "unet") >= 2:
                 ray_cluster.remove_node(node, allow_graceful=False)
                 killed.set()
                 return
@@ -168,7 +180,6 @@ def test_worker_node_killed_mid_sweep(ray_cluster, tmp_path, data_cache_dir):
     assert restored, "the hit trial should have resumed from a checkpointed epoch, not from scratch"
 
 
-@pytest.mark.slow
 def test_driver_sigkill_then_resume(ray_cluster, tmp_path, data_cache_dir):
     """SIGKILL the sweep process mid-sweep; --resume finishes exactly the requested trials, no duplicates."""
     overrides = smoke_overrides(tmp_path, data_cache_dir, **{"architectures": "[unet]", "train.epochs": 4})
@@ -179,9 +190,10 @@ def test_driver_sigkill_then_resume(ray_cluster, tmp_path, data_cache_dir):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        if len(list((tmp_path / "storage" / "unet").glob("*/checkpoint_*/checkpoint.pt"))) >= 2:
+        if trials_with_checkpoints(tmp_path / "storage" / "unet") >= 2:
             break
         time.sleep(0.2)
+    assert proc.poll() is None, "the sweep finished before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=600)
