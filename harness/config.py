@@ -25,6 +25,7 @@ LOSSES = ("ce", "jaccard", "dice")
 NORMS = ("batch", "none")
 NORMALISATIONS = ("scale", "standardise")
 SPLIT_KINDS = ("scene", "random")
+SAMPLERS = ("tpe", "random")
 
 
 class ConfigError(ValueError):
@@ -73,19 +74,21 @@ class TrainConfig:
 
 @dataclass
 class SearchConfig:
-    """The per-architecture budget: trials, TPE seed and how many run at once."""
+    """The per-architecture budget: trials, sampler (seeded TPE, or random as a baseline), concurrency."""
 
     num_samples: int = 8
     seed: int = 0
     max_concurrent: int = 2
+    sampler: str = "tpe"
 
 
 @dataclass
 class AshaConfig:
-    """ASHA over epochs; ``max_t`` is ``train.epochs``."""
+    """ASHA over epochs; ``max_t`` is ``train.epochs``. ``enabled: false`` runs every trial to the end."""
 
     grace_period: int = 1
     reduction_factor: int = 2
+    enabled: bool = True
 
 
 @dataclass
@@ -357,6 +360,7 @@ def _validate(b: Benchmark) -> None:
     need(t.num_workers >= 0, "train.num_workers", "must be >= 0")
     need(b.search.num_samples >= 1, "search.num_samples", "must be >= 1")
     need(b.search.max_concurrent >= 1, "search.max_concurrent", "must be >= 1")
+    need(b.search.sampler in SAMPLERS, "search.sampler", f"expected one of {SAMPLERS}, got {b.search.sampler!r}")
     need(b.asha.grace_period >= 1, "asha.grace_period", "must be >= 1")
     need(
         b.asha.grace_period <= t.epochs,

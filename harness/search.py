@@ -174,9 +174,13 @@ def to_optuna(space: Mapping[str, Mapping[str, Any]]) -> dict[str, BaseDistribut
     return dists
 
 
-def tpe_sampler(seed: int) -> optuna.samplers.TPESampler:
-    """The seeded TPE sampler every architecture's study uses (same seed, same settings)."""
-    return optuna.samplers.TPESampler(seed=seed)
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """The seeded sampler every architecture's study uses: TPE, or random search as a baseline."""
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise SearchSpaceError(f"search.sampler: expected tpe or random, got {name!r}")
 
 
 def trial_outcome(

@@ -36,13 +36,13 @@ import ray
 import yaml
 from optuna.trial import TrialState
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from harness.config import Benchmark, ConfigError, load_benchmark
 from harness.data.prepare import PreparedData, prepare_data
-from harness.search import stopped_by, to_optuna, tpe_sampler, trial_outcome
+from harness.search import make_sampler, stopped_by, to_optuna, trial_outcome
 from harness.tracking import TrackingError, TrialLogger, check_tracking_uri, git_commit
 
 log = logging.getLogger("harness.sweep")
@@ -282,7 +282,7 @@ def _tuner(bench: Benchmark, arch: str, data: PreparedData, state: dict, storage
         space=to_optuna(space),
         metric=METRIC,
         mode=MODE,
-        sampler=tpe_sampler(bench.search.seed),
+        sampler=make_sampler(bench.search.sampler, bench.search.seed),
         study_name=f"{state['sweep_id']}-{arch}",
         storage=optuna.storages.RDBStorage(optuna_db),
     )
@@ -315,7 +315,9 @@ def _tuner(bench: Benchmark, arch: str, data: PreparedData, state: dict, storage
             max_t=bench.train.epochs,
             grace_period=bench.asha.grace_period,
             reduction_factor=bench.asha.reduction_factor,
-        ),
+        )
+        if bench.asha.enabled
+        else FIFOScheduler(),
     )
     run_config = tune.RunConfig(
         name=arch,
