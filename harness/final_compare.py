@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import json
 import math
+import shutil
 import sys
 import tempfile
 import time
@@ -265,7 +266,7 @@ def run_compare(
     if missing:
         raise CompareError(f"sweep {sweep_id} has no runs for {missing}")
     args = data_args(bench)
-    data = prepare_data(**args)
+    data = prepare_data(**args, progress=progress)
     for s in sweeps:
         if s.tags.get("split_hash") != data.split_hash:
             raise CompareError(
@@ -340,9 +341,19 @@ def run_compare(
             bar.update(1)
         bar.close()
 
-    out.mkdir(parents=True, exist_ok=True)
-    _write_results(bench, sweep_id, data, best, results, by_arch, sample_rows, out, started)
-    report = write_report(out)
+    # Written beside `out`, then renamed into place: a failure never leaves a half-written report.
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        _write_results(bench, sweep_id, data, best, results, by_arch, sample_rows, staging, started)
+        write_report(staging)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    report = out / "report.md"
     summary = pd.read_csv(out / "summary.csv")
     metrics = {
         f"{r.arch}_{k}": getattr(r, k)

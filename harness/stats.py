@@ -300,8 +300,8 @@ def paired_table(
 def budget_table(trials: pd.DataFrame, *, n_max: int | None = None) -> pd.DataFrame:
     """``budget.csv`` from one row per sweep trial: columns ``arch``, ``val_iou``, ``device_hours``.
 
-    ``val_iou`` is the best validation IoU a trial reported (ASHA-stopped trials included, with the
-    score they reached); ``device_hours`` what it cost. Returns per arch and ``n = 1..n_max`` (default:
+    ``val_iou`` is the validation IoU a trial ended with (ASHA-stopped trials included, with the
+    score they had when stopped); ``device_hours`` what it cost. Returns per arch and ``n = 1..n_max`` (default:
     that arch's number of trials): ``arch, n_trials, expected_best_val_iou, expected_best_val_iou_sd,
     device_hours`` (:func:`expected_max_curve`, :func:`expected_cost_curve`).
     """

@@ -380,7 +380,7 @@ def run_sweep(bench: Benchmark, *, address: str | None = None, resume: bool = Fa
     """Validate everything, prepare the data once, then sweep each architecture in turn."""
     bench.tracking.uri = check_tracking_uri(bench.tracking.uri)
     storage, local_dir = _storage_root(bench)
-    data = prepare_data(**data_args(bench))
+    data = prepare_data(**data_args(bench), progress=True)
     state = _sweep_state(local_dir, bench, resume, data)
     started = start_ray(bench, address)
     try:
