@@ -238,11 +238,11 @@ def flops_per_patch(config: dict[str, Any]) -> int:
 def resolve_benchmark(bench: Benchmark | None, uri: str | None) -> tuple[Benchmark, str]:
     """The benchmark to compare and its sweep id (the latest finished sweep when no benchmark is given)."""
     if bench is not None:
-        uri = check_tracking_uri(uri or bench.tracking.uri)
+        uri = check_tracking_uri(uri or bench.tracking.uri, must_exist=True)
         bench.tracking.uri = uri
         sweeps = read_sweep(uri, bench.tracking.experiment, benchmark=bench.name)
         return bench, sweeps[0].sweep_id
-    uri = check_tracking_uri(uri or "sqlite:///mlflow.db")
+    uri = check_tracking_uri(uri or "sqlite:///mlflow.db", must_exist=True)
     experiment, sweep_id, parent_run_id = latest_sweep(uri)
     with tempfile.TemporaryDirectory() as tmp:
         path = download_artifacts(uri, parent_run_id, "benchmark.yaml", tmp)

@@ -69,9 +69,15 @@ def resolve_uri(uri: str) -> str:
     return uri
 
 
-def check_tracking_uri(uri: str, *, timeout: float = 10.0) -> str:
-    """Fail fast, with the URI in the message, if the tracking store cannot be reached; return it resolved."""
+def check_tracking_uri(uri: str, *, timeout: float = 10.0, must_exist: bool = False) -> str:
+    """Fail fast, with the URI in the message, if the tracking store cannot be reached; return it resolved.
+
+    ``must_exist`` (for readers such as the final comparison): a local SQLite store that is not there
+    is an error, instead of being created empty.
+    """
     uri = resolve_uri(uri)
+    if must_exist and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        raise TrackingError(f"tracking URI {uri}: no such store (has a sweep been run with it?)")
     scheme = urlparse(uri).scheme
     if scheme in ("http", "https"):
         try:

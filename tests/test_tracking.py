@@ -138,3 +138,9 @@ def test_store_failing_mid_sweep_loses_nothing(tmp_path):
         assert run.data.tags["stopped_by"] == "completed"
     finally:
         _stop_server(server)
+
+
+def test_reader_does_not_create_a_missing_store(tmp_path):
+    with pytest.raises(TrackingError, match="no such store"):
+        check_tracking_uri(f"sqlite:///{tmp_path}/absent.db", must_exist=True)
+    assert not (tmp_path / "absent.db").exists()
