@@ -336,7 +336,8 @@ class TrialLogger:
             if step <= self._max_step.get(run_id, 0):
                 return  # already in the store: a resumed trial re-reported this epoch
             ts = int(time.time() * 1000)
-            metrics = [Metric(k, v, ts, step) for k, v in op.payload["metrics"].items() if math.isfinite(v)]
+            # NaN is logged too (MLflow stores it): skipping it would leave a gap in the epoch steps.
+            metrics = [Metric(k, v, ts, step) for k, v in op.payload["metrics"].items()]
             self.client.log_batch(run_id, metrics=metrics)
             self._max_step[run_id] = step
         elif op.kind == "end":
