@@ -25,13 +25,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.demo", description=__doc__.splitlines()[0])
     p.add_argument("--benchmark", default=str(DEMO), help="benchmark file (default: benchmarks/demo.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a benchmark key")
+    p.add_argument("--address", help="use this Ray cluster (default: a private local instance)")
     args = p.parse_args(argv)
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     bench = load_benchmark(args.benchmark, args.set)
     bench.storage = str(Path(bench.storage).with_name(f"{Path(bench.storage).name}-{stamp}"))
     t0 = time.monotonic()
-    with ray_session(bench):
+    with ray_session(bench, args.address):
         outcomes = run_sweep(bench)
         for o in outcomes:
             print(f"{o.arch}: {o.n_trials} trials, {o.n_completed} ran every epoch, best val IoU {o.best_val_iou}")
