@@ -174,10 +174,19 @@ def to_optuna(space: Mapping[str, Mapping[str, Any]]) -> dict[str, BaseDistribut
     return dists
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+def tpe_startup_trials(budget: int) -> int:
+    """Random start-up trials before TPE models the space: Optuna's 10, but at most a quarter of the budget.
+
+    With Optuna's default of 10, a sweep of 8 trials per architecture never leaves random search
+    (benchmarks/perf/RESULTS.md); a quarter keeps TPE guiding most of a small budget.
+    """
+    return max(2, min(10, budget // 4))
+
+
+def make_sampler(name: str, seed: int, *, budget: int = 40) -> optuna.samplers.BaseSampler:
     """The seeded sampler every architecture's study uses: TPE, or random search as a baseline."""
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=tpe_startup_trials(budget))
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise SearchSpaceError(f"search.sampler: expected tpe or random, got {name!r}")

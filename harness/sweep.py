@@ -282,7 +282,7 @@ def _tuner(bench: Benchmark, arch: str, data: PreparedData, state: dict, storage
         space=to_optuna(space),
         metric=METRIC,
         mode=MODE,
-        sampler=make_sampler(bench.search.sampler, bench.search.seed),
+        sampler=make_sampler(bench.search.sampler, bench.search.seed, budget=bench.search.num_samples),
         study_name=f"{state['sweep_id']}-{arch}",
         storage=optuna.storages.RDBStorage(optuna_db),
     )
@@ -308,6 +308,9 @@ def _tuner(bench: Benchmark, arch: str, data: PreparedData, state: dict, storage
     tune_config = tune.TuneConfig(
         metric=METRIC,
         mode=MODE,
+        # A new worker per trial costs ~2 s of imports; reusing actors halves per-trial scheduling
+        # overhead (benchmarks/perf/RESULTS.md, search_efficiency.py --reuse-actors).
+        reuse_actors=True,
         num_samples=bench.search.num_samples,
         search_alg=ConcurrencyLimiter(searcher, max_concurrent=bench.search.max_concurrent),
         scheduler=ASHAScheduler(

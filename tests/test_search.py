@@ -5,7 +5,15 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from harness.search import SearchSpaceError, load_search_space, stopped_by, to_optuna, trial_outcome
+from harness.search import (
+    SearchSpaceError,
+    load_search_space,
+    make_sampler,
+    stopped_by,
+    to_optuna,
+    tpe_startup_trials,
+    trial_outcome,
+)
 
 
 def test_space_converts_to_optuna_distributions():
@@ -69,3 +77,10 @@ def test_pruned_trial_keeps_intermediate_values_in_optuna():
     study.tell(trial, value, state=state)
     frozen = study.trials[0]
     assert frozen.state == TrialState.PRUNED and frozen.intermediate_values == {1: 0.2}
+
+
+def test_tpe_leaves_random_start_up_within_a_small_budget():
+    assert tpe_startup_trials(8) == 2 and tpe_startup_trials(32) == 8 and tpe_startup_trials(400) == 10
+    sampler = make_sampler("tpe", 0, budget=8)
+    assert isinstance(sampler, optuna.samplers.TPESampler)
+    assert isinstance(make_sampler("random", 0), optuna.samplers.RandomSampler)

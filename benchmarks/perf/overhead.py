@@ -9,10 +9,13 @@ synthetic data with augmentation) for the same epochs with the same torch thread
   storage and a SQLite MLflow store.
 
 ``harness_overhead_ratio`` = the trial's training images/s as logged to MLflow (``train_images_per_second``)
-/ the bare loop's images/s. Wall-clock ratios are reported too: for the whole trial (from Tune's
-``time_total_s``: setup, training, evaluation, checkpoints, reports) and for the whole sweep (Ray start
-included). The difference is split into fixed costs (Ray start, the rest of ``run_sweep``: actor start,
-MLflow runs, Tune bookkeeping) and per-epoch costs (evaluation, checkpoint + report).
+/ the bare loop's images/s. The bare loop runs before and after the sweep (averaged, so drifting machine
+load hits both sides), plain (default memory format) and channels_last: against the latter,
+``harness_overhead_ratio_same_kernels`` is the overhead alone, without the harness's choice of kernels.
+Wall-clock ratios are reported too: for the whole trial (Tune's ``time_total_s``: setup, training,
+evaluation, checkpoints, reports) and for the whole sweep (Ray start included). The difference is split
+into fixed costs (Ray start, driver setup, actor start, trial setup, teardown) and per-epoch costs
+(evaluation, checkpoint + report, driver latency).
 
     python benchmarks/perf/overhead.py --quick --json benchmarks/perf/results/overhead.json
 """
@@ -34,8 +37,12 @@ MODEL = {"arch": "unet", "depth": 3, "base_channels": 16}
 PATCH, SCENES, BATCH, LR = 64, 30, 8, 3e-3
 
 
-def bare_loop(data, epochs: int, threads: int) -> dict:
-    """The plain loop: per-epoch images/s and the wall time from model construction to the last step."""
+def bare_loop(data, epochs: int, threads: int, channels_last: bool = False) -> dict:
+    """The plain loop: per-epoch images/s and the wall time from model construction to the last step.
+
+    ``channels_last`` runs the same loop in the memory format the harness uses, which isolates the
+    harness's overhead from its choice of kernels.
+    """
     from harness.data.dataset import CloudPatchDataset
     from harness.models import build_model
 
@@ -43,6 +50,8 @@ def bare_loop(data, epochs: int, threads: int) -> dict:
     started = time.perf_counter()
     torch.manual_seed(0)
     model = build_model(MODEL["arch"], depth=MODEL["depth"], base_channels=MODEL["base_channels"])
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
     optimiser = torch.optim.Adam(model.parameters(), lr=LR)
     dataset = CloudPatchDataset(data.cache_dir, data.indices("train"), augment=True, seed=0)
     loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(0))
@@ -52,6 +61,7 @@ def bare_loop(data, epochs: int, threads: int) -> dict:
         dataset.set_epoch(epoch)
         start, seen = time.perf_counter(), 0
         for images, masks in loader:
+            images = images.contiguous(memory_format=memory_format)
             optimiser.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(images), masks)
             loss.backward()
@@ -64,6 +74,7 @@ def bare_loop(data, epochs: int, threads: int) -> dict:
         "wall_s": time.perf_counter() - started,
         "images": seen * epochs,
         "threads": torch.get_num_threads(),
+        "channels_last": channels_last,
     }
 
 
@@ -153,6 +164,24 @@ def sweep_trial(data, epochs: int, threads: int, workdir: Path) -> dict:
     }
 
 
+def checkpoint_cost(base: int, depth: int, workdir: Path) -> dict:
+    """Size and save time of a per-epoch checkpoint (weights + Adam state) of a U-Net, as ``fit`` writes it."""
+    from harness.train import CHECKPOINT_FILENAME, model_from_config, save_checkpoint
+
+    model = model_from_config({"arch": "unet", "depth": depth, "base_channels": base})
+    optimiser = torch.optim.Adam(model.parameters())
+    F.cross_entropy(model(torch.rand(1, 4, 32, 32)), torch.zeros(1, 32, 32, dtype=torch.long)).backward()
+    optimiser.step()  # Adam's two moments now exist: the checkpoint has its real size
+    state = {"model": model.state_dict(), "optimiser": optimiser.state_dict()}
+    path = workdir / CHECKPOINT_FILENAME
+    seconds = []
+    for _ in range(3):
+        start = time.perf_counter()
+        save_checkpoint(path, state)
+        seconds.append(time.perf_counter() - start)
+    return {"base_channels": base, "depth": depth, "megabytes": path.stat().st_size / 1e6, "save_s": min(seconds)}
+
+
 def _step(metric) -> int:
     return metric.step
 
@@ -166,21 +195,31 @@ def main() -> None:
     data = perfutil.prepare(PATCH, scenes=SCENES)
     # The bare loop runs before and after the sweep: both are averaged, so drift in machine load
     # (another process on a 2-core machine) hits both sides alike.
-    bare_runs = [bare_loop(data, epochs, threads)]
+    perfutil.wait_quiet()
+    bare_runs = [bare_loop(data, epochs, threads), bare_loop(data, epochs, threads, channels_last=True)]
     with tempfile.TemporaryDirectory(prefix="perf-overhead-") as tmp:
         swept = sweep_trial(data, epochs, threads, Path(tmp))
-    bare_runs.append(bare_loop(data, epochs, threads))
-    bare_ips = float(np.mean([b["images_per_second"] for b in bare_runs]))
-    bare_steady = float(np.mean([b["images_per_second_per_epoch"][1:] for b in bare_runs]))
-    bare_wall = float(np.mean([b["wall_s"] for b in bare_runs]))
+        checkpoints = [
+            checkpoint_cost(MODEL["base_channels"], MODEL["depth"], Path(tmp)),
+            checkpoint_cost(32, 4, Path(tmp)),
+        ]
+    bare_runs += [bare_loop(data, epochs, threads, channels_last=True), bare_loop(data, epochs, threads)]
+    plain = [b for b in bare_runs if not b["channels_last"]]
+    bare_ips = float(np.mean([b["images_per_second"] for b in plain]))
+    bare_steady = float(np.mean([b["images_per_second_per_epoch"][1:] for b in plain]))
+    bare_wall = float(np.mean([b["wall_s"] for b in plain]))
+    same_kernels = float(np.mean([b["images_per_second"] for b in bare_runs if b["channels_last"]]))
     images = swept["images"]
     per_epoch = {k: float(np.mean(v)) if v else 0.0 for k, v in swept["per_epoch_s"].items()}
     results = {
         "harness_overhead_ratio": swept["images_per_second"] / bare_ips,
+        # vs the bare loop in the harness's memory format: the overhead alone, without the kernel choice
+        "harness_overhead_ratio_same_kernels": swept["images_per_second"] / same_kernels,
         "harness_overhead_ratio_steady": float(np.mean(swept["images_per_second_per_epoch"][1:])) / bare_steady,
         "harness_overhead_ratio_trial_wall": (images / swept["trial_wall_s"]) / (images / bare_wall),
         "harness_overhead_ratio_sweep_wall": (images / swept["sweep_wall_s"]) / (images / bare_wall),
         "bare_images_per_second": bare_ips,
+        "bare_channels_last_images_per_second": same_kernels,
         "sweep_images_per_second": swept["images_per_second"],
         "bare_wall_s": bare_wall,
         "trial_wall_s": swept["trial_wall_s"],
@@ -189,6 +228,8 @@ def main() -> None:
         "fixed_total_s": float(sum(swept["fixed_s"].values())),
         "per_epoch_mean_s": per_epoch,
         "per_epoch_extra_fraction": (per_epoch["eval"] + per_epoch["checkpoint_report"]) / per_epoch["train"],
+        # per-epoch checkpoint: this model and the GPU-sized one (U-Net base 32, depth 4)
+        "checkpoints": checkpoints,
         "config": {
             **MODEL,
             "patch": PATCH,

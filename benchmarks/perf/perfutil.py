@@ -85,15 +85,26 @@ def synthetic(patch_size: int, *, scenes: int = 10, grid: tuple[int, int] = (8, 
     return {"scenes": scenes, "patch_size": patch_size, "seed": 0, "test_scenes": 2, "grid": list(grid)}
 
 
+def cache_dir(patch_size: int, *, scenes: int = 10, grid: tuple[int, int] = (8, 8)) -> Path:
+    """Where `prepare` puts the cache of these parameters."""
+    return DATA_ROOT / f"cache-{patch_size}px-{scenes}x{grid[0]}x{grid[1]}"
+
+
+def source_dir(patch_size: int, *, scenes: int = 10, grid: tuple[int, int] = (8, 8)) -> Path:
+    """The synthetic tree (38-Cloud layout, TIFF files) behind `prepare`'s cache of these parameters."""
+    from harness.data.prepare import synthetic_dir
+
+    params = synthetic(patch_size, scenes=scenes, grid=grid)
+    return synthetic_dir(cache_dir(patch_size, scenes=scenes, grid=grid), params) / "38-Cloud_training"
+
+
 def prepare(patch_size: int, *, scenes: int = 10, grid: tuple[int, int] = (8, 8)):
     """A prepared smoke-like dataset (scene split 0.5/0.25/0.25, non-empty patches) under DATA_ROOT."""
     from harness.data.prepare import prepare_data
 
-    params = synthetic(patch_size, scenes=scenes, grid=grid)
-    cache_dir = DATA_ROOT / f"cache-{patch_size}px-{scenes}x{grid[0]}x{grid[1]}"
     return prepare_data(
-        synthetic=params,
-        cache_dir=cache_dir,
+        synthetic=synthetic(patch_size, scenes=scenes, grid=grid),
+        cache_dir=cache_dir(patch_size, scenes=scenes, grid=grid),
         split_kind="scene",
         fractions=(0.5, 0.25, 0.25),
         split_seed=0,
@@ -115,3 +126,96 @@ def quiet_logs() -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     except ImportError:
         pass
+
+
+def busy_cores(interval: float = 0.5) -> float:
+    """CPU cores busy machine-wide over `interval` seconds (from /proc/stat); NaN where unavailable."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(interval)
+        total1, idle1 = sample()
+    except (OSError, ValueError):
+        return float("nan")
+    total = total1 - total0
+    return (total - (idle1 - idle0)) / total * (os.cpu_count() or 1) if total else float("nan")
+
+
+def wait_quiet(max_busy: float = 0.3, timeout: float = 120.0) -> float:
+    """Wait (up to `timeout` s) until other processes use at most `max_busy` cores; return the last reading.
+
+    This machine may be shared: a measurement taken while another job runs says nothing about the harness.
+    """
+    deadline = time.monotonic() + timeout
+    busy = busy_cores()
+    while busy > max_busy and time.monotonic() < deadline:
+        time.sleep(2.0)
+        busy = busy_cores()
+    if busy > max_busy:
+        print(f"warning: {busy:.2f} cores busy with other work; figures may be low", file=sys.stderr)
+    return busy
+
+
+def training_step_flops(model, images, masks) -> int:
+    """FLOPs of one training step (forward + backward) counted by ``torch.utils.flop_counter``.
+
+    Convolutions and matmuls are counted (what FlopCounterMode knows); element-wise ops are not, so this
+    slightly undercounts, as MFU figures conventionally do.
+    """
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        F.cross_entropy(model(images).float(), masks).backward()
+    model.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops())
+
+
+def matmul_peak(device, dtype, *, n: int, seconds: float = 2.0) -> dict[str, float]:
+    """Measured FLOP/s of an n x n matmul on `device` in `dtype` (what MFU is taken against).
+
+    ``torch_matmul`` is ``a @ b`` (MKL on x86 CPUs, cuBLAS on CUDA). On CPU the same product is also
+    timed as a 1x1 convolution, which oneDNN runs: MKL keeps AMD CPUs on an AVX2 path while oneDNN
+    (which runs the networks' convolutions) uses AVX-512, so the larger of the two is the ``peak``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    out = {"torch_matmul": 2.0 * n**3 * _rate(lambda: a @ b, device, seconds)}
+    if torch.device(device).type == "cpu":
+        side = round((n / 4) ** 0.5)  # (4, n, side, side) x (n, n, 1, 1): 2 n^2 * 4 side^2 FLOPs
+        x = torch.randn(4, n, side, side, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(n, n, 1, 1, dtype=dtype)
+        with torch.inference_mode():
+            out["onednn_1x1_conv"] = 2.0 * n * n * 4 * side * side * _rate(lambda: F.conv2d(x, w), device, seconds)
+    out["peak"] = max(out.values())
+    return out
+
+
+def _rate(fn, device, seconds: float) -> float:
+    """Calls per second of `fn` (after three warm-up calls), synchronising the device."""
+    for _ in range(3):
+        fn()
+    sync(device)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(4):
+            fn()
+        sync(device)
+        count += 4
+    return count / (time.perf_counter() - start)
+
+
+def sync(device) -> None:
+    """Wait for queued GPU work (no-op on CPU)."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()

@@ -44,6 +44,11 @@ PATCH_COLUMNS = ["name", "scene_id", "row", "col", "nonempty"]
 _SHAPE_SAMPLE = 32
 #: Patches in flight at once while decoding.
 _WINDOW = 2048
+#: Decoding threads when the caller does not say. Decoding is mostly tifffile's pure-Python header
+#: parsing, which holds the GIL: threads only overlap the file reads, and many of them contend for the
+#: GIL (with Python's default of cores + 4 threads, ingest took 1.2-2.4x as long on 2 cores as with 2;
+#: benchmarks/perf/RESULTS.md).
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
 
 @dataclass
@@ -144,7 +149,7 @@ def _decode_all(
     progress: bool,
     desc: str,
 ) -> tuple[list[Problem], list[bool]]:
-    """Decode every patch in a thread pool (the TIFF codecs release the GIL), handing rows to `sink`."""
+    """Decode every patch in a pool of `workers` threads (default `DEFAULT_WORKERS`), handing rows to `sink`."""
     problems: list[Problem] = []
     nonempty = [False] * len(patches)
 
@@ -156,7 +161,7 @@ def _decode_all(
         return probs
 
     with (
-        ThreadPoolExecutor(max_workers=workers) as pool,
+        ThreadPoolExecutor(max_workers=workers or DEFAULT_WORKERS) as pool,
         tqdm(total=len(patches), desc=desc, unit="patch", file=sys.stderr, disable=not progress) as bar,
     ):
         # Submit in windows so that 100k-patch trees do not hold 100k futures at once.
