@@ -129,14 +129,7 @@ def device_rate(arch: str, base: int, depth: int, raw_batches, device: torch.dev
 
     def run(items) -> None:
         for images, masks in items:
-            images = images.to(device, non_blocking=True).float().mul_(1.0 / 65535.0)
-            images = images.contiguous(memory_format=torch.channels_last)
-            masks = masks.to(device, non_blocking=True)
-            optimiser.zero_grad(set_to_none=True)
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                logits = step_model(images)
-            F.cross_entropy(logits.float(), masks).backward()
-            optimiser.step()
+            perfutil.cuda_bf16_step(step_model, optimiser, images, masks, device)
 
     run(pinned[:3])  # warm-up (and compilation)
     perfutil.sync(device)

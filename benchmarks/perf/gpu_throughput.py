@@ -18,7 +18,6 @@ import time
 
 import perfutil
 import torch
-import torch.nn.functional as F
 
 PATCH, EPOCHS, PATCHES = 384, 60, 21_000
 
@@ -38,14 +37,7 @@ def measure(arch: str, base: int, batch: int, steps: int, peak: float, compile_m
     masks = torch.randint(0, 2, (batch, PATCH, PATCH), generator=gen).pin_memory()
 
     def step() -> None:
-        x = images.to(device, non_blocking=True).float().mul_(1.0 / 65535.0)
-        x = x.contiguous(memory_format=torch.channels_last)
-        y = masks.to(device, non_blocking=True)
-        optimiser.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            logits = step_model(x)
-        F.cross_entropy(logits.float(), y).backward()
-        optimiser.step()
+        perfutil.cuda_bf16_step(step_model, optimiser, images, masks, device)
 
     for _ in range(3):
         step()

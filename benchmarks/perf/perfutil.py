@@ -219,3 +219,19 @@ def sync(device) -> None:
 
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
+
+
+def cuda_bf16_step(step_model, optimiser, images, masks, device) -> None:
+    """One training step as a tuned GPU loop does it: uint16 batch copied non-blocking, scaled on the
+    device, channels_last, bf16 autocast (the reference that compute.py and gpu_throughput.py time)."""
+    import torch
+    import torch.nn.functional as F
+
+    x = images.to(device, non_blocking=True).float().mul_(1.0 / 65535.0)
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = masks.to(device, non_blocking=True)
+    optimiser.zero_grad(set_to_none=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        logits = step_model(x)
+    F.cross_entropy(logits.float(), y).backward()
+    optimiser.step()
