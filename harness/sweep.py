@@ -102,6 +102,7 @@ class MlflowTrialCallback(tune.Callback):
         self.trial_logger.trial_finished(trial.trial_id, "error")
 
     def on_experiment_end(self, trials, **info) -> None:
+        self.trial_logger.retire_unknown_trials(t.trial_id for t in trials)
         self.trial_logger.close()
 
 

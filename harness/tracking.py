@@ -271,6 +271,37 @@ class TrialLogger:
         for k, v in tags.items():
             _retry(lambda k=k, v=v: self.client.set_tag(self.parent_run_id, k, str(v)), what=f"tag {k}")
 
+    def retire_unknown_trials(self, known_trial_ids: Iterable[str]) -> list[str]:
+        """Delete child runs of trials the sweep no longer has; returns their trial ids.
+
+        A driver killed between starting a trial and saving its experiment state leaves an MLflow run
+        for a trial that the restored sweep does not know (it suggests a new one in its place). That
+        run's results are lost to the sweep, so it is deleted (MLflow's soft delete, tagged with the
+        reason) to keep exactly one run per trial of the sweep.
+        """
+        known = set(known_trial_ids)
+        self._flush()
+        if self._pending:
+            return []  # the store is down: keep everything, close() reports it
+        try:
+            self._load_children()
+        except Exception as exc:
+            log.warning("could not list child runs to retire lost trials: %s", exc)
+            return []
+        retired = []
+        for trial_id, run_id in list(self._run_ids.items()):
+            if trial_id in known:
+                continue
+            _retry(lambda r=run_id: self.client.set_tag(r, "retired", "trial lost with a killed driver"), what="tag")
+            _retry(lambda r=run_id: self.client.delete_run(r), what=f"delete run of lost trial {trial_id}")
+            del self._run_ids[trial_id]
+            retired.append(trial_id)
+        if retired:
+            log.warning(
+                "deleted MLflow runs of %d trial(s) the restored sweep does not know: %s", len(retired), retired
+            )
+        return retired
+
     def close(self, status: str = "FINISHED") -> None:
         """Flush everything (retrying for up to ``final_flush_seconds``) and end the parent run."""
         deadline = time.monotonic() + self.final_flush_seconds

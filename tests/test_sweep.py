@@ -150,8 +150,9 @@ def test_worker_node_killed_mid_sweep(ray_cluster, tmp_path, data_cache_dir):
             **{
                 "architectures": "[unet]",
                 "search.num_samples": 2,
-                "asha.grace_period": 4,
-                "train.epochs": 4,
+                # Long enough (10 short epochs) that the kill lands while both trials still run.
+                "asha.grace_period": 10,
+                "train.epochs": 10,
                 "resources.cpu": 2,
             },
         ),

@@ -144,3 +144,16 @@ def test_reader_does_not_create_a_missing_store(tmp_path):
     with pytest.raises(TrackingError, match="no such store"):
         check_tracking_uri(f"sqlite:///{tmp_path}/absent.db", must_exist=True)
     assert not (tmp_path / "absent.db").exists()
+
+
+def test_runs_of_trials_the_restored_sweep_lost_are_retired(tmp_path):
+    uri = check_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    tl = _logger(uri)
+    parent = tl.start()
+    for trial_id in ("kept", "lost"):
+        tl.trial_started(trial_id, {"lr": 0.1})
+        tl.trial_result(trial_id, _result(1, 0.5))
+    assert tl.retire_unknown_trials(["kept"]) == ["lost"]
+    tl.close()
+    runs = _children(MlflowClient(uri), parent)
+    assert [r.data.tags["trial_id"] for r in runs] == ["kept"]
