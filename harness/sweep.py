@@ -63,6 +63,19 @@ class PruneAwareOptunaSearch(OptunaSearch):
     still reach Optuna every epoch through ``on_trial_result`` (the base class's ``trial.report``).
     """
 
+    def restore(self, checkpoint_path: str) -> None:
+        """Restore the searcher, then fail the Optuna trials of trials the killed driver never saved.
+
+        Such a trial was asked of Optuna (and persisted in its storage) after the searcher state Tune
+        restores was saved; Tune does not know it and asks for a replacement, so it would stay RUNNING
+        in the study for ever.
+        """
+        super().restore(checkpoint_path)
+        known = {t.number for t in self._ot_trials.values()}
+        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if frozen.number not in known:
+                self._ot_study.tell(frozen.number, state=TrialState.FAIL)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
