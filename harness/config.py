@@ -182,6 +182,16 @@ _TOP_LEVEL = {"name", "architectures", "search_spaces", "storage", *_SECTIONS}
 SEARCHABLE_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in {"device", "seed"})
 
 
+#: Types of the fields whose default is None (unset).
+_OPTIONAL_TYPES: dict[str, type] = {
+    "data.root": str,
+    "data.synthetic": dict,
+    "compare.epochs": int,
+    "ray.num_cpus": int,
+    "ray.num_gpus": int,
+}
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split ``key.sub=value`` into its key path and YAML-parsed value."""
     if "=" not in text:
@@ -272,7 +282,13 @@ def _section(key: str, cls: type, value: Any):
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
     """Check ``value`` against the type of the field's default; ints are accepted for floats."""
-    if value is None or default is None:
+    if value is None:
+        return value
+    if default is None:  # optional fields: their type is in _OPTIONAL_TYPES
+        kind = _OPTIONAL_TYPES[key]
+        if isinstance(value, bool) or not isinstance(value, kind) or (kind is int and value < 0):
+            expected = {int: "a non-negative integer", str: "a string", dict: "a mapping"}[kind]
+            raise ConfigError(f"{key}: expected {expected} or null, got {value!r}")
         return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -322,7 +338,6 @@ def _validate(b: Benchmark) -> None:
 
     need((b.data.root is None) != (b.data.synthetic is None), "data", "set exactly one of root or synthetic")
     if b.data.synthetic is not None:
-        need(isinstance(b.data.synthetic, dict), "data.synthetic", "expected a mapping")
         allowed = {"scenes", "patch_size", "seed", "test_scenes", "additional_scenes", "grid"}
         extra = sorted(set(b.data.synthetic) - allowed)
         need(not extra, f"data.synthetic.{extra[0] if extra else ''}", f"unknown key; valid: {sorted(allowed)}")

@@ -73,6 +73,9 @@ def test_same_budget_settings_for_every_architecture(tmp_path):
         ("compare.seeds=[1, 1]", "compare.seeds"),
         ("bogus=1", "bogus"),
         ("data.synthetic.colour=3", "data.synthetic.colour"),
+        ("compare.epochs=abc", "compare.epochs"),
+        ("ray.num_cpus=two", "ray.num_cpus"),
+        ("data.synthetic=7", "data.synthetic"),
     ],
 )
 def test_bad_keys_are_named(tmp_path, override, key):
