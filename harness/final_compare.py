@@ -37,7 +37,7 @@ from tqdm import tqdm
 from harness import stats
 from harness.config import Benchmark, ConfigError, benchmark_from_dict
 from harness.data.cache import open_cache
-from harness.data.dataset import CloudPatchDataset, band_stats
+from harness.data.dataset import CloudPatchDataset
 from harness.data.prepare import PreparedData, prepare_data, synthetic_dir
 from harness.metrics import confusion_stats, per_image_counts, per_image_stats, scene_scores, stitch_scene
 from harness.models import count_parameters
@@ -135,12 +135,9 @@ def retrain_and_score(
         return {"status": result.status, "history": curves}
     cfg = resolve_config(config)
     device = resolve_device(cfg["device"])
-    stats_ = None
-    if cfg["normalisation"] == "standardise":
-        stats_ = band_stats(data.cache_dir, data.indices("train"))
     test_rows = data.indices("test")
     test_set = CloudPatchDataset(
-        data.cache_dir, test_rows, normalisation=cfg["normalisation"], band_stats=stats_, augment=False
+        data.cache_dir, test_rows, normalisation=cfg["normalisation"], band_stats=result.band_stats, augment=False
     )
     loader = torch.utils.data.DataLoader(test_set, batch_size=cfg["eval_batch_size"], shuffle=False)
     model = result.model.eval()

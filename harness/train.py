@@ -84,6 +84,8 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     status: str = "completed"
     seconds: float = 0.0
+    #: (mean[4], std[4]) of the train split when normalisation is "standardise", else None.
+    band_stats: tuple | None = None
 
 
 # ----------------------------------------------------------------------------------------- configuration
@@ -606,4 +608,6 @@ def fit(config: dict, data, report: Report | None, checkpoint_dir: str | Path | 
                 band_stats=band_stats,
             )
             _report_with_checkpoint(report, metrics, state)
-    return FitResult(model=model, history=history, status=status, seconds=time.perf_counter() - started)
+    return FitResult(
+        model=model, history=history, status=status, seconds=time.perf_counter() - started, band_stats=band_stats
+    )
