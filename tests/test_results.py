@@ -1,16 +1,26 @@
-"""Tests of harness.report on a small, hand-made but self-consistent results directory."""
+"""Tests of harness.results: the results-directory schema and its loader.
+
+:func:`make_results_dir` (a small, hand-made but self-consistent results directory) is shared with the
+report tests, which import it from here.
+"""
 
 import json
-import re
 
-import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
 
 from harness import stats
 from harness.metrics import confusion_stats
-from harness.report import load_results, write_report
+from harness.results import (
+    COLUMNS,
+    OPTIONAL_FILES,
+    REQUIRED_FILES,
+    MissingResultsError,
+    Results,
+    ResultsError,
+    load_results,
+)
 
 ARCHS = ["unet", "unetpp"]
 SEEDS = [0, 1, 2]
@@ -27,7 +37,7 @@ N_IMAGES, SIZE = 24, 16
 
 
 def _blobs(rng, k, size):
-    """k binary masks with a few soft-edged 'clouds' each."""
+    """Return ``k`` cloud fields of ``size`` x ``size``, a few soft-edged blobs each (threshold for masks)."""
     yy, xx = np.mgrid[:size, :size]
     field = np.zeros((k, size, size))
     for i in range(k):
@@ -38,7 +48,11 @@ def _blobs(rng, k, size):
 
 
 def make_results_dir(root, *, shift=0.05, optional=True, archs=ARCHS, seed=0):
-    """Write a results directory in harness.report's format; ``shift`` = how much better unet is per image."""
+    """Write a results directory in harness.results' format under ``root`` and return ``root``.
+
+    ``shift`` is how much better unet is per image (0: every architecture gets unet's numbers);
+    ``optional=False`` writes only the required files.
+    """
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     results = pd.DataFrame(
@@ -145,7 +159,7 @@ def make_results_dir(root, *, shift=0.05, optional=True, archs=ARCHS, seed=0):
             "precision": 90 + rng.random(),
             "recall": 85 + rng.random(),
             "specificity": 98 + rng.random(),
-            "jaccard": 78 + 3 * rng.random(),
+            "iou": 78 + 3 * rng.random(),
             "overall_accuracy": 96 + rng.random(),
         }
         for arch in archs
@@ -167,74 +181,37 @@ def make_results_dir(root, *, shift=0.05, optional=True, archs=ARCHS, seed=0):
     return root
 
 
-def _table_rows(report: str, heading: str) -> dict[str, list[str]]:
-    """First Markdown table after ``heading``: row label -> cells."""
-    section = report.split(heading, 1)[1]
-    rows = {}
-    for line in section.splitlines():
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            rows[cells[0]] = cells[1:]
-        elif rows:
-            break
-    return rows
+def test_a_full_directory_loads_every_file(tmp_path):
+    root = make_results_dir(tmp_path / "full")
+    res = load_results(root)
+    assert isinstance(res, Results) and res.root == root
+    assert res.meta["benchmark"] == "test-bench" and res.meta["seeds"] == SEEDS
+    assert len(res.results) == len(ARCHS) * len(SEEDS)
+    assert list(res.summary.arch) == ARCHS and len(res.paired) == 1
+    for frame in (res.per_image, res.curves, res.budget, res.scene_scores):
+        assert isinstance(frame, pd.DataFrame) and len(frame)
+    assert set(res.samples) >= {"rgb", "gt", "names", "seed", "pred_unet", "pred_unetpp"}
+    assert res.samples["rgb"].shape == (4, SIZE, SIZE, 3)
+    assert res.archs == ARCHS
 
 
-@pytest.fixture(scope="module")
-def full_report(tmp_path_factory):
-    root = make_results_dir(tmp_path_factory.mktemp("results"))
-    return root, write_report(root)
+def test_optional_files_are_none_when_absent(tmp_path):
+    res = load_results(make_results_dir(tmp_path / "bare", optional=False))
+    assert (res.per_image, res.curves, res.budget, res.scene_scores, res.samples) == (None,) * 5
+    assert len(res.results) and len(res.summary)
 
 
-def test_report_names_both_architectures_and_the_winner(full_report):
-    root, path = full_report
-    assert path == root / "report.md"
-    text = path.read_text()
-    assert "U-Net" in text and "UNet++" in text
-    assert "**U-Net** has the higher mean per-image test IoU" in text
-    assert "the CI excludes 0" in text
-    assert "ab12" * 16 in text  # split hash
-    assert "`lr`" in text and "unet_00000" in text  # chosen configs
+def test_an_empty_optional_csv_counts_as_absent(tmp_path):
+    root = make_results_dir(tmp_path / "empty", optional=False)
+    pd.DataFrame().to_csv(root / "curves.csv", index=False)  # what pandas writes for a frame with no rows
+    assert load_results(root).curves is None
 
 
-def test_every_linked_figure_exists_and_is_not_blank(full_report):
-    root, path = full_report
-    links = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", path.read_text())
-    assert sorted(links) == sorted(f"figures/{n}.png" for n in ("curves", "samples", "per_image_iou", "budget"))
-    for link in links:
-        png = root / link
-        assert png.stat().st_size > 15_000, link
-        image = matplotlib.image.imread(png)
-        assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 300
-        assert image[..., :3].std() > 0.05, f"{link} is (nearly) one colour"
-
-
-def test_table1_counts_equal_the_csv(full_report):
-    root, path = full_report
-    rows = _table_rows(path.read_text(), "## Pixel statistics")
-    summary = pd.read_csv(root / "summary.csv").set_index("arch")
-    assert rows["statistic"] == ["U-Net", "UNet++"]
-    for arch in ARCHS:  # the hand counts, pooled over seeds
-        pooled = confusion_stats(*np.sum([COUNTS[arch, s] for s in SEEDS], axis=0).tolist())
-        assert [summary.loc[arch, k] for k in ("tp", "fn", "fp", "tn", "total")] == [
-            pooled[k] for k in ("tp", "fn", "fp", "tn", "total")
-        ]
-    for key, name in (("tp", "TP"), ("fn", "FN"), ("fp", "FP"), ("tn", "TN"), ("total", "total pixels")):
-        printed = [int(cell.replace(",", "")) for cell in rows[name]]
-        assert printed == [summary.loc[a, key] for a in ARCHS]
-    iou = float(rows["threat score (IoU)"][0])
-    assert iou == pytest.approx(summary.loc["unet", "threat_score"], abs=5e-5)
-
-
-def test_identical_architectures_report_no_significant_difference(tmp_path):
-    root = make_results_dir(tmp_path / "same", shift=0, optional=False)
-    text = write_report(root).read_text()
-    assert "no significant difference" in text
-    assert "CI excludes 0" not in text
-    paired = pd.read_csv(root / "paired.csv").iloc[0]
-    assert paired.iou_diff_mean == 0 and paired.wilcoxon_p == 1.0
-    assert not (root / "figures" / "curves.png").exists()  # optional inputs absent: figures left out
-    assert "![" not in text
+def test_archs_follow_meta_then_the_summary(tmp_path):
+    root = make_results_dir(tmp_path / "order", optional=False)
+    meta = json.loads((root / "meta.json").read_text())
+    (root / "meta.json").write_text(json.dumps({**meta, "architectures": ["unetpp"]}))
+    assert load_results(root).archs == ["unetpp", "unet"]
 
 
 def test_missing_required_file_is_a_clear_error(tmp_path):
@@ -242,3 +219,54 @@ def test_missing_required_file_is_a_clear_error(tmp_path):
     (root / "paired.csv").unlink()
     with pytest.raises(FileNotFoundError, match=r"paired\.csv"):
         load_results(root)
+
+
+@pytest.mark.parametrize("name", REQUIRED_FILES)
+def test_each_required_file_is_named_when_missing(tmp_path, name):
+    root = make_results_dir(tmp_path / "broken", optional=False)
+    (root / name).unlink()
+    with pytest.raises(MissingResultsError, match=rf"{root}.*missing {name}"):
+        load_results(root)
+
+
+def test_every_missing_required_file_is_named(tmp_path):
+    with pytest.raises(MissingResultsError) as err:
+        load_results(tmp_path)  # an existing but empty directory
+    assert all(name in str(err.value) for name in REQUIRED_FILES)
+
+
+@pytest.mark.parametrize("make", [lambda tmp: tmp / "nowhere", lambda tmp: tmp / "a_file"])
+def test_a_path_that_is_not_a_directory_is_named(tmp_path, make):
+    (tmp_path / "a_file").write_text("not a directory")
+    path = make(tmp_path)
+    with pytest.raises(FileNotFoundError, match=str(path)):
+        load_results(path)
+
+
+def test_a_missing_column_names_the_file_and_column(tmp_path):
+    root = make_results_dir(tmp_path / "columns", optional=False)
+    pd.read_csv(root / "paired.csv").drop(columns="wilcoxon_p").to_csv(root / "paired.csv", index=False)
+    with pytest.raises(ResultsError, match=r"paired\.csv: missing column\(s\) wilcoxon_p"):
+        load_results(root)
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("meta.json", "{not json"), ("meta.json", "[1, 2]"), ("summary.csv", ""), ("samples.npz", "not a zip")],
+)
+def test_an_unreadable_file_is_named(tmp_path, name, content):
+    root = make_results_dir(tmp_path / "garbled", optional=False)
+    (root / name).write_text(content)
+    with pytest.raises(ResultsError, match=rf"{name}"):
+        load_results(root)
+
+
+def test_the_schema_constants_cover_every_csv():
+    csvs = {name for name in (*REQUIRED_FILES, *OPTIONAL_FILES) if name.endswith(".csv")}
+    assert set(COLUMNS) == csvs
+    assert "iou" in COLUMNS["results.csv"] and "iou" in COLUMNS["scene_scores.csv"]
+
+
+def test_errors_are_value_errors_and_a_missing_file_is_a_file_not_found_error():
+    assert issubclass(ResultsError, ValueError)
+    assert issubclass(MissingResultsError, ResultsError) and issubclass(MissingResultsError, FileNotFoundError)

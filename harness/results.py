@@ -1,0 +1,226 @@
+"""The results directory of a final comparison: what each file holds, and reading it back.
+
+``harness.final_compare`` writes a results directory; :mod:`harness.report` renders it (``python -m
+harness.report RESULTS_DIR`` re-renders one without retraining). Every number in the report is read from
+the files below, computed by :mod:`harness.stats` and ``harness.metrics.confusion_stats``; the report
+adds only presentation: formatting, averaging a per-image IoU over seeds for a plot, counting points
+above a diagonal.
+
+Results directory format
+========================
+Architectures are named by their registry key (``unet``, ``unetpp``). NaN (empty CSV cell) means
+"undefined" (e.g. the IoU of an image with neither cloud nor predicted cloud); the report prints ``n/a``.
+IoU (intersection over union of the cloud class) is the study's "threat score" and 38-Cloud's "Jaccard
+index"; its column is ``iou`` in every file. Columns beyond those listed are allowed and ignored;
+:data:`COLUMNS` names the ones :func:`load_results` checks for.
+
+Required
+--------
+``meta.json``
+    ``{"benchmark": str, "split_hash": str (sha256 of the split manifest), "split_kind": "scene"|"random"
+    (optional), "seeds": [int, ...], "architectures": [str, ...] (order of every table and legend),
+    "best_configs": {arch: {"trial_id": str, "val_iou": float, "config": {param: value}}},
+    "device": str, "started_at": ISO-8601 str, "finished_at": ISO-8601 str}``.
+``results.csv``
+    One row per (arch, seed): ``arch, seed``, then every ``confusion_stats`` key of that seed's test
+    counts (``tp fn fp tn p n pp pn total tpr fnr fpr tnr prevalence accuracy balanced_accuracy ppv fdr
+    for npv lr_plus lr_minus iou f1 mcc``), ``train_seconds`` (wall-clock of the retrain),
+    ``train_images_per_second``.
+``summary.csv``
+    One row per arch (``harness.stats.summary_table``): ``arch, n_seeds``; counts summed over seeds and
+    every ``confusion_stats`` key of the pooled counts; ``iou_mean, iou_ci_low, iou_ci_high`` and the
+    same for ``f1``, ``accuracy``, ``balanced_accuracy`` (mean over seeds of each seed's pooled statistic,
+    percentile-bootstrap 95 % CI); ``train_seconds_mean, images_per_second_mean``; ``params`` (count),
+    ``flops_per_patch`` (forward FLOPs of one 4-band 384x384 patch, one multiply-add = 2 FLOPs),
+    ``sweep_device_hours`` (device-hours the architecture's sweep used), ``n_trials``.
+``paired.csv``
+    One row per architecture pair (``harness.stats.paired_table``): ``arch_a, arch_b, mean_iou_a,
+    mean_iou_b, iou_diff_mean, iou_diff_ci_low, iou_diff_ci_high, wilcoxon_p, p_a_beats_b, n_images,
+    n_seeds``. The unit is the test image: each image's IoU is averaged over the shared seeds, the
+    difference is a - b with a paired bootstrap 95 % CI and a two-sided Wilcoxon signed-rank p-value;
+    ``p_a_beats_b`` is the fraction of paired seeds whose pooled IoU is higher for a (ties one half).
+
+Optional (the matching section or figure is left out when absent or empty)
+--------------------------------------------------------------------------
+``per_image.csv``
+    One row per (arch, seed, test image): ``arch, seed, name, scene_id, tp, fn, fp, tn, iou, f1,
+    accuracy``.
+``curves.csv``
+    One row per (arch, seed, epoch) of the final retrains: ``arch, seed, epoch, train_loss, val_loss,
+    val_iou`` (epoch 1-based).
+``budget.csv``
+    Expected best validation IoU vs tuning budget (``harness.stats.budget_table``): ``arch, n_trials,
+    expected_best_val_iou, expected_best_val_iou_sd, device_hours`` for n_trials = 1..N.
+``scene_scores.csv``
+    Only for data with scene ground truth: ``arch, seed, scene_id, precision, recall, specificity,
+    iou, overall_accuracy`` (x100, ``harness.metrics.scene_scores``).
+``samples.npz``
+    A few test patches for the figure grid: ``rgb`` (K,H,W,3; float in 0-1 or uint8), ``gt`` (K,H,W; 0/1),
+    ``pred_<arch>`` (K,H,W; 0/1) per arch, ``names`` (K,; str, the patch names of per_image.csv), and
+    ``seed`` (int scalar, the seed whose models made the predictions). Stored without pickles.
+
+Output of the report
+--------------------
+``report.md`` and ``figures/{curves,samples,per_image_iou,budget}.png`` in the results directory, linked
+relatively from the report; re-rendering overwrites them and touches no input file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+META = "meta.json"
+RESULTS = "results.csv"
+SUMMARY = "summary.csv"
+PAIRED = "paired.csv"
+PER_IMAGE = "per_image.csv"
+CURVES = "curves.csv"
+BUDGET = "budget.csv"
+SCENE_SCORES = "scene_scores.csv"
+SAMPLES = "samples.npz"
+REQUIRED_FILES = (META, RESULTS, SUMMARY, PAIRED)
+OPTIONAL_FILES = (PER_IMAGE, CURVES, BUDGET, SCENE_SCORES, SAMPLES)
+REPORT = "report.md"
+FIGURES_DIR = "figures"
+
+_SEED_CI = [
+    f"{metric}_{part}"
+    for metric in ("iou", "f1", "accuracy", "balanced_accuracy")
+    for part in ("mean", "ci_low", "ci_high")
+]
+# Columns each CSV must have: the ones the report reads unconditionally, so a file that lacks one fails
+# here, naming the file, rather than as a KeyError in the middle of rendering.
+COLUMNS: dict[str, tuple[str, ...]] = {
+    RESULTS: ("arch", "seed", "iou"),
+    SUMMARY: ("arch", "n_seeds", *_SEED_CI),
+    PAIRED: (
+        "arch_a",
+        "arch_b",
+        "mean_iou_a",
+        "mean_iou_b",
+        "iou_diff_mean",
+        "iou_diff_ci_low",
+        "iou_diff_ci_high",
+        "wilcoxon_p",
+        "p_a_beats_b",
+        "n_images",
+        "n_seeds",
+    ),
+    PER_IMAGE: ("arch", "seed", "name", "iou"),
+    CURVES: ("arch", "seed", "epoch", "train_loss", "val_loss", "val_iou"),
+    BUDGET: ("arch", "n_trials", "expected_best_val_iou", "device_hours"),
+    SCENE_SCORES: ("arch", "seed", "scene_id", "precision", "recall", "specificity", "iou", "overall_accuracy"),
+}
+SAMPLE_KEYS = ("rgb", "gt")
+
+
+class ResultsError(ValueError):
+    """A path is not a readable results directory; the message names the path and the offending file.
+
+    A ``ValueError`` so that command lines which map bad input to an exit status catch it unchanged.
+    """
+
+
+class MissingResultsError(ResultsError, FileNotFoundError):
+    """The directory, or a required file in it, does not exist."""
+
+
+@dataclass
+class Results:
+    """The files of a results directory, as read by :func:`load_results`; optional ones are None when absent."""
+
+    root: Path
+    meta: dict
+    results: pd.DataFrame
+    summary: pd.DataFrame
+    paired: pd.DataFrame
+    per_image: pd.DataFrame | None
+    curves: pd.DataFrame | None
+    budget: pd.DataFrame | None
+    scene_scores: pd.DataFrame | None
+    samples: dict[str, np.ndarray] | None
+
+    @property
+    def archs(self) -> list[str]:
+        """Return the architectures in meta.json's order, then any others that the summary holds."""
+        return list(dict.fromkeys([*self.meta.get("architectures", []), *self.summary["arch"]]))
+
+
+# -- reading a results directory
+def load_results(results_dir: str | os.PathLike) -> Results:
+    """Read a results directory (format: this module's docstring).
+
+    Raises:
+        MissingResultsError: ``results_dir`` is not a directory, or a required file is missing (also a
+            ``FileNotFoundError``); the message names every missing file.
+        ResultsError: a file cannot be parsed or lacks a column of :data:`COLUMNS`; the message names it.
+    """
+    root = Path(results_dir)
+    if not root.is_dir():
+        problem = "not a directory" if root.exists() else "no such directory"
+        raise MissingResultsError(f"{root} is not a results directory: {problem}")
+    missing = [name for name in REQUIRED_FILES if not (root / name).is_file()]
+    if missing:
+        raise MissingResultsError(f"{root} is not a results directory: missing {', '.join(missing)}")
+    return Results(
+        root=root,
+        meta=_read_meta(root / META),
+        results=_read_csv(root / RESULTS),
+        summary=_read_csv(root / SUMMARY),
+        paired=_read_csv(root / PAIRED),
+        per_image=_read_csv(root / PER_IMAGE, optional=True),
+        curves=_read_csv(root / CURVES, optional=True),
+        budget=_read_csv(root / BUDGET, optional=True),
+        scene_scores=_read_csv(root / SCENE_SCORES, optional=True),
+        samples=_read_samples(root / SAMPLES),
+    )
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ResultsError(f"{path}: cannot read: {err}") from err
+    if not isinstance(meta, dict):
+        raise ResultsError(f"{path}: expected a JSON object, found {type(meta).__name__}")
+    return meta
+
+
+def _read_csv(path: Path, *, optional: bool = False) -> pd.DataFrame | None:
+    if optional and not path.is_file():
+        return None
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError as err:
+        # pandas writes a frame without columns as a blank file: for an optional file that is "nothing to
+        # show", as if absent; a required one must have its header.
+        if optional:
+            return None
+        raise ResultsError(f"{path}: cannot read: {err}") from err
+    except (OSError, ValueError) as err:  # pandas' parse errors are ValueErrors
+        raise ResultsError(f"{path}: cannot read: {err}") from err
+    absent = [column for column in COLUMNS.get(path.name, ()) if column not in frame.columns]
+    if absent:
+        raise ResultsError(f"{path}: missing column(s) {', '.join(absent)}")
+    return frame
+
+
+def _read_samples(path: Path) -> dict[str, np.ndarray] | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            samples = {key: npz[key] for key in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise ResultsError(f"{path}: cannot read: {err}") from err
+    absent = [key for key in SAMPLE_KEYS if key not in samples]
+    if absent:
+        raise ResultsError(f"{path}: missing array(s) {', '.join(absent)}")
+    return samples

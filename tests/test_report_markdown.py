@@ -1,0 +1,198 @@
+"""Tests of harness.report.markdown and harness.report.format: the report's text and its numbers."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_results import ARCHS, COUNTS, SEEDS, make_results_dir
+
+from harness.metrics import confusion_stats
+from harness.models import MODELS
+from harness.report import write_report
+from harness.report.format import (
+    ARCH_LABELS,
+    fmt_ci,
+    fmt_int,
+    fmt_p,
+    fmt_rate,
+    fmt_signed,
+    fmt_value,
+    is_missing,
+    label,
+    md_table,
+)
+from harness.report.markdown import headline, render_markdown
+from harness.results import load_results
+
+HEADINGS = [
+    "## Pixel statistics on the test split",
+    "## Across seeds",
+    "## Paired comparison on test images",
+    "## Cost",
+    "## Tuning budget",
+    "## Chosen configurations",
+    "## Scene-level scores (official protocol, ×100)",
+    "## Figures",
+]
+
+
+def _table_rows(report: str, heading: str) -> dict[str, list[str]]:
+    """First Markdown table after ``heading``: row label -> cells."""
+    section = report.split(heading, 1)[1]
+    rows = {}
+    for line in section.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[cells[0]] = cells[1:]
+        elif rows:
+            break
+    return rows
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory):
+    """Render one full results directory (every optional file) for the module; return (root, report path)."""
+    root = make_results_dir(tmp_path_factory.mktemp("results"))
+    return root, write_report(root)
+
+
+# ---------------------------------------------------------------------------------------- the report
+def test_report_names_both_architectures_and_the_winner(full_report):
+    root, path = full_report
+    assert path == root / "report.md"
+    text = path.read_text()
+    assert "U-Net" in text and "UNet++" in text
+    assert "**U-Net** has the higher mean per-image test IoU" in text
+    assert "the CI excludes 0" in text
+    assert "ab12" * 16 in text  # split hash
+    assert "`lr`" in text and "unet_00000" in text  # chosen configs
+
+
+def test_report_keeps_its_section_headings(full_report):
+    _, path = full_report
+    headings = [line for line in path.read_text().splitlines() if line.startswith("## ")]
+    assert headings == HEADINGS
+
+
+def test_table1_counts_equal_the_csv(full_report):
+    root, path = full_report
+    rows = _table_rows(path.read_text(), "## Pixel statistics")
+    summary = pd.read_csv(root / "summary.csv").set_index("arch")
+    assert rows["statistic"] == ["U-Net", "UNet++"]
+    for arch in ARCHS:  # the hand counts, pooled over seeds
+        pooled = confusion_stats(*np.sum([COUNTS[arch, s] for s in SEEDS], axis=0).tolist())
+        assert [summary.loc[arch, k] for k in ("tp", "fn", "fp", "tn", "total")] == [
+            pooled[k] for k in ("tp", "fn", "fp", "tn", "total")
+        ]
+    for key, name in (("tp", "TP"), ("fn", "FN"), ("fp", "FP"), ("tn", "TN"), ("total", "total pixels")):
+        printed = [int(cell.replace(",", "")) for cell in rows[name]]
+        assert printed == [summary.loc[a, key] for a in ARCHS]
+    iou = float(rows["IoU"][0])  # the study's "threat score" row
+    assert iou == pytest.approx(summary.loc["unet", "iou"], abs=5e-5)
+
+
+def test_iou_is_called_iou_and_its_other_names_appear_once(full_report):
+    _, path = full_report
+    text = path.read_text()
+    assert text.count("Jaccard") == 1 and text.count("threat score") == 1
+    first = text.index("IoU")
+    assert text[first:].startswith('IoU (the study\'s "threat score", 38-Cloud\'s "Jaccard index")')
+    scene = _table_rows(text, "## Scene-level scores")
+    assert scene["architecture"] == ["precision", "recall", "specificity", "IoU", "overall accuracy"]
+    assert "IoU per scene (mean over seeds):" in text
+
+
+def test_scene_table_is_the_mean_over_scenes_then_seeds(full_report):
+    root, path = full_report
+    scores = pd.read_csv(root / "scene_scores.csv")
+    expected = scores[scores.arch == "unet"].groupby("seed")["iou"].mean().mean()
+    rows = _table_rows(path.read_text(), "## Scene-level scores")
+    assert float(rows["U-Net"][3]) == pytest.approx(expected, abs=5e-3)
+
+
+def test_identical_architectures_report_no_significant_difference(tmp_path):
+    root = make_results_dir(tmp_path / "same", shift=0, optional=False)
+    text = write_report(root).read_text()
+    assert "no significant difference" in text
+    assert "CI excludes 0" not in text
+    paired = pd.read_csv(root / "paired.csv").iloc[0]
+    assert paired.iou_diff_mean == 0 and paired.wilcoxon_p == 1.0
+    assert not (root / "figures" / "curves.png").exists()  # optional inputs absent: figures left out
+    assert "![" not in text
+
+
+def test_one_architecture_has_no_comparison(tmp_path):
+    root = make_results_dir(tmp_path / "one", archs=["unet"], optional=False)
+    text = render_markdown(load_results(root), {})
+    assert "Only one architecture: no comparison." in text
+    assert "## Paired comparison on test images" not in text
+    assert text.count("threat score") == 1  # IoU's other names still given once, in Table 1
+
+
+def test_headline_speaks_of_the_winner_when_b_is_better():
+    row = {
+        "arch_a": "unet",
+        "arch_b": "unetpp",
+        "mean_iou_a": 0.70,
+        "mean_iou_b": 0.75,
+        "iou_diff_mean": -0.05,
+        "iou_diff_ci_low": -0.07,
+        "iou_diff_ci_high": -0.03,
+        "wilcoxon_p": 0.0004,
+        "p_a_beats_b": 0.25,
+        "n_images": 24,
+        "n_seeds": 3,
+    }
+    (sentence,) = headline(pd.DataFrame([row]))
+    assert sentence.startswith("**UNet++** has the higher mean per-image test IoU: 0.7500 vs 0.7000 for U-Net")
+    assert "difference of +0.0500" in sentence and "CI [+0.0300, +0.0700]" in sentence
+    assert "p = 4.0e-04" in sentence and "probability 0.75" in sentence
+    assert "the CI excludes 0" in sentence
+
+
+def test_headline_without_a_ci_claims_no_difference():
+    row = dict.fromkeys(["iou_diff_ci_low", "iou_diff_ci_high", "wilcoxon_p", "p_a_beats_b"], math.nan)
+    row.update(arch_a="unet", arch_b="unetpp", mean_iou_a=0.8, mean_iou_b=0.7, iou_diff_mean=0.1, n_images=1)
+    (sentence,) = headline(pd.DataFrame([{**row, "n_seeds": 1}]))
+    assert "no CI" in sentence and "**no significant difference**" in sentence
+    assert "probability" not in sentence
+
+
+# ---------------------------------------------------------------------------------------- formatting
+def test_counts_rates_and_signs():
+    assert fmt_int(2166535) == "2,166,535" and fmt_int(12.0) == "12"
+    assert fmt_rate(0.93124) == "0.9312" and fmt_rate(0.5, 2) == "0.50"
+    assert fmt_signed(0.0123) == "+0.0123" and fmt_signed(-0.5, 1) == "-0.5"
+
+
+def test_p_values_switch_to_scientific_below_a_thousandth():
+    assert fmt_p(0.04567) == "0.046"
+    assert fmt_p(0.001) == "0.001"
+    assert fmt_p(1.2e-7) == "1.2e-07"
+
+
+def test_intervals_and_config_values():
+    assert fmt_ci(0.9, 0.8, 1.0, 1) == "0.9 [0.8, 1.0]"
+    assert fmt_ci(0.9, math.nan, 1.0, 1) == "0.9 (no CI)"
+    assert fmt_value(1e-4) == "0.0001" and fmt_value(0.123456) == "0.1235"
+    assert fmt_value(4) == "4" and fmt_value("ce") == "ce" and fmt_value(None) == "n/a"
+
+
+@pytest.mark.parametrize("undefined", [None, math.nan, np.nan, pd.NA, np.float32("nan")])
+def test_undefined_values_print_as_n_a(undefined):
+    assert is_missing(undefined)
+    for fmt in (fmt_int, fmt_rate, fmt_signed, fmt_p):
+        assert fmt(undefined) == "n/a"
+
+
+def test_md_table_aligns_numbers_right():
+    table = md_table(["a", "b", "c"], [["x", "1", "2"]])
+    assert table.splitlines() == ["| a | b | c |", "| --- | ---: | ---: |", "| x | 1 | 2 |"]
+    assert md_table(["a", "b"], [], align="rl").splitlines()[1] == "| ---: | --- |"
+
+
+def test_labels_name_only_registered_architectures():
+    assert set(ARCH_LABELS) == set(MODELS)
+    assert label("unet") == "U-Net" and label("unetpp") == "UNet++"
+    assert label("resunet") == "resunet"  # no display name: the registry key
