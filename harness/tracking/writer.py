@@ -1,14 +1,16 @@
-"""MLflow: one parent run per (sweep, architecture), exactly one child run per trial, artifacts.
+"""The write path: one parent run per (sweep, architecture), one child run per trial, standalone runs.
 
-The only module that imports ``mlflow``. :class:`TrialLogger` is driven by the Ray Tune callback in
-:mod:`harness.sweep` (which knows Ray; this module does not). Two flaws of the stock integration are
-avoided on purpose:
+:class:`TrialLogger` is driven by the Ray Tune callback in :mod:`harness.sweep` (which knows Ray; this
+module does not). Two flaws of the stock integration are avoided on purpose:
 
 - runs are found by their tags (``sweep_id`` + ``arch`` for a parent, ``trial_id`` for a child), never by
   an in-memory map, so a restored sweep or a retried trial reuses its run instead of logging a duplicate;
 - every write goes through a queue that is retried with back-off, so a tracking store that fails
   mid-sweep delays logging but loses nothing; a metric step already in the store is not written twice
   (a trial resumed from an older checkpoint re-reports epochs the store already has).
+
+Each child run holds its trial's config twice: as MLflow params (strings, for the UI and for search
+filters) and as the JSON artifact ``config.json`` (typed, for :func:`harness.tracking.reader.load_dict`).
 """
 
 from __future__ import annotations
@@ -16,135 +18,45 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
-
-# A dead server must not stall the Ray driver inside MLflow's own (minutes-long) retry loop: fail fast
-# and let TrialLogger's queue retry with back-off. Set before mlflow reads them.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
-log = logging.getLogger(__name__)
-
-ROLE_SWEEP = "sweep"
-ROLE_TRIAL = "trial"
-ROLE_FINAL = "final_compare"
-PARENT_TAG = "mlflow.parentRunId"
-#: Metrics logged per epoch (step = epoch); the contract names the first four.
-EPOCH_METRICS = (
-    "train_loss",
-    "val_loss",
-    "val_accuracy",
-    "val_iou",
-    "val_precision",
-    "val_recall",
-    "val_f1",
-    "epoch_seconds",
-    "train_images_per_second",
-    "restored_at_epoch",
+from harness.tracking.store import (
+    CONFIG_ARTIFACT,
+    EPOCH_METRICS,
+    PARENT_TAG,
+    ROLE_FINAL,
+    ROLE_SWEEP,
+    ROLE_TRIAL,
+    TrackingError,
+    find_runs,
+    get_or_create_experiment,
+    resolve_uri,
+    retry,
 )
 
-
-class TrackingError(RuntimeError):
-    """The tracking store cannot be used; the message names the URI."""
-
-
-def resolve_uri(uri: str) -> str:
-    """Make a relative ``sqlite:///path`` absolute (Ray workers and the UI may run elsewhere)."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
-    if "://" not in uri:  # a bare path: MLflow's file store
-        return Path(uri).resolve().as_uri()
-    return uri
-
-
-def check_tracking_uri(uri: str, *, timeout: float = 10.0, must_exist: bool = False) -> str:
-    """Fail fast, with the URI in the message, if the tracking store cannot be reached; return it resolved.
-
-    ``must_exist`` (for readers such as the final comparison): a local SQLite store that is not there
-    is an error, instead of being created empty.
-    """
-    uri = resolve_uri(uri)
-    if must_exist and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
-        raise TrackingError(f"tracking URI {uri}: no such store (has a sweep been run with it?)")
-    scheme = urlparse(uri).scheme
-    if scheme in ("http", "https"):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
-                if resp.status != 200:
-                    raise TrackingError(f"tracking URI {uri} answered HTTP {resp.status} on /health")
-        except (urllib.error.URLError, OSError) as exc:
-            raise TrackingError(f"tracking URI {uri} is unreachable: {exc}") from None
-    elif scheme == "sqlite":
-        db = Path(uri[len("sqlite:///") :])
-        try:
-            db.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise TrackingError(f"tracking URI {uri}: cannot create {db.parent}: {exc}") from None
-    try:
-        MlflowClient(uri).search_experiments(max_results=1)
-    except Exception as exc:
-        raise TrackingError(f"tracking URI {uri} cannot be used: {type(exc).__name__}: {exc}") from None
-    return uri
-
-
-def get_or_create_experiment(client: MlflowClient, name: str, uri: str) -> str:
-    """The experiment's id; a new one keeps its artifacts beside a local SQLite store."""
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    location = None
-    if uri.startswith("sqlite:///"):
-        location = (Path(uri[len("sqlite:///") :]).parent / "mlartifacts" / name).as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except Exception:
-        exp = client.get_experiment_by_name(name)  # another process created it first
-        if exp is None:
-            raise
-        return exp.experiment_id
-
-
-def git_commit(cwd: str | Path | None = None) -> str:
-    """The current git commit of the harness checkout, or ``unknown``."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=cwd or Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def _quote(value: str) -> str:
-    return "'" + str(value).replace("'", "\\'") + "'"
-
-
-def find_runs(client: MlflowClient, experiment_id: str, tags: Mapping[str, str]) -> list:
-    """Runs of the experiment whose tags equal ``tags`` (all of them), oldest first."""
-    filt = " and ".join(f"tags.`{k}` = {_quote(v)}" for k, v in tags.items())
-    runs = client.search_runs([experiment_id], filter_string=filt, max_results=5000)
-    return sorted(runs, key=lambda r: r.info.start_time or 0)
+log = logging.getLogger(__name__)
 
 
 def _param_value(value: Any) -> str:
     text = json.dumps(value) if isinstance(value, list | dict | tuple) else str(value)
-    return text[:6000]
+    return text[:6000]  # MLflow's limit on a param value
+
+
+def _jsonable(config: Mapping[str, Any]) -> dict[str, Any]:
+    # A value json cannot encode would fail the write on every retry and block the queue behind it:
+    # such values are stored as their str() instead.
+    return json.loads(json.dumps(dict(config), default=str))
+
+
+def _finite_metrics(metrics: Mapping[str, float], ts: int, step: int) -> list[Metric]:
+    return [Metric(k, float(v), ts, step) for k, v in metrics.items() if math.isfinite(float(v))]
 
 
 @dataclass
@@ -155,11 +67,12 @@ class _Op:
 
 
 class TrialLogger:
-    """Logs one sweep of one architecture: a parent run and one child run per trial.
+    """Log one sweep of one architecture: a parent run and one child run per trial.
 
-    Calls never raise on a store failure: writes are queued and retried with exponential back-off
-    at each later call; :meth:`close` flushes with retries and raises :class:`TrackingError` (after
-    saving what it could not write to ``pending_path``) only if the store stays down.
+    Trial events never raise on a store failure: writes are queued and retried with exponential
+    back-off at each later call; :meth:`close` flushes with retries and raises :class:`TrackingError`
+    (after saving what it could not write to ``pending_path``) only if the store stays down. The
+    ``log_parent_*`` and ``set_parent_tags`` calls write at once, with a few retries.
     """
 
     def __init__(
@@ -173,6 +86,7 @@ class TrialLogger:
         pending_path: str | None = None,
         final_flush_seconds: float = 120.0,
     ) -> None:
+        """Describe the sweep; nothing is written before :meth:`start` or the first event."""
         self.uri = uri
         self.experiment = experiment
         self.sweep_id = sweep_id
@@ -192,24 +106,26 @@ class TrialLogger:
         self._failures = 0
         self._next_try = 0.0
 
-    # Ray pickles its callbacks with the experiment; a live client or queue must not travel.
     def __getstate__(self) -> dict[str, Any]:
+        """Keep only the settings: a live client or a queue must not travel with a pickled callback."""
         keep = ("uri", "experiment", "sweep_id", "arch", "parent_tags", "pending_path", "final_flush_seconds")
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore the settings; the runs are found again by their tags on the next write."""
         self.__dict__.update(state)
         self._reset()
 
     @property
     def client(self) -> MlflowClient:
+        """The MLflow client, created on first use."""
         if self._client is None:
             self._client = MlflowClient(self.uri)
         return self._client
 
     # -- the parent run -------------------------------------------------------------------------
     def start(self) -> str:
-        """Find or create the parent run (raises TrackingError if the store is unusable now)."""
+        """Find or create the parent run and return its id (raises TrackingError if the store is unusable)."""
         try:
             self._experiment_id = get_or_create_experiment(self.client, self.experiment, self.uri)
             tags = {"role": ROLE_SWEEP, "sweep_id": self.sweep_id, "arch": self.arch}
@@ -240,13 +156,18 @@ class TrialLogger:
             if trial_id and trial_id not in self._run_ids:
                 self._run_ids[trial_id] = run.info.run_id
 
+    def _parent(self) -> str:
+        if self.parent_run_id is None:
+            raise TrackingError(f"tracking URI {self.uri}: sweep {self.sweep_id}/{self.arch} has no parent run yet")
+        return self.parent_run_id
+
     # -- events from the sweep --------------------------------------------------------------------
     def trial_started(self, trial_id: str, config: Mapping[str, Any]) -> None:
-        """A trial started (or restarted after a failure or a restore)."""
+        """Record that a trial started (or restarted after a failure or a restore) with this config."""
         self._enqueue(_Op("start", trial_id, {"config": dict(config)}))
 
     def trial_result(self, trial_id: str, result: Mapping[str, Any]) -> None:
-        """One epoch's result; logged at step = epoch unless the store already has that step."""
+        """Log one epoch's result at step = epoch, unless the store already has that step."""
         epoch = int(result["epoch"])
         metrics = {}
         for k in EPOCH_METRICS:
@@ -256,20 +177,39 @@ class TrialLogger:
         self._enqueue(_Op("metrics", trial_id, {"epoch": epoch, "metrics": metrics}))
 
     def trial_finished(self, trial_id: str, stopped_by: str) -> None:
-        """The trial ended: completed | asha | diverged | error."""
+        """Record that the trial ended: completed | asha | diverged | error."""
         self._enqueue(_Op("end", trial_id, {"stopped_by": stopped_by}))
 
     def log_parent_artifacts(self, paths: Iterable[str | Path], artifact_path: str | None = None) -> None:
-        """Attach files (best config, checkpoint) to the parent run, with retries."""
+        """Attach files or folders (best config, checkpoint) to the parent run, with retries."""
+        parent = self._parent()
         for p in paths:
             p = Path(p)
             fn = self.client.log_artifacts if p.is_dir() else self.client.log_artifact
-            _retry(lambda fn=fn, p=p: fn(self.parent_run_id, str(p), artifact_path), what=f"artifact {p}")
+            retry(lambda fn=fn, p=p: fn(parent, str(p), artifact_path), what=f"artifact {p}")
+
+    def log_parent_dict(self, obj: dict, artifact_file: str) -> None:
+        """Store ``obj`` as the JSON artifact ``artifact_file`` of the parent run, with retries."""
+        parent = self._parent()
+        json.dumps(obj)  # a value JSON cannot encode is the caller's bug: raise it now, not after retries
+        retry(lambda: self.client.log_dict(parent, obj, artifact_file), what=f"artifact {artifact_file}")
+
+    def log_parent_metrics(self, metrics: Mapping[str, float]) -> None:
+        """Log summary metrics (step 0) on the parent run, with retries; non-finite values are skipped.
+
+        MLflow can store NaN, but a NaN sorts unpredictably in the UI and in ``order_by``, so a sweep
+        summary leaves the metric out instead.
+        """
+        parent = self._parent()
+        batch = _finite_metrics(metrics, int(time.time() * 1000), 0)
+        if batch:
+            retry(lambda: self.client.log_batch(parent, metrics=batch), what="parent metrics")
 
     def set_parent_tags(self, tags: Mapping[str, str]) -> None:
-        """Tags on the parent run (e.g. the best trial), with retries."""
+        """Set tags on the parent run (e.g. the best trial), with retries."""
+        parent = self._parent()
         for k, v in tags.items():
-            _retry(lambda k=k, v=v: self.client.set_tag(self.parent_run_id, k, str(v)), what=f"tag {k}")
+            retry(lambda k=k, v=v: self.client.set_tag(parent, k, str(v)), what=f"tag {k}")
 
     def retire_unknown_trials(self, known_trial_ids: Iterable[str]) -> list[str]:
         """Delete child runs of trials the sweep no longer has; returns their trial ids.
@@ -292,8 +232,8 @@ class TrialLogger:
         for trial_id, run_id in list(self._run_ids.items()):
             if trial_id in known:
                 continue
-            _retry(lambda r=run_id: self.client.set_tag(r, "retired", "trial lost with a killed driver"), what="tag")
-            _retry(lambda r=run_id: self.client.delete_run(r), what=f"delete run of lost trial {trial_id}")
+            retry(lambda r=run_id: self.client.set_tag(r, "retired", "trial lost with a killed driver"), what="tag")
+            retry(lambda r=run_id: self.client.delete_run(r), what=f"delete run of lost trial {trial_id}")
             del self._run_ids[trial_id]
             retired.append(trial_id)
         if retired:
@@ -319,7 +259,7 @@ class TrialLogger:
                 f"saved to {self.pending_path or '(nowhere: no pending_path)'}"
             )
         if self.parent_run_id:
-            _retry(lambda: self.client.set_terminated(self.parent_run_id, status), what="end parent run")
+            retry(lambda: self.client.set_terminated(self.parent_run_id, status), what="end parent run")
 
     @property
     def pending(self) -> int:
@@ -327,7 +267,7 @@ class TrialLogger:
         return len(self._pending)
 
     def run_id(self, trial_id: str) -> str | None:
-        """The child run of a trial, if it has been created."""
+        """Return the child run id of a trial, or None if its run has not been created yet."""
         return self._run_ids.get(trial_id)
 
     # -- the queue --------------------------------------------------------------------------------
@@ -392,19 +332,26 @@ class TrialLogger:
                     tags={**tags, "arch": self.arch, "sweep_id": self.sweep_id},
                 )
                 run_id = run.info.run_id
-                if config is not None:
-                    params = [Param(k, _param_value(v)) for k, v in sorted(config.items())]
-                    self.client.log_batch(run_id, params=params)
             self._run_ids[trial_id] = run_id
         if run_id not in self._max_step:
             history = self.client.get_metric_history(run_id, "val_iou")
             self._max_step[run_id] = max((m.step for m in history), default=0)
         if config is not None:
             run = self.client.get_run(run_id)
+            if not run.data.params:
+                self._log_config(run_id, config)
             if run.info.status != "RUNNING":  # a retried or restored trial runs again
                 self.client.update_run(run_id, status="RUNNING")
             self.client.set_tag(run_id, "stopped_by", "running")
         return run_id
+
+    def _log_config(self, run_id: str, config: Mapping[str, Any]) -> None:
+        # The params go last: a run that has params has its config.json too, so a start that failed
+        # half-way (run created, store gone) is completed by the retried op instead of left without.
+        self.client.log_dict(run_id, _jsonable(config), CONFIG_ARTIFACT)
+        params = [Param(k, _param_value(v)) for k, v in sorted(config.items())]
+        if params:
+            self.client.log_batch(run_id, params=params)
 
     def _save_pending(self) -> None:
         if not self.pending_path:
@@ -414,123 +361,6 @@ class TrialLogger:
         with path.open("a") as fh:
             for op in self._pending:
                 fh.write(json.dumps({"kind": op.kind, "trial_id": op.trial_id, **op.payload}, default=str) + "\n")
-
-
-def _retry(fn, *, what: str, attempts: int = 6, delay: float = 0.5):
-    for i in range(attempts):
-        try:
-            return fn()
-        except Exception as exc:
-            if i == attempts - 1:
-                raise TrackingError(f"MLflow: {what} failed after {attempts} attempts: {exc}") from exc
-            time.sleep(delay * 2**i)
-    return None
-
-
-# -- reading sweeps back (final_compare) ----------------------------------------------------------
-@dataclass
-class TrialRecord:
-    """One trial of a sweep as MLflow holds it."""
-
-    run_id: str
-    trial_id: str
-    arch: str
-    params: dict[str, str]
-    stopped_by: str
-    epochs: int
-    val_iou: float
-    seconds: float
-
-
-@dataclass
-class SweepRecord:
-    """One architecture's sweep: its parent run and trials."""
-
-    sweep_id: str
-    arch: str
-    parent_run_id: str
-    tags: dict[str, str]
-    trials: list[TrialRecord]
-
-
-def read_sweep(
-    uri: str, experiment: str, sweep_id: str | None = None, *, benchmark: str | None = None
-) -> list[SweepRecord]:
-    """The parent runs of a sweep (the latest finished one when ``sweep_id`` is None) with their trials."""
-    client = MlflowClient(resolve_uri(uri))
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise TrackingError(f"tracking URI {uri}: no experiment named {experiment!r}")
-    tags = {"role": ROLE_SWEEP, **({"benchmark": benchmark} if benchmark else {})}
-    parents = find_runs(client, exp.experiment_id, tags)
-    if sweep_id is None:
-        finished = [r for r in parents if r.info.status == "FINISHED"]
-        if not finished:
-            raise TrackingError(
-                f"tracking URI {uri}, experiment {experiment!r}: no finished sweep"
-                + (f" of benchmark {benchmark!r}" if benchmark else "")
-                + "; run python -m harness.sweep first"
-            )
-        sweep_id = finished[-1].data.tags["sweep_id"]
-    parents = [r for r in parents if r.data.tags.get("sweep_id") == sweep_id]
-    if not parents:
-        raise TrackingError(f"tracking URI {uri}: no sweep with sweep_id {sweep_id!r}")
-    out = []
-    for parent in parents:
-        children = find_runs(client, exp.experiment_id, {"role": ROLE_TRIAL, PARENT_TAG: parent.info.run_id})
-        trials = []
-        for run in children:
-            hist = client.get_metric_history(run.info.run_id, "val_iou")
-            secs = client.get_metric_history(run.info.run_id, "epoch_seconds")
-            last = max(hist, key=lambda m: m.step) if hist else None
-            trials.append(
-                TrialRecord(
-                    run_id=run.info.run_id,
-                    trial_id=run.data.tags.get("trial_id", ""),
-                    arch=parent.data.tags["arch"],
-                    params=dict(run.data.params),
-                    stopped_by=run.data.tags.get("stopped_by", ""),
-                    epochs=last.step if last else 0,
-                    val_iou=last.value if last else float("nan"),
-                    seconds=float(sum(m.value for m in secs)),
-                )
-            )
-        out.append(
-            SweepRecord(
-                sweep_id=sweep_id,
-                arch=parent.data.tags["arch"],
-                parent_run_id=parent.info.run_id,
-                tags=dict(parent.data.tags),
-                trials=trials,
-            )
-        )
-    return out
-
-
-def latest_sweep(uri: str) -> tuple[str, str, str]:
-    """(experiment name, sweep id, a parent run id) of the most recently finished sweep in the store."""
-    client = MlflowClient(resolve_uri(uri))
-    exps = {e.experiment_id: e.name for e in client.search_experiments()}
-    runs = (
-        client.search_runs(
-            list(exps),
-            filter_string=f"tags.role = '{ROLE_SWEEP}' and attributes.status = 'FINISHED'",
-            order_by=["attributes.end_time DESC"],
-            max_results=1,
-        )
-        if exps
-        else []
-    )
-    if not runs:
-        raise TrackingError(f"tracking URI {uri}: no finished sweep found; run python -m harness.sweep first")
-    run = runs[0]
-    return exps[run.info.experiment_id], run.data.tags["sweep_id"], run.info.run_id
-
-
-def download_artifacts(uri: str, run_id: str, path: str, dst: str | Path) -> str:
-    """Download a run's artifact (file or folder) into ``dst``; returns the local path."""
-    client = MlflowClient(resolve_uri(uri))
-    return client.download_artifacts(run_id, path, str(dst))
 
 
 def log_run(
@@ -549,10 +379,9 @@ def log_run(
     exp_id = get_or_create_experiment(client, experiment, uri)
     run = client.create_run(exp_id, run_name=run_name, tags=dict(tags))
     rid = run.info.run_id
-    ts = int(time.time() * 1000)
     client.log_batch(
         rid,
-        metrics=[Metric(k, float(v), ts, 0) for k, v in (metrics or {}).items() if math.isfinite(float(v))],
+        metrics=_finite_metrics(metrics or {}, int(time.time() * 1000), 0),
         params=[Param(k, _param_value(v)) for k, v in (params or {}).items()],
         tags=[RunTag("role", tags.get("role", ROLE_FINAL))],
     )
@@ -562,22 +391,4 @@ def log_run(
     return rid
 
 
-def find_final_runs(uri: str, experiment: str, tags: Mapping[str, str]) -> list:
-    """Finished runs of the experiment with these tags (used to skip finished retrains)."""
-    client = MlflowClient(resolve_uri(uri))
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return []
-    return [r for r in find_runs(client, exp.experiment_id, tags) if r.info.status == "FINISHED"]
-
-
-__all__ = [
-    "TrackingError",
-    "TrialLogger",
-    "check_tracking_uri",
-    "find_final_runs",
-    "git_commit",
-    "log_run",
-    "read_sweep",
-    "resolve_uri",
-]
+__all__ = ["TrialLogger", "log_run"]

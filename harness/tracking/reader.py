@@ -1,0 +1,211 @@
+"""The read path: sweeps, trials, final runs and artifacts, read back from the tracking store.
+
+Used by the final comparison and the benchmarks. A sweep is selected by ``sweep_id`` or, when none is
+given, as the latest finished one (optionally of one benchmark); a trial's config comes back typed
+from its ``config.json`` artifact when the run has one (runs logged before that artifact existed have
+only their string params).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+
+from harness.tracking.store import (
+    CONFIG_ARTIFACT,
+    PARENT_TAG,
+    ROLE_SWEEP,
+    ROLE_TRIAL,
+    TrackingError,
+    find_runs,
+    resolve_uri,
+)
+
+
+@dataclass
+class TrialRecord:
+    """One trial of a sweep as MLflow holds it."""
+
+    run_id: str
+    trial_id: str
+    arch: str
+    params: dict[str, str]
+    stopped_by: str
+    epochs: int
+    val_iou: float
+    seconds: float
+    #: The trial's config with its JSON types, from the run's ``config.json``; None when it has none.
+    config: dict[str, Any] | None = None
+
+
+@dataclass
+class SweepRecord:
+    """One architecture's sweep: its parent run and trials."""
+
+    sweep_id: str
+    arch: str
+    parent_run_id: str
+    tags: dict[str, str]
+    trials: list[TrialRecord]
+
+
+def _client(uri: str) -> MlflowClient:
+    return MlflowClient(resolve_uri(uri))
+
+
+def _sweep_parents(
+    client: MlflowClient, uri: str, experiment: str, sweep_id: str | None, benchmark: str | None
+) -> tuple[str, str, list]:
+    """Return (experiment id, sweep id, the sweep's parent runs oldest first) of the selected sweep."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise TrackingError(f"tracking URI {uri}: no experiment named {experiment!r}")
+    tags = {"role": ROLE_SWEEP, **({"benchmark": benchmark} if benchmark else {})}
+    parents = find_runs(client, exp.experiment_id, tags)
+    if sweep_id is None:
+        finished = [r for r in parents if r.info.status == "FINISHED"]
+        if not finished:
+            raise TrackingError(
+                f"tracking URI {uri}, experiment {experiment!r}: no finished sweep"
+                + (f" of benchmark {benchmark!r}" if benchmark else "")
+                + "; run python -m harness.sweep first"
+            )
+        sweep_id = finished[-1].data.tags["sweep_id"]
+    parents = [r for r in parents if r.data.tags.get("sweep_id") == sweep_id]
+    if not parents:
+        raise TrackingError(f"tracking URI {uri}: no sweep with sweep_id {sweep_id!r}")
+    return exp.experiment_id, sweep_id, parents
+
+
+def sweep_parent_runs(
+    uri: str, experiment: str, sweep_id: str | None = None, *, benchmark: str | None = None
+) -> tuple[str, dict[str, str]]:
+    """Return ``(sweep_id, {arch: parent run id})`` of a sweep (the latest finished one when ``sweep_id`` is None).
+
+    The selection and its errors are those of :func:`read_sweep`; no trial is read.
+    """
+    _, sweep_id, parents = _sweep_parents(_client(uri), uri, experiment, sweep_id, benchmark)
+    # Oldest first, so an architecture logged twice maps to its latest parent (the one TrialLogger reuses).
+    return sweep_id, {p.data.tags["arch"]: p.info.run_id for p in parents}
+
+
+def read_sweep(
+    uri: str, experiment: str, sweep_id: str | None = None, *, benchmark: str | None = None
+) -> list[SweepRecord]:
+    """Return the parent runs of a sweep (the latest finished one when ``sweep_id`` is None) with their trials."""
+    client = _client(uri)
+    exp_id, sweep_id, parents = _sweep_parents(client, uri, experiment, sweep_id, benchmark)
+    out = []
+    for parent in parents:
+        children = find_runs(client, exp_id, {"role": ROLE_TRIAL, PARENT_TAG: parent.info.run_id})
+        trials = []
+        for run in children:
+            hist = client.get_metric_history(run.info.run_id, "val_iou")
+            secs = client.get_metric_history(run.info.run_id, "epoch_seconds")
+            last = max(hist, key=lambda m: m.step) if hist else None
+            trials.append(
+                TrialRecord(
+                    run_id=run.info.run_id,
+                    trial_id=run.data.tags.get("trial_id", ""),
+                    arch=parent.data.tags["arch"],
+                    params=dict(run.data.params),
+                    stopped_by=run.data.tags.get("stopped_by", ""),
+                    epochs=last.step if last else 0,
+                    val_iou=last.value if last else float("nan"),
+                    seconds=float(sum(m.value for m in secs)),
+                    config=_load_dict_or_none(client, uri, run.info.run_id, CONFIG_ARTIFACT),
+                )
+            )
+        out.append(
+            SweepRecord(
+                sweep_id=sweep_id,
+                arch=parent.data.tags["arch"],
+                parent_run_id=parent.info.run_id,
+                tags=dict(parent.data.tags),
+                trials=trials,
+            )
+        )
+    return out
+
+
+def _load_dict_or_none(client: MlflowClient, uri: str, run_id: str, artifact_file: str) -> dict | None:
+    """Return the JSON artifact of the run as a dict, or None when the run has no such file."""
+    folder = str(PurePosixPath(artifact_file).parent)
+    try:
+        listed = client.list_artifacts(run_id, None if folder == "." else folder)
+    except Exception as exc:
+        raise TrackingError(f"tracking URI {uri}: cannot list the artifacts of run {run_id}: {exc}") from exc
+    if not any(f.path == artifact_file and not f.is_dir for f in listed):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = client.download_artifacts(run_id, artifact_file, tmp)
+            obj = json.loads(Path(local).read_text())
+        except Exception as exc:
+            raise TrackingError(f"tracking URI {uri}: cannot read {artifact_file!r} of run {run_id}: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise TrackingError(f"tracking URI {uri}: {artifact_file!r} of run {run_id} is not a JSON object")
+    return obj
+
+
+def load_dict(uri: str, run_id: str, artifact_file: str) -> dict:
+    """Return a run's JSON artifact (e.g. a trial's ``config.json``) as a dict.
+
+    Raises :class:`TrackingError` naming the run and the file when the run has no such artifact.
+    """
+    obj = _load_dict_or_none(_client(uri), uri, run_id, artifact_file)
+    if obj is None:
+        raise TrackingError(f"tracking URI {uri}: run {run_id} has no artifact {artifact_file!r}")
+    return obj
+
+
+def latest_sweep(uri: str) -> tuple[str, str, str]:
+    """Return (experiment name, sweep id, a parent run id) of the most recently finished sweep in the store."""
+    client = _client(uri)
+    exps = {e.experiment_id: e.name for e in client.search_experiments()}
+    runs = (
+        client.search_runs(
+            list(exps),
+            filter_string=f"tags.role = '{ROLE_SWEEP}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.end_time DESC"],
+            max_results=1,
+        )
+        if exps
+        else []
+    )
+    if not runs:
+        raise TrackingError(f"tracking URI {uri}: no finished sweep found; run python -m harness.sweep first")
+    run = runs[0]
+    return exps[run.info.experiment_id], run.data.tags["sweep_id"], run.info.run_id
+
+
+def download_artifacts(uri: str, run_id: str, path: str, dst: str | Path) -> str:
+    """Download a run's artifact (file or folder) into ``dst``; returns the local path."""
+    return _client(uri).download_artifacts(run_id, path, str(dst))
+
+
+def find_final_runs(uri: str, experiment: str, tags: Mapping[str, str]) -> list:
+    """Return the finished runs of the experiment with these tags (used to skip finished retrains)."""
+    client = _client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return [r for r in find_runs(client, exp.experiment_id, tags) if r.info.status == "FINISHED"]
+
+
+__all__ = [
+    "SweepRecord",
+    "TrialRecord",
+    "download_artifacts",
+    "find_final_runs",
+    "latest_sweep",
+    "load_dict",
+    "read_sweep",
+    "sweep_parent_runs",
+]

@@ -1,0 +1,181 @@
+"""The tracking store itself: reaching it, naming experiments, finding runs by tag, retrying writes.
+
+Everything here is shared by the write path (:mod:`harness.tracking.writer`) and the read path
+(:mod:`harness.tracking.reader`). This module sets MLflow's HTTP defaults, so the package imports it
+before anything else that imports ``mlflow``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlparse
+
+# A dead server must not stall the Ray driver inside MLflow's own (minutes-long) retry loop: fail fast
+# and let TrialLogger's queue retry with back-off. Set before mlflow reads them.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+# read_sweep downloads one small config.json per trial: a progress bar for each would bury the log.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+from mlflow.tracking import MlflowClient
+
+T = TypeVar("T")
+
+ROLE_SWEEP = "sweep"
+ROLE_TRIAL = "trial"
+ROLE_FINAL = "final_compare"
+PARENT_TAG = "mlflow.parentRunId"
+#: The artifact of a trial's child run holding its config as JSON (params hold it as strings).
+CONFIG_ARTIFACT = "config.json"
+#: Metrics logged per epoch (step = epoch); the contract names the first four.
+EPOCH_METRICS = (
+    "train_loss",
+    "val_loss",
+    "val_accuracy",
+    "val_iou",
+    "val_precision",
+    "val_recall",
+    "val_f1",
+    "epoch_seconds",
+    "train_images_per_second",
+    "restored_at_epoch",
+)
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message names the URI (or the run)."""
+
+
+def resolve_uri(uri: str) -> str:
+    """Make a relative ``sqlite:///path`` or a bare path absolute.
+
+    Ray workers and the MLflow UI may run from another working directory.
+    """
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
+    if "://" not in uri:  # a bare path: MLflow's file store
+        return Path(uri).resolve().as_uri()
+    return uri
+
+
+def check_tracking_uri(uri: str, *, timeout: float = 10.0, must_exist: bool = False) -> str:
+    """Fail fast, with the URI in the message, if the tracking store cannot be reached; return it resolved.
+
+    ``must_exist`` (for readers such as the final comparison): a local SQLite store that is not there
+    is an error, instead of being created empty.
+    """
+    uri = resolve_uri(uri)
+    if must_exist and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        raise TrackingError(f"tracking URI {uri}: no such store (has a sweep been run with it?)")
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+                if resp.status != 200:
+                    raise TrackingError(f"tracking URI {uri} answered HTTP {resp.status} on /health")
+        except (urllib.error.URLError, OSError) as exc:
+            raise TrackingError(f"tracking URI {uri} is unreachable: {exc}") from None
+    elif scheme == "sqlite":
+        db = Path(uri[len("sqlite:///") :])
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrackingError(f"tracking URI {uri}: cannot create {db.parent}: {exc}") from None
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as exc:
+        raise TrackingError(f"tracking URI {uri} cannot be used: {type(exc).__name__}: {exc}") from None
+    return uri
+
+
+def get_or_create_experiment(client: MlflowClient, name: str, uri: str) -> str:
+    """Return the experiment's id, creating it if needed.
+
+    A new experiment keeps its artifacts beside a local SQLite store, so the store and its artifacts
+    move together.
+    """
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri[len("sqlite:///") :]).parent / "mlartifacts" / name).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:
+        exp = client.get_experiment_by_name(name)  # another process created it first
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def _quote(value: str) -> str:
+    # MLflow's filter parser has no escape inside a string literal: pick the quote the value lacks.
+    value = str(value)
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise TrackingError(f"cannot search MLflow for a tag value holding both kinds of quote: {value!r}")
+
+
+def find_runs(client: MlflowClient, experiment_id: str, tags: Mapping[str, str]) -> list:
+    """Return the runs of the experiment whose tags equal ``tags`` (all of them), oldest first."""
+    filt = " and ".join(f"tags.`{k}` = {_quote(v)}" for k, v in tags.items())
+    runs = client.search_runs([experiment_id], filter_string=filt, max_results=5000)
+    return sorted(runs, key=lambda r: r.info.start_time or 0)
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    """Return the current git commit of the harness checkout, or ``unknown``."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd or Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def retry(fn: Callable[[], T], *, what: str, attempts: int = 6, delay: float = 0.5) -> T:
+    """Call ``fn`` until it succeeds, sleeping ``delay * 2**i`` between tries.
+
+    Raises :class:`TrackingError` naming ``what`` after ``attempts`` failures; with the defaults a
+    store has about 15 s to come back.
+    """
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:
+            if i == attempts - 1:
+                raise TrackingError(f"MLflow: {what} failed after {attempts} attempts: {exc}") from exc
+            time.sleep(delay * 2**i)
+    raise TrackingError(f"MLflow: {what} was not attempted (attempts={attempts})")
+
+
+__all__ = [
+    "CONFIG_ARTIFACT",
+    "EPOCH_METRICS",
+    "PARENT_TAG",
+    "ROLE_FINAL",
+    "ROLE_SWEEP",
+    "ROLE_TRIAL",
+    "TrackingError",
+    "check_tracking_uri",
+    "find_runs",
+    "get_or_create_experiment",
+    "git_commit",
+    "resolve_uri",
+    "retry",
+]
