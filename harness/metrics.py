@@ -19,9 +19,9 @@ COUNT_KEYS = ("tp", "fn", "fp", "tn")
 STAT_KEYS = (
     "tp", "fn", "fp", "tn", "p", "n", "pp", "pn", "total",
     "tpr", "fnr", "fpr", "tnr", "prevalence", "accuracy", "balanced_accuracy",
-    "ppv", "fdr", "for", "npv", "lr_plus", "lr_minus", "threat_score", "f1", "mcc",
+    "ppv", "fdr", "for", "npv", "lr_plus", "lr_minus", "iou", "f1", "mcc",
 )  # fmt: skip
-SCENE_SCORE_KEYS = ("precision", "recall", "specificity", "jaccard", "overall_accuracy")
+SCENE_SCORE_KEYS = ("precision", "recall", "specificity", "iou", "overall_accuracy")
 # 38-Cloud's official binarisation of a predicted cloud probability.
 OFFICIAL_THRESHOLD = 12 / 255
 
@@ -119,7 +119,7 @@ def confusion_stats(tp, fn, fp, tn) -> dict:
         "ppv": _ratio(tp, pp), "fdr": _ratio(fp, pp),
         "for": _ratio(fn, pn), "npv": _ratio(tn, pn),
         "lr_plus": _ratio(tpr, fpr), "lr_minus": _ratio(fnr, tnr),
-        "threat_score": _ratio(tp, tp + fn + fp),
+        "iou": _ratio(tp, tp + fn + fp),
         "f1": _ratio(2 * tp, 2 * tp + fp + fn),
         "mcc": _ratio(tp * tn - fp * fn, mcc_denominator),
     }  # fmt: skip
@@ -183,7 +183,7 @@ def stitch_scene(
 
 
 def scene_scores(pred, gt) -> dict:
-    """Official per-scene scores (x100): precision, recall, specificity, jaccard, overall_accuracy.
+    """Official per-scene scores (x100): precision, recall, specificity, iou, overall_accuracy.
 
     ``pred`` and ``gt`` are 2-D masks of one scene; any non-zero value is cloud (ground truth may be 0/1
     or 0/255).
@@ -196,7 +196,7 @@ def scene_scores(pred, gt) -> dict:
         "precision": 100 * stats["ppv"],
         "recall": 100 * stats["tpr"],
         "specificity": 100 * stats["tnr"],
-        "jaccard": 100 * stats["threat_score"],
+        "iou": 100 * stats["iou"],
         "overall_accuracy": 100 * stats["accuracy"],
     }
 

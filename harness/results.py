@@ -67,14 +67,18 @@ relatively from the report; re-rendering overwrites them and touches no input fi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from harness.config.train import TrainConfig, from_flat, to_flat
 
 META = "meta.json"
 RESULTS = "results.csv"
@@ -224,3 +228,81 @@ def _read_samples(path: Path) -> dict[str, np.ndarray] | None:
     if absent:
         raise ResultsError(f"{path}: missing array(s) {', '.join(absent)}")
     return samples
+
+
+# -- writing a results directory
+def write_results(root: str | os.PathLike, results: Results) -> Path:
+    """Write every present part of ``results`` into ``root`` in the format :func:`load_results` reads."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / META).write_text(json.dumps(results.meta, indent=2, default=str), encoding="utf-8")
+    frames = {
+        RESULTS: results.results,
+        SUMMARY: results.summary,
+        PAIRED: results.paired,
+        PER_IMAGE: results.per_image,
+        CURVES: results.curves,
+        BUDGET: results.budget,
+        SCENE_SCORES: results.scene_scores,
+    }
+    for name, frame in frames.items():
+        if frame is not None:
+            frame.to_csv(root / name, index=False)
+    if results.samples is not None:
+        np.savez_compressed(root / SAMPLES, **results.samples)
+    return root
+
+
+# -- retrain results ------------------------------------------------------------------------------
+#: Arrays of a RetrainResult, stored in ``retrain.npz`` (no pickles); the rest goes to ``retrain.json``.
+_RETRAIN_ARRAYS = ("per_image_counts", "test_rows", "sample_rows", "sample_preds")
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    """One final retrain (architecture, seed) scored on the test split."""
+
+    config: TrainConfig
+    status: str
+    history: list[dict[str, Any]]
+    #: (N, 4) int64 tp, fn, fp, tn per test image, in ``test_rows`` order.
+    per_image_counts: np.ndarray
+    test_rows: np.ndarray
+    #: The figure's test patches (cache rows) and their predicted masks (K, H, W) uint8.
+    sample_rows: np.ndarray
+    sample_preds: np.ndarray
+    #: Official 38-Cloud scores per test scene with a scene ground truth (``metrics.scene_scores`` + scene_id).
+    scene_scores: list[dict[str, Any]]
+    train_seconds: float
+    train_images_per_second: float
+    device: str
+
+    @property
+    def arch(self) -> str:
+        """The retrained architecture."""
+        return self.config.arch
+
+    @property
+    def seed(self) -> int:
+        """The retrain's seed (paired across architectures)."""
+        return self.config.seed
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``retrain.npz`` + ``retrain.json`` into ``folder``; returns the folder."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(folder / "retrain.npz", **{k: getattr(self, k) for k in _RETRAIN_ARRAYS})
+        meta = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _RETRAIN_ARRAYS}
+        meta["config"] = to_flat(self.config)
+        (folder / "retrain.json").write_text(json.dumps(meta, default=float))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> RetrainResult:
+        """Read what :meth:`save` wrote."""
+        folder = Path(folder)
+        meta = json.loads((folder / "retrain.json").read_text())
+        meta["config"] = from_flat(meta["config"])
+        with np.load(folder / "retrain.npz", allow_pickle=False) as arrays:
+            meta.update({k: arrays[k] for k in _RETRAIN_ARRAYS})
+        return cls(**meta)

@@ -16,7 +16,7 @@ training anything.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,8 @@ _FIELDS = {
     "int": {"type", "low", "high", "step", "log"},
     "categorical": {"type", "choices"},
 }
-#: Hard limits a sampled value must respect whatever the file says.
-_BOUNDS = {"depth": (1, 6), "epochs": (1, 10_000), "batch_size": (1, 4096), "base_channels": (1, 1024)}
+#: ``check_value(key, value) -> value``: coerces a value to its field's type or raises ValueError.
+ValueCheck = Callable[[str, Any], Any]
 
 
 class SearchSpaceError(ValueError):
@@ -52,12 +52,15 @@ def load_search_space(
     base_dir: Path | None = None,
     allowed_keys: Iterable[str] | None = None,
     patch_size: int | None = None,
+    check_value: ValueCheck | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Read a search space (a YAML file path or an inline mapping) and validate every entry.
 
     Relative paths are tried against the working directory, then against ``base_dir`` (the
-    benchmark file's folder). ``patch_size``, when known, rejects depths whose 2**depth does not
-    divide the patch, so a bad space fails before any trial starts.
+    benchmark file's folder). ``check_value`` (the training config's own field check) is applied to
+    every categorical choice and to both bounds of a range, so a value ``fit`` would refuse fails
+    here, before Ray starts. ``patch_size``, when known, rejects depths whose 2**depth does not divide
+    the patch.
     """
     if isinstance(entry, str | Path):
         path = _resolve(Path(entry), base_dir)
@@ -76,7 +79,7 @@ def load_search_space(
         if allowed is not None and key not in allowed:
             raise SearchSpaceError(f"{where}: {key}: not a searchable key; valid: {', '.join(sorted(allowed))}")
         try:
-            space[key] = _validate_entry(key, spec, patch_size)
+            space[key] = _validate_entry(key, spec, patch_size, check_value)
         except SearchSpaceError as exc:
             raise SearchSpaceError(f"{where}: {exc}") from None
     return space
@@ -103,10 +106,10 @@ def _number(key: str, name: str, value: Any) -> float:
     return value
 
 
-def _validate_entry(key: str, spec: Any, patch_size: int | None) -> dict[str, Any]:
+def _validate_entry(key: str, spec: Any, patch_size: int | None, check_value: ValueCheck | None) -> dict[str, Any]:
     if not isinstance(spec, Mapping):
         # A bare value fixes the key: handy for "this architecture always uses X".
-        return {"type": "categorical", "choices": [spec]}
+        spec = {"type": "categorical", "choices": [spec]}
     kind = spec.get("type")
     if kind not in _TYPES:
         raise SearchSpaceError(f"{key}.type: expected one of {sorted(_TYPES)}, got {kind!r}")
@@ -118,8 +121,8 @@ def _validate_entry(key: str, spec: Any, patch_size: int | None) -> dict[str, An
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices:
             raise SearchSpaceError(f"{key}.choices: expected a non-empty list, got {choices!r}")
-        out["choices"] = list(choices)
-        values = choices
+        out["choices"] = [_checked(key, c, check_value) for c in choices]
+        values = out["choices"]
     else:
         for name in ("low", "high"):
             if name not in spec:
@@ -142,18 +145,26 @@ def _validate_entry(key: str, spec: Any, patch_size: int | None) -> dict[str, An
                 raise SearchSpaceError(f"{key}: int bounds must be whole numbers, got {low}, {high}")
             low, high = int(low), int(high)
             step = int(step) if step is not None else 1
+        low, high = _checked(key, low, check_value), _checked(key, high, check_value)
+        if kind != "int" and isinstance(low, int) and isinstance(high, int):
+            # A float distribution would sample 2.37 for an integer key such as depth.
+            raise SearchSpaceError(f"{key}.type: {key} takes integers; use type int or categorical, not {kind}")
         out.update(low=low, high=high, log=log, step=step)
         values = [low, high]
-    _check_bounds(key, values, patch_size)
+    _check_depth(key, values, patch_size)
     return out
 
 
-def _check_bounds(key: str, values: list[Any], patch_size: int | None) -> None:
-    if key in _BOUNDS:
-        lo, hi = _BOUNDS[key]
-        for v in values:
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise SearchSpaceError(f"{key}: value {v!r} outside {lo}..{hi}")
+def _checked(key: str, value: Any, check_value: ValueCheck | None) -> Any:
+    if check_value is None:
+        return value
+    try:
+        return check_value(key, value)
+    except ValueError as exc:
+        raise SearchSpaceError(str(exc)) from None
+
+
+def _check_depth(key: str, values: list[Any], patch_size: int | None) -> None:
     if key == "depth" and patch_size:
         bad = [d for d in range(min(values), max(values) + 1) if patch_size % (2**d)]
         if bad:

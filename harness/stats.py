@@ -31,7 +31,7 @@ import scipy.stats
 
 # Seed-level metrics that summary.csv reports as mean + bootstrap CI: (column prefix, confusion_stats key).
 SEED_METRICS = (
-    ("iou", "threat_score"),
+    ("iou", "iou"),
     ("f1", "f1"),
     ("accuracy", "accuracy"),
     ("balanced_accuracy", "balanced_accuracy"),
@@ -222,7 +222,7 @@ def summary_table(
     Columns: ``arch, n_seeds``; the counts summed over seeds and every ``confusion_stats`` value of those
     pooled counts (``tp fn fp tn p n pp pn total tpr ... f1 mcc``); for each seed-level metric in
     :data:`SEED_METRICS` the mean over seeds and the bootstrap interval (``iou_mean, iou_ci_low,
-    iou_ci_high``, ... where a seed's ``iou`` is its pooled ``threat_score``); ``train_seconds_mean``,
+    iou_ci_high``, ... where a seed's ``iou`` is its pooled ``iou``); ``train_seconds_mean``,
     ``images_per_second_mean``; then the per-arch ``costs`` (``params, flops_per_patch,
     sweep_device_hours, n_trials``), NaN where not given. Architectures keep their order of appearance.
     """
@@ -260,7 +260,7 @@ def paired_table(
     per-image differences ``a - b`` then give ``iou_diff_mean`` with a paired bootstrap interval
     (``iou_diff_ci_low/high``) and a Wilcoxon signed-rank ``wilcoxon_p``. Seed-to-seed luck is
     reported separately as ``p_a_beats_b``: the fraction of shared seeds whose pooled IoU
-    (``threat_score`` in results.csv) is higher for ``a`` (ties one half). Also ``mean_iou_a/b`` (mean
+    (``iou`` in results.csv) is higher for ``a`` (ties one half). Also ``mean_iou_a/b`` (mean
     per-image IoU over the images in the comparison), ``n_images`` (images with a defined IoU for
     both) and ``n_seeds`` (shared seeds).
     """
@@ -271,7 +271,7 @@ def paired_table(
         seeds = sorted(set(results.loc[results.arch == a, "seed"]) & set(results.loc[results.arch == b, "seed"]))
         pooled = (
             results[results.seed.isin(seeds)]
-            .pivot_table(index="seed", columns="arch", values="threat_score", aggfunc="first")
+            .pivot_table(index="seed", columns="arch", values="iou", aggfunc="first")
             .reindex(columns=[a, b])
         )
         img = per_image[per_image.arch.isin([a, b]) & per_image.seed.isin(seeds)]

@@ -1,29 +1,28 @@
-"""``python -m harness.sweep``: one Ray Tune run per architecture, same budget, TPE + ASHA, MLflow.
+"""The Ray Tune driver: one Tune run per architecture, same budget, TPE + ASHA, every trial in MLflow.
 
-The one module that imports ``ray``. For each architecture of a benchmark it runs a ``Tuner`` with
-the same number of trials, the same seeded TPE sampler settings, the same ASHA schedule and the same
-per-trial resources; every trial trains with :func:`harness.train.fit` and reports every epoch (with
-a checkpoint) to Tune, to the scheduler, to Optuna and, through a driver-side callback, to MLflow.
+With :mod:`harness.cluster`, the only modules that import ``ray``. For each architecture of a benchmark
+it runs a ``Tuner`` with the same number of trials, the same seeded TPE sampler settings, the same ASHA
+schedule and the same per-trial resources; every trial trains with :func:`harness.train.fit` and reports
+every epoch (with a checkpoint) to Tune, to the scheduler, to Optuna and, through a driver-side callback, to MLflow.
 
 Everything that can be checked is checked before Ray starts: the benchmark file, the search spaces,
 the tracking URI, the storage path, the data. With no ``--address`` a private local Ray instance is
 started (never a stale cluster left on the machine); with one, the sweep joins that cluster and
-refuses per-trial resources no node of it can provide.
+refuses per-trial resources no node of it can provide. Each architecture's answer is one
+:class:`~harness.sweep_result.SweepResult`, chosen by :func:`~harness.sweep_result.select_best` and
+stored on its parent MLflow run, where ``final_compare`` reads it. The command line is in
+:mod:`harness.cli` (``cloudmask sweep`` / ``python -m harness.sweep``).
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
-import shutil
-import socket
-import sys
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,6 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 import optuna
-import ray
 import yaml
 from optuna.trial import TrialState
 from ray import tune
@@ -40,10 +38,12 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from harness.config import Benchmark, ConfigError, load_benchmark
+from harness.cluster import check_resources, data_on_node, ray_session
+from harness.config import Benchmark, from_flat, to_flat
 from harness.data.prepare import PreparedData, prepare_data
 from harness.search import make_sampler, stopped_by, to_optuna, trial_outcome
-from harness.tracking import TrackingError, TrialLogger, check_tracking_uri, git_commit
+from harness.sweep_result import SWEEP_RESULT_FILE, SweepResult, TrialSummary, select_best
+from harness.tracking import TrialLogger, check_tracking_uri, git_commit
 
 log = logging.getLogger("harness.sweep")
 METRIC, MODE = "val_iou", "max"
@@ -103,7 +103,7 @@ class MlflowTrialCallback(tune.Callback):
         self.trial_logger.start()
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        self.trial_logger.trial_started(trial.trial_id, {"arch": self.trial_logger.arch, **trial.config})
+        self.trial_logger.trial_started(trial.trial_id, dict(trial.config))
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self.trial_logger.trial_result(trial.trial_id, result)
@@ -120,24 +120,12 @@ class MlflowTrialCallback(tune.Callback):
 
 
 # -- the trainable --------------------------------------------------------------------------------
-def local_data(data: PreparedData, data_args: dict[str, Any]) -> PreparedData:
-    """The prepared data on this node: as given (shared storage) or re-prepared here, same split."""
-    if Path(data.cache_dir).is_dir() and Path(data.manifest_path).is_file():
-        return data
-    local = prepare_data(**data_args)
-    if local.split_hash != data.split_hash:
-        raise SweepError(
-            f"split hash on this node ({local.split_hash[:12]}) differs from the driver's "
-            f"({data.split_hash[:12]}): the nodes do not see the same dataset"
-        )
-    return local
-
-
-def train_trial(config: dict[str, Any], data: PreparedData, data_args: dict[str, Any]) -> None:
+def train_trial(config: dict[str, Any], data: PreparedData, prepare_args: dict[str, Any]) -> None:
     """A Tune function trainable: fit one configuration, reporting every epoch with a checkpoint."""
     from harness import train  # imported in the worker; the loop knows nothing of Ray
 
-    data = local_data(data, data_args)
+    data = data_on_node(data, prepare_args)
+    train_config = from_flat(config)
     first_epoch: list[int] = []
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
@@ -150,28 +138,13 @@ def train_trial(config: dict[str, Any], data: PreparedData, data_args: dict[str,
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        train.fit(config, data, report)
+        train.fit(train_config, data, report)
     else:
         with checkpoint.as_directory() as resume_dir:
-            train.fit(config, data, report, checkpoint_dir=resume_dir)
+            train.fit(train_config, data, report, checkpoint_dir=resume_dir)
 
 
 # -- the driver -----------------------------------------------------------------------------------
-@dataclass
-class ArchOutcome:
-    """What one architecture's sweep produced."""
-
-    arch: str
-    sweep_id: str
-    experiment_path: str
-    n_trials: int
-    n_completed: int
-    best_trial_id: str | None
-    best_val_iou: float | None
-    best_config: dict[str, Any] | None
-    parent_run_id: str | None
-
-
 def _storage_root(bench: Benchmark) -> tuple[str, Path]:
     """(Tune storage path or URI, local dir for the sweep's own files such as sweep.json and optuna.db)."""
     storage = bench.storage
@@ -179,19 +152,6 @@ def _storage_root(bench: Benchmark) -> tuple[str, Path]:
         return storage.rstrip("/"), Path("runs") / bench.name / "driver"
     local = Path(storage.removeprefix("file://")).resolve()
     return str(local), local
-
-
-def data_args(bench: Benchmark) -> dict[str, Any]:
-    """Keyword arguments of :func:`prepare_data` for this benchmark (absolute paths)."""
-    return {
-        "root": str(Path(bench.data.root).resolve()) if bench.data.root else None,
-        "synthetic": dict(bench.data.synthetic) if bench.data.synthetic else None,
-        "cache_dir": str(Path(bench.data.cache_dir).resolve()),
-        "split_kind": bench.split.kind,
-        "fractions": tuple(bench.split.fractions),
-        "split_seed": bench.split.seed,
-        "nonempty_only": bench.split.nonempty_only,
-    }
 
 
 def _sweep_state(local_dir: Path, bench: Benchmark, resume: bool, data: PreparedData) -> dict[str, Any]:
@@ -221,76 +181,22 @@ def _sweep_state(local_dir: Path, bench: Benchmark, resume: bool, data: Prepared
         "git_commit": git_commit(),
         "config": bench.to_dict(),
     }
-    local_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    tmp.replace(path)
+    _write_state(local_dir, state)
     return state
 
 
-def start_ray(bench: Benchmark, address: str | None) -> bool:
-    """Connect to ``address`` or start a private local instance; returns True if this call started Ray."""
-    if ray.is_initialized():
-        return False
-    if address is None:
-        # "local" always starts a new instance: never attach to a stale cluster left on the machine.
-        ray.init(
-            address="local",
-            num_cpus=bench.ray.num_cpus,
-            num_gpus=bench.ray.num_gpus,
-            include_dashboard=False,
-            log_to_driver=True,
-        )
-        return True
-    _check_reachable(address)
-    try:
-        ray.init(address=address, log_to_driver=True)
-    except Exception as exc:
-        raise SweepError(f"cannot connect to the Ray cluster at --address {address}: {exc}") from None
-    return True
-
-
-def _check_reachable(address: str, timeout: float = 5.0) -> None:
-    """Fail in seconds, not minutes, when a ``host:port`` (or ``ray://host:port``) address does not answer."""
-    target = address.removeprefix("ray://")
-    host, sep, port = target.rpartition(":")
-    if not sep or not port.isdigit():
-        return  # "auto" and friends: Ray resolves them itself
-    try:
-        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
-    except OSError as exc:
-        raise SweepError(f"cannot connect to the Ray cluster at --address {address}: {exc}") from None
-
-
-@contextlib.contextmanager
-def ray_session(bench: Benchmark, address: str | None = None):
-    """Keep one Ray connection open across several steps (the demo's sweep and final comparison)."""
-    started = start_ray(bench, address)
-    try:
-        yield
-    finally:
-        if started:
-            ray.shutdown()
-
-
-def check_resources(cpu: float, gpu: float) -> None:
-    """Refuse per-trial resources that no alive node can provide (instead of trials pending forever)."""
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    fits = [n for n in nodes if n["Resources"].get("CPU", 0) >= cpu and n["Resources"].get("GPU", 0) >= gpu]
-    if not fits:
-        total = ray.cluster_resources()
-        raise SweepError(
-            f"resources: each trial asks for cpu={cpu:g}, gpu={gpu:g}, but no node of the Ray cluster has "
-            f"that (cluster: {total.get('CPU', 0):g} CPU, {total.get('GPU', 0):g} GPU on {len(nodes)} "
-            "node(s)); lower resources.cpu/resources.gpu or add nodes"
-        )
+def _write_state(local_dir: Path, state: dict[str, Any]) -> None:
+    local_dir.mkdir(parents=True, exist_ok=True)
+    path = local_dir / SWEEP_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(path)
 
 
 def _tuner(bench: Benchmark, arch: str, data: PreparedData, state: dict, storage: str, local_dir: Path):
     space = bench.search_spaces[arch]
-    fixed = {k: v for k, v in bench.trial_defaults().items() if k not in space}
-    fixed["arch"] = arch
-    fixed["seed"] = bench.train.seed
+    # The Tune boundary: the typed config goes in flat, sampled keys on top; train_trial reads it back typed.
+    fixed = {k: v for k, v in to_flat(bench.trial_config(arch)).items() if k not in space}
     optuna_db = f"sqlite:///{local_dir / 'optuna.db'}"
     searcher = PruneAwareOptunaSearch(
         space=to_optuna(space),
@@ -316,7 +222,7 @@ def _tuner(bench: Benchmark, arch: str, data: PreparedData, state: dict, storage
         pending_path=str(local_dir / f"mlflow-pending-{arch}.jsonl"),
     )
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, data=data, data_args=data_args(bench)),
+        tune.with_parameters(train_trial, data=data, prepare_args=bench.prepare_args()),
         {"cpu": bench.resources.cpu, "gpu": bench.resources.gpu},
     )
     tune_config = tune.TuneConfig(
@@ -347,10 +253,25 @@ def _tuner(bench: Benchmark, arch: str, data: PreparedData, state: dict, storage
     return trainable, tune_config, run_config, fixed, trial_logger
 
 
+def _trial_summary(result, run_id: str | None) -> TrialSummary:
+    """One Tune result as a row of the sweep's trial table."""
+    metrics = result.metrics or {}
+    value = metrics.get(METRIC)
+    return TrialSummary(
+        trial_id=str(metrics.get("trial_id") or Path(result.path).name),
+        run_id=run_id,
+        config=from_flat(result.config),
+        stopped_by=stopped_by(metrics, error=result.error is not None),
+        epochs=int(metrics.get("training_iteration", 0)),
+        val_iou=float(value) if value is not None else math.nan,
+        seconds=float(metrics.get("time_total_s", 0.0)),
+    )
+
+
 def run_architecture(
     bench: Benchmark, arch: str, data: PreparedData, state: dict, storage: str, local_dir: Path, resume: bool
-) -> ArchOutcome:
-    """Run (or resume) one architecture's Tune experiment and attach its best trial to MLflow."""
+) -> SweepResult:
+    """Run (or resume) one architecture's Tune experiment; choose and record its :class:`SweepResult`."""
     trainable, tune_config, run_config, fixed, trial_logger = _tuner(bench, arch, data, state, storage, local_dir)
     exp_path = f"{storage}/{arch}"
     if resume and tune.Tuner.can_restore(exp_path):
@@ -359,135 +280,60 @@ def run_architecture(
         tuner = tune.Tuner(trainable, param_space=fixed, tune_config=tune_config, run_config=run_config)
     grid = tuner.fit()
 
-    completed = []
-    for result in grid:
-        metrics = result.metrics or {}
-        if result.error is None and metrics.get("status") == "completed":
-            completed.append(result)
-    outcome = ArchOutcome(arch, state["sweep_id"], exp_path, len(grid), len(completed), None, None, None, None)
-    # The restored callback is a copy made by Tune; open our own logger to attach the best trial.
+    # The callback Tune ran is its own copy: open our logger (it finds the runs by their tags).
     trial_logger.start()
-    outcome.parent_run_id = trial_logger.parent_run_id
-    if completed:
-        best = max(completed, key=lambda r: r.metrics[METRIC])
-        outcome.best_trial_id = best.metrics["trial_id"]
-        outcome.best_val_iou = float(best.metrics[METRIC])
-        outcome.best_config = dict(best.config)
-        art = local_dir / f"best-{arch}"
-        shutil.rmtree(art, ignore_errors=True)
-        art.mkdir(parents=True)
-        (art / "best_config.yaml").write_text(yaml.safe_dump(outcome.best_config, sort_keys=True))
-        if best.checkpoint is not None:
-            best.checkpoint.to_directory(str(art / "checkpoint"))
-        # One folder: best/best_config.yaml, best/checkpoint/checkpoint.pt
-        trial_logger.log_parent_artifacts([art], artifact_path="best")
-        trial_logger.set_parent_tags(
-            {"best_trial_id": outcome.best_trial_id, "best_val_iou": f"{outcome.best_val_iou:.6f}"}
-        )
+    trials = tuple(
+        _trial_summary(result, trial_logger.run_id(str((result.metrics or {}).get("trial_id", "")))) for result in grid
+    )
+    best = select_best(trials, bench.train.epochs)
+    result = SweepResult(
+        sweep_id=state["sweep_id"],
+        benchmark=bench.name,
+        arch=arch,
+        split_hash=data.split_hash,
+        max_epochs=bench.train.epochs,
+        best=best,
+        trials=tuple(sorted(trials, key=lambda t: t.trial_id)),
+    )
+    trial_logger.log_parent_dict(result.to_dict(), SWEEP_RESULT_FILE)
+    if best is not None:
+        trial_logger.log_parent_metrics({"best_val_iou": best.val_iou})
+        trial_logger.set_parent_tags({"best_trial_id": best.trial_id})
+        best_checkpoint = next((r.checkpoint for r in grid if (r.metrics or {}).get("trial_id") == best.trial_id), None)
+        if best_checkpoint is not None:
+            trial_logger.log_parent_artifacts([best_checkpoint.to_directory()], artifact_path="best_checkpoint")
     # The resolved benchmark lets `final_compare` with no arguments redo this sweep's data and split.
     bench_file = local_dir / "benchmark.yaml"
     bench_file.write_text(yaml.safe_dump(bench.to_dict(), sort_keys=False))
     trial_logger.log_parent_artifacts([bench_file])
-    trial_logger.set_parent_tags({"n_trials": str(len(grid)), "n_completed": str(len(completed))})
+    completed = sum(t.stopped_by == "completed" for t in trials)
+    trial_logger.set_parent_tags({"n_trials": str(len(trials)), "n_completed": str(completed)})
     trial_logger.close()
-    return outcome
+    return result
 
 
-def run_sweep(bench: Benchmark, *, address: str | None = None, resume: bool = False) -> list[ArchOutcome]:
+def run_sweep(bench: Benchmark, *, address: str | None = None, resume: bool = False) -> list[SweepResult]:
     """Validate everything, prepare the data once, then sweep each architecture in turn."""
-    bench.tracking.uri = check_tracking_uri(bench.tracking.uri)
+    bench = dataclasses.replace(
+        bench, tracking=dataclasses.replace(bench.tracking, uri=check_tracking_uri(bench.tracking.uri))
+    )
     storage, local_dir = _storage_root(bench)
-    data = prepare_data(**data_args(bench), progress=True)
+    data = prepare_data(**bench.prepare_args(), progress=True)
     state = _sweep_state(local_dir, bench, resume, data)
-    started = start_ray(bench, address)
-    try:
+    with ray_session(bench.ray, address):
         check_resources(bench.resources.cpu, bench.resources.gpu)
-        outcomes = []
+        results = []
         for arch in bench.architectures:
             log.info("sweeping %s: %d trials", arch, bench.search.num_samples)
-            outcomes.append(run_architecture(bench, arch, data, state, storage, local_dir, resume))
-        state["finished"] = time.strftime("%Y%m%d-%H%M%S")
-        state["outcomes"] = [asdict(o) for o in outcomes]
-        (local_dir / SWEEP_FILE).write_text(json.dumps(state, indent=2, default=str))
-        return outcomes
-    finally:
-        if started:
-            ray.shutdown()
-
-
-def run_tasks(
-    fn: Any,
-    kwargs_list: list[dict[str, Any]],
-    *,
-    cpu: float,
-    gpu: float,
-    bench: Benchmark,
-    address: str | None = None,
-):
-    """Run ``fn(**kwargs)`` for each item as Ray tasks; yield ``(index, result)`` as each finishes.
-
-    Used by the final comparison so a cluster retrains every (architecture, seed) in parallel. The
-    resource request is checked like a sweep's before anything is submitted.
-    """
-    started = start_ray(bench, address)
-    try:
-        check_resources(cpu, gpu)
-        remote = ray.remote(num_cpus=cpu, num_gpus=gpu, max_retries=bench.failure.max_failures)(fn)
-        pending = {remote.remote(**kw): i for i, kw in enumerate(kwargs_list)}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                yield pending.pop(ref), ray.get(ref)
-    finally:
-        if started:
-            ray.shutdown()
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m harness.sweep``."""
-    p = argparse.ArgumentParser(
-        prog="python -m harness.sweep",
-        description="Tune every architecture of a benchmark with the same budget (Ray Tune + Optuna TPE + "
-        "ASHA), recording every trial in MLflow.",
-    )
-    p.add_argument("benchmark", help="benchmark YAML file, e.g. benchmarks/smoke.yaml")
-    p.add_argument("--data", help="dataset root (38-Cloud/95-Cloud tree); replaces the file's data section")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the file's tracking.uri)")
-    p.add_argument("--storage", help="Ray Tune storage: a local dir, a shared path or an s3:// URI")
-    p.add_argument("--address", help="join this Ray cluster (default: start a private local instance)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep in --storage")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, repeatable")
-    return p
-
-
-def load_with_cli(args: argparse.Namespace) -> Benchmark:
-    """The benchmark file with the command line's overrides applied (shared with final_compare)."""
-    overrides = list(args.set)
-    if getattr(args, "data", None):
-        overrides += [f"data.root={args.data}", "data.synthetic=null"]
-    if getattr(args, "tracking_uri", None):
-        overrides.append(f"tracking.uri={args.tracking_uri}")
-    if getattr(args, "storage", None):
-        overrides.append(f"storage={args.storage}")
-    return load_benchmark(args.benchmark, overrides)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    args = build_parser().parse_args(argv)
-    try:
-        bench = load_with_cli(args)
-        outcomes = run_sweep(bench, address=args.address, resume=args.resume)
-    except (ConfigError, SweepError, TrackingError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for o in outcomes:
-        best = f"best {o.best_trial_id} val_iou={o.best_val_iou:.4f}" if o.best_trial_id else "no completed trial"
-        print(f"{o.arch}: {o.n_trials} trials, {o.n_completed} ran every epoch, {best}")
-    print(f"MLflow: mlflow ui --backend-store-uri {bench.tracking.uri}")
-    return 0
+            results.append(run_architecture(bench, arch, data, state, storage, local_dir, resume))
+    state["finished"] = time.strftime("%Y%m%d-%H%M%S")
+    _write_state(local_dir, state)
+    return results
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import sys
+
+    from harness.cli import main
+
+    sys.exit(main(["sweep", *sys.argv[1:]]))

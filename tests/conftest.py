@@ -15,8 +15,8 @@ from harness.data.cache import ingest
 from harness.data.synth import write_synthetic_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-#: One real 38-Cloud training patch (see its PROVENANCE.md), kept next to the repository.
-REAL_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "real-38cloud-sample"
+#: One real 38-Cloud training patch (see its PROVENANCE.md), in the repository so a clone tests the real format.
+REAL_SAMPLE = Path(__file__).resolve().parent / "data" / "real-38cloud-sample"
 #: Parameters of the shared synthetic dataset; tests may rely on them (and on their seed).
 TINY_SYNTH = {"scenes": 4, "patch_size": 32, "seed": 0, "test_scenes": 1}
 
@@ -38,9 +38,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # ------------------------------------------------------------------------------------- data
 @pytest.fixture(scope="session")
 def real_sample_root() -> Path:
-    """The real 38-Cloud sample tree (one training patch); skips when the shared folder is absent."""
-    if not REAL_SAMPLE.is_dir():
-        pytest.skip(f"real sample not found at {REAL_SAMPLE}")
+    """The real 38-Cloud sample tree (one training patch, tests/data/real-38cloud-sample)."""
+    assert REAL_SAMPLE.is_dir(), f"real sample missing from the repository: {REAL_SAMPLE}"
     return REAL_SAMPLE
 
 

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import KNOWN_ARCHITECTURES, ConfigError, apply_overrides, load_benchmark
+from harness.config import ConfigError, TrainConfig, apply_overrides, load_benchmark
+from harness.models import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,15 +32,26 @@ def test_shipped_benchmarks_load(name):
     if not path.exists():
         pytest.skip(f"{name} not written yet")
     bench = load_benchmark(path)
-    assert set(bench.architectures) <= set(KNOWN_ARCHITECTURES)
+    assert set(bench.architectures) <= set(MODELS)
     for arch in bench.architectures:
         assert {"lr", "depth"} <= set(bench.search_spaces[arch])
 
 
-def test_known_architectures_match_models():
-    from harness.models import MODELS
+def test_train_section_is_the_one_train_config(tmp_path):
+    bench = load_benchmark(_write(tmp_path, BASE), ["train.loss=ce+dice", "train.device=cuda:1", "train.lr=1e-5"])
+    assert isinstance(bench.train, TrainConfig)
+    assert bench.train.loss == "ce+dice" and bench.train.device == "cuda:1" and bench.train.lr == 1e-5
+    # Defaults come from TrainConfig itself: nothing in the benchmark layer restates them.
+    assert bench.train.batch_size == TrainConfig().batch_size
+    assert bench.trial_config("unetpp") == TrainConfig(arch="unetpp", loss="ce+dice", device="cuda:1", lr=1e-5)
 
-    assert set(KNOWN_ARCHITECTURES) == set(MODELS)
+
+def test_loaded_benchmark_is_frozen(tmp_path):
+    import dataclasses
+
+    bench = load_benchmark(_write(tmp_path, BASE))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        bench.storage = "elsewhere"
 
 
 def test_overrides_apply_and_parse_yaml(tmp_path):
@@ -76,6 +88,8 @@ def test_same_budget_settings_for_every_architecture(tmp_path):
         ("compare.epochs=abc", "compare.epochs"),
         ("ray.num_cpus=two", "ray.num_cpus"),
         ("data.synthetic=7", "data.synthetic"),
+        ("train.arch=unet", "train.arch"),
+        ("train.device=tpu", "train.device"),
     ],
 )
 def test_bad_keys_are_named(tmp_path, override, key):
@@ -100,6 +114,9 @@ def test_unknown_architecture_lists_valid_ones(tmp_path):
         ("{colour: {type: categorical, choices: [red]}}", "colour"),
         ("{loss: {type: categorical, choices: []}}", "loss.choices"),
         ("{lr: {type: uniform, low: 0.1, high: 0.2, sigma: 3}}", "lr.sigma"),
+        # A value fit would refuse fails at load, not inside a Ray trial.
+        ("{loss: {type: categorical, choices: [ce, bogus]}}", "bogus"),
+        ("{depth: {type: loguniform, low: 1, high: 3}}", "depth.type"),
     ],
 )
 def test_bad_search_space_entries_are_named(tmp_path, space, needle):
@@ -110,6 +127,15 @@ def test_bad_search_space_entries_are_named(tmp_path, space, needle):
     with pytest.raises(ConfigError) as err:
         load_benchmark(_write(tmp_path, text))
     assert "search_spaces.unetpp" in str(err.value) and needle in str(err.value)
+
+
+def test_sampled_value_must_fit_the_architecture(tmp_path):
+    text = BASE.replace(
+        "  unet: {lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}, depth: {type: int, low: 1, high: 3}}",
+        "  unet: {lr: 0.1, deep_supervision: {type: categorical, choices: [false, true]}}",
+    )
+    with pytest.raises(ConfigError, match="search_spaces.unet.deep_supervision: True does not fit the unet config"):
+        load_benchmark(_write(tmp_path, text))
 
 
 def test_missing_search_space_file_is_named(tmp_path):

@@ -28,7 +28,7 @@ from harness.metrics import (
 EXPECTED_KEYS = [
     "tp", "fn", "fp", "tn", "p", "n", "pp", "pn", "total",
     "tpr", "fnr", "fpr", "tnr", "prevalence", "accuracy", "balanced_accuracy",
-    "ppv", "fdr", "for", "npv", "lr_plus", "lr_minus", "threat_score", "f1", "mcc",
+    "ppv", "fdr", "for", "npv", "lr_plus", "lr_minus", "iou", "f1", "mcc",
 ]  # fmt: skip
 
 
@@ -47,7 +47,7 @@ def test_small_example_by_hand():
         "balanced_accuracy": (Fraction(6, 8) + Fraction(11, 12)) / 2,
         "ppv": Fraction(6, 7), "fdr": Fraction(1, 7), "for": Fraction(2, 13), "npv": Fraction(11, 13),
         "lr_plus": Fraction(6, 8) / Fraction(1, 12), "lr_minus": Fraction(2, 8) / Fraction(11, 12),
-        "threat_score": Fraction(6, 9), "f1": Fraction(12, 15),
+        "iou": Fraction(6, 9), "f1": Fraction(12, 15),
     }  # fmt: skip
     for key, value in expected.items():
         assert stats[key] == pytest.approx(float(value), rel=1e-12), key
@@ -64,14 +64,14 @@ def test_small_example_by_hand():
             (13_889_639, 348_060, 1_013_039, 6_867_662),
             0.9385,
             {"tpr": 0.976, "tnr": 0.871, "ppv": 0.932, "npv": 0.952, "for": 0.048, "balanced_accuracy": 0.924,
-             "threat_score": 0.911},
+             "iou": 0.911},
         ),
         # UNet++ column (the study printed 0.638).
         (
             (2_166_535, 118_878, 363_524, 890_007),
             0.8637,
             {"tpr": 0.948, "tnr": 0.71, "ppv": 0.856, "npv": 0.882, "for": 0.118, "balanced_accuracy": 0.83,
-             "threat_score": 0.818},
+             "iou": 0.818},
         ),
     ],
 )  # fmt: skip
@@ -95,7 +95,7 @@ def test_zero_denominators_give_nan_without_warnings():
     for key in ("tpr", "fnr", "mcc", "lr_plus", "lr_minus", "balanced_accuracy"):
         assert math.isnan(no_positives[key]), key
     assert no_positives["prevalence"] == 0.0
-    assert no_positives["ppv"] == 0.0 and no_positives["threat_score"] == 0.0 and no_positives["f1"] == 0.0
+    assert no_positives["ppv"] == 0.0 and no_positives["iou"] == 0.0 and no_positives["f1"] == 0.0
     assert no_positives["accuracy"] == 5 / 8 and no_positives["npv"] == 1.0
     assert math.isnan(perfect["lr_plus"])  # FPR = 0
     assert perfect["lr_minus"] == 0.0 and perfect["mcc"] == 1.0
@@ -129,7 +129,7 @@ def test_agrees_with_scikit_learn_on_random_masks():
     assert stats["ppv"] == pytest.approx(skm.precision_score(y_true, y_pred))
     assert stats["tpr"] == pytest.approx(skm.recall_score(y_true, y_pred))
     assert stats["f1"] == pytest.approx(skm.f1_score(y_true, y_pred))
-    assert stats["threat_score"] == pytest.approx(skm.jaccard_score(y_true, y_pred))
+    assert stats["iou"] == pytest.approx(skm.jaccard_score(y_true, y_pred))
     assert stats["mcc"] == pytest.approx(skm.matthews_corrcoef(y_true, y_pred))
     assert stats["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y_true, y_pred))
     assert stats["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
@@ -192,7 +192,7 @@ def test_stitching_a_perfect_prediction_scores_100():
     assert stitched.shape == gt.shape
     np.testing.assert_array_equal(stitched, gt)
     scores = scene_scores(stitched, gt * 255)  # ground truth as 0/255 also works
-    assert scores == {"precision": 100.0, "recall": 100.0, "specificity": 100.0, "jaccard": 100.0,
+    assert scores == {"precision": 100.0, "recall": 100.0, "specificity": 100.0, "iou": 100.0,
                       "overall_accuracy": 100.0}  # fmt: skip
 
 
@@ -201,7 +201,7 @@ def test_stitching_a_shifted_prediction_does_not_score_100():
     shifted = {(row, col + 1): patch for (row, col), patch in patches.items() if col < 4}
     shifted |= {(row, 1): np.zeros((16, 16), np.uint8) for row in range(1, 4)}
     scores = scene_scores(stitch_scene(shifted, gt.shape, 16), gt)
-    assert scores["jaccard"] < 50
+    assert scores["iou"] < 50
     # Also: placing patches by transposed (col, row) is wrong and scored as such.
     transposed = {(col, row): patch for (row, col), patch in patches.items()}
     with pytest.raises(ValueError, match="larger than the patch canvas"):
@@ -227,13 +227,13 @@ def test_binarise_uses_the_official_threshold():
 
 def test_mean_scene_scores_from_dict_and_dataframe():
     per_scene = {
-        "LC08_a": {"precision": 90.0, "recall": 80.0, "specificity": 99.0, "jaccard": 70.0,
+        "LC08_a": {"precision": 90.0, "recall": 80.0, "specificity": 99.0, "iou": 70.0,
                    "overall_accuracy": 95.0},
-        "LC08_b": {"precision": 70.0, "recall": float("nan"), "specificity": 97.0, "jaccard": 50.0,
+        "LC08_b": {"precision": 70.0, "recall": float("nan"), "specificity": 97.0, "iou": 50.0,
                    "overall_accuracy": 93.0},
     }  # fmt: skip
     means = mean_scene_scores(per_scene)
-    assert means == {"precision": 80.0, "recall": 80.0, "specificity": 98.0, "jaccard": 60.0,
+    assert means == {"precision": 80.0, "recall": 80.0, "specificity": 98.0, "iou": 60.0,
                      "overall_accuracy": 94.0, "scenes": 2}  # fmt: skip
     assert mean_scene_scores(pd.DataFrame.from_dict(per_scene, orient="index")) == means
 
@@ -254,7 +254,7 @@ def test_stitching_the_synthetic_datasets_patch_ground_truth_gives_its_scene_gro
     assert gt.any()
     stitched = stitch_scene(patches, gt.shape, 16)
     np.testing.assert_array_equal(stitched, gt)
-    assert scene_scores(stitched, gt)["jaccard"] == 100.0
+    assert scene_scores(stitched, gt)["iou"] == 100.0
     nrows = max(row for row, _ in patches)
     shifted = {(row % nrows + 1, col): patch for (row, col), patch in patches.items()}
-    assert scene_scores(stitch_scene(shifted, gt.shape, 16), gt)["jaccard"] < 100.0
+    assert scene_scores(stitch_scene(shifted, gt.shape, 16), gt)["iou"] < 100.0

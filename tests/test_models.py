@@ -126,4 +126,4 @@ def test_tiny_model_overfits_four_patches(arch):
     model.eval()
     with torch.no_grad():
         pred = model(images).argmax(dim=1)
-    assert confusion_stats(*confusion_counts(pred, masks))["threat_score"] > 0.9
+    assert confusion_stats(*confusion_counts(pred, masks))["iou"] > 0.9

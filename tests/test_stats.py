@@ -162,9 +162,9 @@ def test_summary_table_pools_counts_and_summarises_seeds():
     table = stats.summary_table(results, costs=costs, n_boot=500).set_index("arch")
     assert list(table.index) == ["unet", "unetpp"]
     assert table.loc["unet", ["tp", "fn", "fp", "tn"]].tolist() == [255, 45, 20, 280]
-    assert table.loc["unet", "threat_score"] == pytest.approx(255 / (255 + 45 + 20))
+    assert table.loc["unet", "iou"] == pytest.approx(255 / (255 + 45 + 20))
     assert table.loc["unet", "accuracy"] == pytest.approx((255 + 280) / 600)
-    ious = results[results.arch == "unet"].threat_score
+    ious = results[results.arch == "unet"].iou
     assert table.loc["unet", "iou_mean"] == pytest.approx(ious.mean())
     assert table.loc["unet", "iou_ci_low"] <= ious.mean() <= table.loc["unet", "iou_ci_high"]
     assert table.loc["unet", "n_trials"] == 8 and np.isnan(table.loc["unetpp", "params"])

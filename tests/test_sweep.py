@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,8 +17,11 @@ from conftest import SMOKE, smoke_overrides
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from harness.config import load_benchmark
-from harness.sweep import SweepError, run_sweep
+from harness.cluster import ClusterError
+from harness.config import TrainConfig, load_benchmark
+from harness.sweep import run_sweep
+from harness.sweep_result import SWEEP_RESULT_FILE, SweepResult
+from harness.tracking import load_dict
 
 
 def trials_with_checkpoints(experiment_dir: Path) -> int:
@@ -56,10 +60,32 @@ def test_smoke_sweep_logs_every_trial_once(smoke_sweep):
     assert_one_run_per_trial_with_contiguous_steps(client, children)
     stopped = [r.data.tags["stopped_by"] for r in children]
     assert "asha" in stopped and "completed" in stopped
-    for o in outcomes:
-        assert o.n_trials == 4 and o.best_trial_id is not None
-        artifacts = [a.path for a in client.list_artifacts(o.parent_run_id, "best")]
-        assert "best/best_config.yaml" in artifacts and "best/checkpoint" in artifacts
+    by_arch = {p.data.tags["arch"]: p for p in parents}
+    for result in outcomes:
+        assert len(result.trials) == 4 and result.best is not None
+        assert (
+            result.best.trial_id
+            == max((t for t in result.trials if t.stopped_by == "completed"), key=lambda t: t.val_iou).trial_id
+        )
+        parent = by_arch[result.arch]
+        artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+        assert {SWEEP_RESULT_FILE, "best_checkpoint", "benchmark.yaml"} <= artifacts
+        # The one-way handoff: what final_compare reads back is exactly what the sweep decided.
+        stored = SweepResult.from_dict(load_dict(bench.tracking.uri, parent.info.run_id, SWEEP_RESULT_FILE))
+        assert json.dumps(stored.to_dict()) == json.dumps(result.to_dict())  # NaN-safe equality
+        assert parent.data.metrics["best_val_iou"] == result.best.val_iou
+        assert parent.data.tags["best_trial_id"] == result.best.trial_id
+        assert {t.run_id for t in result.trials} == {
+            c.info.run_id for c in children if c.data.tags["arch"] == result.arch
+        }
+
+
+def test_each_trial_logs_its_typed_config(smoke_sweep):
+    bench, outcomes, _tmp = smoke_sweep
+    for trial in outcomes[0].trials:
+        config = load_dict(bench.tracking.uri, trial.run_id, "config.json")
+        assert TrainConfig(**config) == trial.config
+        assert type(config["lr"]) is float and config["arch"] == outcomes[0].arch
 
 
 def test_asha_stopped_trials_are_pruned_in_optuna(smoke_sweep):
@@ -89,7 +115,7 @@ def test_asha_stopped_trials_are_pruned_in_optuna(smoke_sweep):
 def test_gpu_request_on_cpu_cluster_fails_fast(ray_cluster, tmp_path, data_cache_dir):
     bench = load_benchmark(SMOKE, smoke_overrides(tmp_path, data_cache_dir, **{"resources.gpu": 1}))
     start = time.monotonic()
-    with pytest.raises(SweepError, match="gpu=1"):
+    with pytest.raises(ClusterError, match="gpu=1"):
         run_sweep(bench)
     assert time.monotonic() - start < 60
     assert not (tmp_path / "storage" / "unet").exists(), "no trial may have started"
@@ -107,8 +133,8 @@ def test_bad_benchmark_fails_before_anything_starts(tmp_path, override, key):
         timeout=120,
         cwd=tmp_path,
     )
-    assert proc.returncode == 2
-    assert key in proc.stderr
+    assert proc.returncode == 3, proc.stderr
+    assert key in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "s").exists() and not (tmp_path / "mlflow.db").exists()
 
 
@@ -133,7 +159,7 @@ def test_unreachable_ray_address_is_a_clear_error(tmp_path, data_cache_dir):
         timeout=300,
         cwd=tmp_path,
     )
-    assert proc.returncode == 2
+    assert proc.returncode == 4, proc.stderr
     assert "127.0.0.1:1" in proc.stderr
 
 
@@ -173,7 +199,7 @@ def test_worker_node_killed_mid_sweep(ray_cluster, tmp_path, data_cache_dir):
     (outcome,) = run_sweep(bench)
     killer.join(timeout=5)
     assert killed.is_set(), "the node was never killed"
-    assert outcome.n_trials == 2 and outcome.n_completed == 2
+    assert len(outcome.trials) == 2 and all(t.stopped_by == "completed" for t in outcome.trials)
     client, _, children = mlflow_runs(bench.tracking.uri, bench.tracking.experiment)
     assert len(children) == 2
     assert_one_run_per_trial_with_contiguous_steps(client, children)

@@ -43,19 +43,16 @@ def batches_from_cache(patch: int, batch: int, count: int, *, scenes: int, grid:
 def harness_loop(arch: str, base: int, depth: int, batches, device: torch.device, deterministic: bool = False):
     """A pass of the harness's own loop (``train_one_epoch``: its memory format and autocast); returns seconds.
 
-    ``deterministic`` runs it as ``fit`` does by default (``config["deterministic"]``: deterministic
+    ``deterministic`` runs it as ``fit`` does by default (``TrainConfig.deterministic``: deterministic
     algorithms, and on CUDA no cuDNN autotuning).
     """
-    from harness.train import (
-        cross_entropy_loss,
-        deterministic_algorithms,
-        model_from_config,
-        prepare_model,
-        train_one_epoch,
-    )
+    from harness.config import TrainConfig
+    from harness.losses import cross_entropy_loss
+    from harness.seeding import deterministic_algorithms
+    from harness.train import model_from_config, prepare_model, train_one_epoch
 
     torch.manual_seed(0)
-    model = prepare_model(model_from_config({"arch": arch, "depth": depth, "base_channels": base}), device)
+    model = prepare_model(model_from_config(TrainConfig(arch=arch, depth=depth, base_channels=base)), device)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def run() -> float:
@@ -102,12 +99,13 @@ def interleaved(loops: dict, rounds: int) -> dict[str, float]:
 
 def eval_rates(arch: str, base: int, depth: int, patch: int, scenes: int, grid, sizes=(8, 16, 64)) -> dict:
     """Images/s of ``harness.train.evaluate`` over the val split, per eval batch size (interleaved, best of 3)."""
+    from harness.config import TrainConfig
     from harness.data.dataset import CloudPatchDataset
     from harness.train import evaluate, make_loader, model_from_config
 
     data = perfutil.prepare(patch, scenes=scenes, grid=grid)
     dataset = CloudPatchDataset(data.cache_dir, data.indices("val"))
-    model = model_from_config({"arch": arch, "depth": depth, "base_channels": base})
+    model = model_from_config(TrainConfig(arch=arch, depth=depth, base_channels=base))
     device = torch.device("cpu")
     loaders = {size: make_loader(dataset, batch_size=size, device=device) for size in sizes}
     best = interleaved(

@@ -56,9 +56,11 @@ def loader_rate(data, patch: int, min_seconds: float) -> dict:
 
 def model_rate(data, base: int, depth: int, batch: int, steps: int) -> dict:
     """Images/s one training step consumes (harness loop, batches already in memory, one warm-up step)."""
+    from harness.config import TrainConfig
     from harness.data.cache import open_cache
     from harness.data.dataset import CloudPatchDataset
-    from harness.train import cross_entropy_loss, model_from_config, prepare_model, train_one_epoch
+    from harness.losses import cross_entropy_loss
+    from harness.train import model_from_config, prepare_model, train_one_epoch
 
     torch.manual_seed(0)
     rows = np.arange(len(open_cache(data.cache_dir)))[: batch * (steps + 1)]
@@ -68,7 +70,7 @@ def model_rate(data, base: int, depth: int, batch: int, steps: int) -> dict:
         for chunk in np.array_split(np.arange(len(rows)), steps + 1)
     ]
     device = torch.device("cpu")
-    model = prepare_model(model_from_config({"arch": "unet", "depth": depth, "base_channels": base}), device)
+    model = prepare_model(model_from_config(TrainConfig(arch="unet", depth=depth, base_channels=base)), device)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     train_one_epoch(model, batches[:1], optimiser, cross_entropy_loss, device)  # warm-up
     result = train_one_epoch(model, batches[1:], optimiser, cross_entropy_loss, device)

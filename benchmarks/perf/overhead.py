@@ -84,8 +84,9 @@ def sweep_trial(data, epochs: int, threads: int, workdir: Path) -> dict:
     from mlflow.tracking import MlflowClient
 
     from harness import sweep
+    from harness.cluster import start_ray
     from harness.config import load_benchmark
-    from harness.tracking import read_sweep
+    from harness.tracking import sweep_parent_runs
 
     uri, experiment = f"sqlite:///{workdir / 'mlflow.db'}", "perf-overhead"
     overrides = [
@@ -110,19 +111,19 @@ def sweep_trial(data, epochs: int, threads: int, workdir: Path) -> dict:
     ]
     bench = load_benchmark(perfutil.SMOKE, overrides)
     t0 = time.time()
-    sweep.start_ray(bench, None)  # timed apart; run_sweep then reuses this instance
+    start_ray(bench.ray, None)  # timed apart; run_sweep then reuses this instance
     t1 = time.time()
     try:
         outcomes = sweep.run_sweep(bench)
     finally:
         ray.shutdown()
     t_end = time.time()
-    assert outcomes and outcomes[0].n_completed == 1, outcomes
+    assert outcomes and outcomes[0].best is not None, outcomes
 
-    (record,) = read_sweep(uri, experiment)
-    (trial,) = record.trials
+    (trial,) = outcomes[0].trials
+    _sweep_id, parents = sweep_parent_runs(uri, experiment, outcomes[0].sweep_id)
     client = MlflowClient(uri)
-    parent, child = client.get_run(record.parent_run_id), client.get_run(trial.run_id)
+    parent, child = client.get_run(parents[MODEL["arch"]]), client.get_run(trial.run_id)
     ips_hist = sorted(client.get_metric_history(trial.run_id, "train_images_per_second"), key=_step)
     mlflow_ips = [m.value for m in ips_hist]
     epoch_s = [m.value for m in sorted(client.get_metric_history(trial.run_id, "epoch_seconds"), key=_step)]
@@ -166,9 +167,11 @@ def sweep_trial(data, epochs: int, threads: int, workdir: Path) -> dict:
 
 def checkpoint_cost(base: int, depth: int, workdir: Path) -> dict:
     """Size and save time of a per-epoch checkpoint (weights + Adam state) of a U-Net, as ``fit`` writes it."""
-    from harness.train import CHECKPOINT_FILENAME, model_from_config, save_checkpoint
+    from harness.checkpoints import CHECKPOINT_FILENAME, save_checkpoint
+    from harness.config import TrainConfig
+    from harness.train import model_from_config
 
-    model = model_from_config({"arch": "unet", "depth": depth, "base_channels": base})
+    model = model_from_config(TrainConfig(arch="unet", depth=depth, base_channels=base))
     optimiser = torch.optim.Adam(model.parameters())
     F.cross_entropy(model(torch.rand(1, 4, 32, 32)), torch.zeros(1, 32, 32, dtype=torch.long)).backward()
     optimiser.step()  # Adam's two moments now exist: the checkpoint has its real size

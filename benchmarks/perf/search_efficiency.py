@@ -30,7 +30,6 @@ def one_sweep(workdir: Path, name: str, seed: int, trials: int, epochs: int, bas
     """Run one sweep and return its trials' epochs and IoUs as MLflow holds them."""
     from harness import sweep
     from harness.config import load_benchmark
-    from harness.tracking import read_sweep
 
     uri, experiment = f"sqlite:///{workdir / name / 'mlflow.db'}", "perf-search"
     overrides = [
@@ -52,8 +51,7 @@ def one_sweep(workdir: Path, name: str, seed: int, trials: int, epochs: int, bas
     start = time.perf_counter()
     (outcome,) = sweep.run_sweep(bench)
     wall = time.perf_counter() - start
-    (record,) = read_sweep(uri, experiment, outcome.sweep_id)
-    trials_ = [{"epochs": t.epochs, "val_iou": t.val_iou, "stopped_by": t.stopped_by} for t in record.trials]
+    trials_ = [{"epochs": t.epochs, "val_iou": t.val_iou, "stopped_by": t.stopped_by} for t in outcome.trials]
     complete = [t["val_iou"] for t in trials_ if t["epochs"] == epochs]
     return {
         "wall_s": wall,

@@ -135,9 +135,9 @@ def _cmd_preview(a: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of `python -m harness.data`."""
-    parser = argparse.ArgumentParser(prog="python -m harness.data", description=__doc__.split("\n")[0])
+def build_parser(prog: str = "python -m harness.data") -> argparse.ArgumentParser:
+    """The argument parser of `python -m harness.data` (and `cloudmask data`)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="write a synthetic dataset in the 38-Cloud layout")
@@ -151,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, helptext in (("verify", "check every patch file"), ("ingest", "pack a tree into a .npy cache")):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("--root", required=True, help="dataset root (38-Cloud and/or 95-Cloud folders)")
+        p.add_argument(
+            "--data", "--root", dest="root", required=True, help="dataset root (38-Cloud and/or 95-Cloud folders)"
+        )
         if name == "ingest":
             p.add_argument("--cache", required=True, help="cache folder to create (or reuse)")
         p.add_argument("--workers", type=int, default=None, help="decoding threads")
@@ -175,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_split)
 
     p = sub.add_parser("preview", help="save a PNG of a few patches and one scene (true colour | gt | NIR)")
-    p.add_argument("--root", required=True)
+    p.add_argument("--data", "--root", dest="root", required=True, help="dataset root")
     p.add_argument("--out", required=True, help="PNG path")
     p.add_argument("--patches", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
@@ -183,9 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m harness.data") -> int:
     """Run the command line; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError) as e:

@@ -295,3 +295,18 @@ def nonempty_fraction(bands: np.ndarray) -> float:
 def is_nonempty(bands: np.ndarray) -> bool:
     """The 38/95-Cloud `*_nonempty.csv` rule: at least 80 % of the pixels are inside the footprint."""
     return nonempty_fraction(bands) >= NONEMPTY_MIN_FRACTION
+
+
+SCENE_GT_PREFIX = "edited_corrected_gts_"
+
+
+def find_scene_gts(root: str | Path) -> dict[str, Path]:
+    """Scene ground truths (``Entire_scene_gts/edited_corrected_gts_<SceneID>.TIF``) under ``root``, by scene id."""
+    root = Path(root)
+    if not root.exists():
+        return {}
+    return {
+        p.stem[len(SCENE_GT_PREFIX) :]: p
+        for p in sorted(root.rglob(f"Entire_scene_gts/{SCENE_GT_PREFIX}*"))
+        if p.suffix.lower() in _TIFF_SUFFIXES
+    }

@@ -17,7 +17,16 @@ MODELS: dict[str, type[nn.Module]] = {
     "unetpp": UNetPlusPlus,
 }
 
-__all__ = ["MODELS", "NORMS", "UNet", "UNetPlusPlus", "build_model", "check_input_size", "count_parameters"]
+__all__ = [
+    "MODELS",
+    "NORMS",
+    "UNet",
+    "UNetPlusPlus",
+    "build_model",
+    "check_input_size",
+    "count_parameters",
+    "flops_per_patch",
+]
 
 
 def build_model(
@@ -48,3 +57,14 @@ def build_model(
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def flops_per_patch(model: nn.Module, patch_size: int = 384, in_channels: int = 4) -> int:
+    """Forward FLOPs of one patch (one multiply-add = 2 FLOPs), counted by ``torch.utils.flop_counter``."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model.eval()(torch.zeros(1, in_channels, patch_size, patch_size))
+    return int(counter.get_total_flops())

@@ -10,29 +10,22 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from harness.config.fields import ConfigError, coerce
+from harness.config.train import SEARCHABLE_KEYS, TrainConfig, check_value
+from harness.models import MODELS
 from harness.search import SearchSpaceError, load_search_space
 
-#: Architectures the harness can build (kept in step with ``harness.models.MODELS``; checked by a test).
-KNOWN_ARCHITECTURES = ("unet", "unetpp")
-LOSSES = ("ce", "jaccard", "dice")
-NORMS = ("batch", "none")
-NORMALISATIONS = ("scale", "standardise")
 SPLIT_KINDS = ("scene", "random")
 SAMPLERS = ("tpe", "random")
 
 
-class ConfigError(ValueError):
-    """A benchmark file or override is invalid; the message names the key or file."""
-
-
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     """Where the patches come from: a dataset ``root`` or a ``synthetic`` generator section."""
 
@@ -41,7 +34,7 @@ class DataConfig:
     cache_dir: str = "runs/cache"
 
 
-@dataclass
+@dataclass(frozen=True)
 class SplitConfig:
     """A seeded split: ``scene`` (grouped by scene id, default) or ``random`` (over patches)."""
 
@@ -51,28 +44,7 @@ class SplitConfig:
     nonempty_only: bool = True
 
 
-@dataclass
-class TrainConfig:
-    """What every trial trains with unless its search space samples the key."""
-
-    epochs: int = 10
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    depth: int = 4
-    base_channels: int = 32
-    norm: str = "batch"
-    deep_supervision: bool = False
-    loss: str = "ce"
-    augment: bool = True
-    normalisation: str = "scale"
-    num_workers: int = 0
-    eval_batch_size: int = 32
-    device: str = "auto"
-    seed: int = 0
-
-
-@dataclass
+@dataclass(frozen=True)
 class SearchConfig:
     """The per-architecture budget: trials, sampler (seeded TPE, or random as a baseline), concurrency."""
 
@@ -82,7 +54,7 @@ class SearchConfig:
     sampler: str = "tpe"
 
 
-@dataclass
+@dataclass(frozen=True)
 class AshaConfig:
     """ASHA over epochs; ``max_t`` is ``train.epochs``. ``enabled: false`` runs every trial to the end."""
 
@@ -91,7 +63,7 @@ class AshaConfig:
     enabled: bool = True
 
 
-@dataclass
+@dataclass(frozen=True)
 class ResourcesConfig:
     """Per-trial resources; ``gpu`` may be fractional (several trials per GPU)."""
 
@@ -99,14 +71,14 @@ class ResourcesConfig:
     gpu: float = 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class FailureConfig:
     """How often a failed trial is retried from its last checkpoint."""
 
     max_failures: int = 2
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrackingConfig:
     """MLflow tracking URI and experiment name (``sqlite:///mlflow.db`` is what ``mlflow ui`` opens)."""
 
@@ -114,17 +86,17 @@ class TrackingConfig:
     experiment: str = "cloudmask"
 
 
-@dataclass
+@dataclass(frozen=True)
 class CompareConfig:
     """The final comparison: paired seeds and (optionally) a different epoch count."""
 
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     epochs: int | None = None
     samples_in_figure: int = 6
     bootstrap_samples: int = 10000
 
 
-@dataclass
+@dataclass(frozen=True)
 class RayConfig:
     """Options for the private local Ray instance (ignored when joining a cluster)."""
 
@@ -132,7 +104,7 @@ class RayConfig:
     num_gpus: int | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Benchmark:
     """A whole, validated benchmark definition."""
 
@@ -140,7 +112,7 @@ class Benchmark:
     data: DataConfig
     split: SplitConfig
     train: TrainConfig
-    architectures: list[str]
+    architectures: tuple[str, ...]
     search_spaces: dict[str, dict[str, dict[str, Any]]]
     search: SearchConfig
     asha: AshaConfig
@@ -152,15 +124,30 @@ class Benchmark:
     storage: str
     source: str | None = None
 
-    def trial_defaults(self) -> dict[str, Any]:
-        """The flat training config every trial starts from, before sampled values are applied."""
-        return dataclasses.asdict(self.train)
+    def trial_config(self, arch: str) -> TrainConfig:
+        """What every trial of ``arch`` trains with before its search space's sampled values."""
+        return dataclasses.replace(self.train, arch=arch)
+
+    def prepare_args(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`harness.data.prepare.prepare_data` for this benchmark (absolute paths)."""
+        return {
+            "root": str(Path(self.data.root).resolve()) if self.data.root else None,
+            "synthetic": dict(self.data.synthetic) if self.data.synthetic else None,
+            "cache_dir": str(Path(self.data.cache_dir).resolve()),
+            "split_kind": self.split.kind,
+            "fractions": tuple(self.split.fractions),
+            "split_seed": self.split.seed,
+            "nonempty_only": self.split.nonempty_only,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, YAML-serialisable dict of the resolved benchmark (logged as an artifact)."""
         out = dataclasses.asdict(self)
         out.pop("source")
         out["split"]["fractions"] = list(self.split.fractions)
+        out["compare"]["seeds"] = list(self.compare.seeds)
+        out["architectures"] = list(self.architectures)
+        out["train"].pop("arch")
         return out
 
 
@@ -177,10 +164,6 @@ _SECTIONS: dict[str, type] = {
     "ray": RayConfig,
 }
 _TOP_LEVEL = {"name", "architectures", "search_spaces", "storage", *_SECTIONS}
-
-#: Training keys a search space may sample: every ``train`` field except bookkeeping ones.
-SEARCHABLE_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in {"device", "seed"})
-
 
 #: Types of the fields whose default is None (unset).
 _OPTIONAL_TYPES: dict[str, type] = {
@@ -260,8 +243,7 @@ def benchmark_from_dict(raw: dict[str, Any], *, base_dir: Path | None = None, so
         **sections,
     )
     _validate(bench)
-    bench.search_spaces = _search_spaces(raw.get("search_spaces"), bench, base_dir)
-    return bench
+    return dataclasses.replace(bench, search_spaces=_search_spaces(raw.get("search_spaces"), bench, base_dir))
 
 
 def _section(key: str, cls: type, value: Any):
@@ -269,66 +251,51 @@ def _section(key: str, cls: type, value: Any):
         return cls()
     if not isinstance(value, dict):
         raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+    if cls is TrainConfig:
+        if "arch" in value:
+            raise ConfigError("train.arch: not a train key; list the networks under `architectures`")
+        # TrainConfig owns its fields' types and values: checked key by key so the error names the key.
+        try:
+            checked = {name: check_value(name, val) for name, val in value.items()}
+        except ConfigError as exc:
+            raise ConfigError(f"train.{exc}") from None
+        return TrainConfig(**checked)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(value) - set(fields))
     if unknown:
         raise ConfigError(f"{key}.{unknown[0]}: unknown key; valid: {', '.join(fields)}")
     defaults = cls()
-    kwargs = {}
-    for name, val in value.items():
-        kwargs[name] = _coerce(f"{key}.{name}", val, getattr(defaults, name))
-    return cls(**kwargs)
+    return cls(**{name: _typed(f"{key}.{name}", val, getattr(defaults, name)) for name, val in value.items()})
 
 
-def _coerce(key: str, value: Any, default: Any) -> Any:
-    """Check ``value`` against the type of the field's default; ints are accepted for floats."""
+def _typed(key: str, value: Any, default: Any) -> Any:
+    """``value`` checked against the type of the field's default (optional fields: ``_OPTIONAL_TYPES``)."""
     if value is None:
         return value
-    if default is None:  # optional fields: their type is in _OPTIONAL_TYPES
+    if default is None:
         kind = _OPTIONAL_TYPES[key]
         if isinstance(value, bool) or not isinstance(value, kind) or (kind is int and value < 0):
             expected = {int: "a non-negative integer", str: "a string", dict: "a mapping"}[kind]
             raise ConfigError(f"{key}: expected {expected} or null, got {value!r}")
         return value
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true/false, got {value!r}")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, str):
-            try:
-                value = float(value)  # YAML reads "1e-3" (no dot) as a string
-            except ValueError:
-                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
-        return float(value)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    if isinstance(default, tuple | list):
+    if isinstance(default, tuple):
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return type(default)(value)
-    return value
+        return tuple(value)
+    return coerce(key, value, type(default))
 
 
-def _architectures(value: Any) -> list[str]:
+def _architectures(value: Any) -> tuple[str, ...]:
     if value is None:
-        return list(KNOWN_ARCHITECTURES)
+        return tuple(MODELS)
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"architectures: expected a non-empty list of names, got {value!r}")
     for arch in value:
-        if arch not in KNOWN_ARCHITECTURES:
-            raise ConfigError(f"architectures: unknown architecture {arch!r}; valid: {', '.join(KNOWN_ARCHITECTURES)}")
+        if arch not in MODELS:
+            raise ConfigError(f"architectures: unknown architecture {arch!r}; valid: {', '.join(MODELS)}")
     if len(set(value)) != len(value):
         raise ConfigError(f"architectures: duplicate entries in {value!r}")
-    return list(value)
+    return tuple(value)
 
 
 def _validate(b: Benchmark) -> None:
@@ -357,22 +324,7 @@ def _validate(b: Benchmark) -> None:
     )
     need(abs(sum(fr) - 1.0) < 1e-6, "split.fractions", f"must sum to 1, got {list(fr)!r} (sum {sum(fr):g})")
     need(fr[0] > 0 and fr[1] > 0 and fr[2] > 0, "split.fractions", "train, val and test must all be > 0")
-    t = b.train
-    need(t.epochs >= 1, "train.epochs", f"must be >= 1, got {t.epochs}")
-    need(t.batch_size >= 1, "train.batch_size", f"must be >= 1, got {t.batch_size}")
-    need(t.lr > 0, "train.lr", f"must be > 0, got {t.lr}")
-    need(t.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {t.weight_decay}")
-    need(1 <= t.depth <= 6, "train.depth", f"must be in 1..6, got {t.depth}")
-    need(t.base_channels >= 1, "train.base_channels", f"must be >= 1, got {t.base_channels}")
-    need(t.norm in NORMS, "train.norm", f"expected one of {NORMS}, got {t.norm!r}")
-    need(t.loss in LOSSES, "train.loss", f"expected one of {LOSSES}, got {t.loss!r}")
-    need(
-        t.normalisation in NORMALISATIONS,
-        "train.normalisation",
-        f"expected one of {NORMALISATIONS}, got {t.normalisation!r}",
-    )
-    need(t.device in ("auto", "cpu", "cuda"), "train.device", f"expected auto, cpu or cuda, got {t.device!r}")
-    need(t.num_workers >= 0, "train.num_workers", "must be >= 0")
+    t = b.train  # TrainConfig checked its own fields
     need(b.search.num_samples >= 1, "search.num_samples", "must be >= 1")
     need(b.search.max_concurrent >= 1, "search.max_concurrent", "must be >= 1")
     need(b.search.sampler in SAMPLERS, "search.sampler", f"expected one of {SAMPLERS}, got {b.search.sampler!r}")
@@ -395,7 +347,7 @@ def _validate(b: Benchmark) -> None:
     need(bool(b.tracking.experiment), "tracking.experiment", "must not be empty")
     seeds = b.compare.seeds
     need(
-        isinstance(seeds, list) and len(seeds) >= 1 and all(isinstance(s, int) for s in seeds),
+        len(seeds) >= 1 and all(isinstance(s, int) for s in seeds),
         "compare.seeds",
         f"expected a non-empty list of integers, got {seeds!r}",
     )
@@ -409,9 +361,9 @@ def _search_spaces(value: Any, b: Benchmark, base_dir: Path | None) -> dict[str,
         raise ConfigError("search_spaces: expected a mapping of architecture -> file or mapping")
     # A space for a known architecture left out of `architectures` is ignored, so that
     # `--set architectures=[unet]` narrows a benchmark without editing its search spaces.
-    extra = sorted(set(value) - set(KNOWN_ARCHITECTURES))
+    extra = sorted(set(value) - set(MODELS))
     if extra:
-        raise ConfigError(f"search_spaces.{extra[0]}: unknown architecture; valid: {', '.join(KNOWN_ARCHITECTURES)}")
+        raise ConfigError(f"search_spaces.{extra[0]}: unknown architecture; valid: {', '.join(MODELS)}")
     patch_size = (b.data.synthetic or {}).get("patch_size")
     spaces = {}
     for arch in b.architectures:
@@ -421,8 +373,23 @@ def _search_spaces(value: Any, b: Benchmark, base_dir: Path | None) -> dict[str,
             raise ConfigError(f"{key}: missing; every architecture needs a search space (file or mapping)")
         try:
             spaces[arch] = load_search_space(
-                entry, base_dir=base_dir, allowed_keys=SEARCHABLE_KEYS, patch_size=patch_size
+                entry,
+                base_dir=base_dir,
+                allowed_keys=SEARCHABLE_KEYS,
+                patch_size=patch_size,
+                check_value=check_value,
             )
         except SearchSpaceError as exc:
             raise ConfigError(f"{key}: {exc}") from None
+        _check_combinations(key, b.trial_config(arch), spaces[arch])
     return spaces
+
+
+def _check_combinations(where: str, base: TrainConfig, space: dict[str, dict[str, Any]]) -> None:
+    """Each sampled value must make a valid config with the fixed ones (deep supervision needs unetpp)."""
+    for key, spec in space.items():
+        for value in spec.get("choices") or (spec["low"], spec["high"]):
+            try:
+                dataclasses.replace(base, **{key: value})
+            except ConfigError as exc:
+                raise ConfigError(f"{where}.{key}: {value!r} does not fit the {base.arch} config: {exc}") from None

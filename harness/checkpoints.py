@@ -1,0 +1,79 @@
+"""Training checkpoints: one ``checkpoint.pt`` per epoch, tensors and plain values only.
+
+``torch.load(path, weights_only=True)`` reads them (a checkpoint is data, not code). The training config
+is stored flat (``to_flat``) and read back typed, so a resume can refuse a checkpoint of another network.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from harness.config.train import MODEL_KEYS, TrainConfig, from_flat, to_flat
+from harness.seeding import capture_rng_state, restore_rng_state
+
+CHECKPOINT_FILENAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = 2
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Write ``state`` with ``torch.save`` (tensors and plain values only)."""
+    torch.save(state, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint safely (``weights_only=True``) onto the CPU."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def checkpoint_config(checkpoint: dict) -> TrainConfig:
+    """The training config a checkpoint was written with."""
+    return from_flat(checkpoint["config"])
+
+
+def checkpoint_state(
+    *, config: TrainConfig, epoch: int, model: nn.Module, optimiser, history, loader_generator, band_stats
+) -> dict:
+    """Everything a resume needs after ``epoch``: weights, optimiser, history, random states, band stats."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": epoch,
+        "config": to_flat(config),
+        "model": model.state_dict(),
+        "optimiser": optimiser.state_dict(),
+        "history": [dict(entry) for entry in history],
+        "rng": capture_rng_state(loader_generator),
+        "band_stats": None if band_stats is None else [np.asarray(s, dtype=np.float64).tolist() for s in band_stats],
+    }
+
+
+def check_resumable(checkpoint: dict, config: TrainConfig, path: Path) -> None:
+    """Refuse a checkpoint of another format or another network than ``config`` describes."""
+    if checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a checkpoint of format {CHECKPOINT_FORMAT}")
+    stored = checkpoint["config"]
+    differing = [key for key in MODEL_KEYS if stored.get(key) != getattr(config, key)]
+    if differing:
+        details = ", ".join(f"{k}: {stored.get(k)!r} vs {getattr(config, k)!r}" for k in differing)
+        raise ValueError(f"{path}: checkpoint is for a different network ({details})")
+
+
+def restore_training_state(checkpoint: dict, model: nn.Module, optimiser, loader_generator) -> list[dict]:
+    """Load weights, optimiser and RNG states from a checkpoint; returns its history (one entry per epoch)."""
+    model.load_state_dict(checkpoint["model"])
+    optimiser.load_state_dict(checkpoint["optimiser"])
+    # Last: building the model and the datasets drew from the global generators.
+    restore_rng_state(checkpoint["rng"], loader_generator)
+    history = [dict(entry) for entry in checkpoint["history"]]
+    if len(history) != checkpoint["epoch"]:
+        raise ValueError(f"checkpoint of epoch {checkpoint['epoch']} holds {len(history)} history entries")
+    return history
+
+
+def stored_band_stats(checkpoint: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """The (mean, std) band statistics the checkpointed run trained with, or None."""
+    stats = checkpoint.get("band_stats")
+    return None if stats is None else tuple(np.asarray(s) for s in stats)

@@ -1,0 +1,197 @@
+"""``cloudmask``: one command line for the whole harness (``sweep``, ``compare``, ``report``, ``demo``, ``data``).
+
+The ``python -m harness.sweep`` / ``harness.final_compare`` / ``harness.demo`` / ``harness.data`` /
+``harness.report`` forms run the same subcommands. Options shared by the subcommands that take a
+benchmark (``--data``, ``--tracking-uri``, ``--storage``, ``--address``, ``--set``) mean the same everywhere.
+
+Exit codes: 0 success; 2 bad command-line usage (argparse); 3 bad input (a benchmark file, override,
+search space, dataset or results directory that is invalid; the message names the key or file);
+4 a runtime failure (tracking store, Ray cluster, sweep state or comparison that cannot go on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+from pathlib import Path
+
+EXIT_OK, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_RUNTIME = 0, 2, 3, 4
+DEMO_BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "demo.yaml"
+
+
+def _benchmark_options(p: argparse.ArgumentParser, *, benchmark_optional: bool = False) -> None:
+    """The options every benchmark-taking subcommand shares."""
+    if benchmark_optional:
+        p.add_argument(
+            "benchmark", nargs="?", help="benchmark YAML (default: the latest finished sweep in the tracking store)"
+        )
+    else:
+        p.add_argument("benchmark", help="benchmark YAML file, e.g. benchmarks/smoke.yaml")
+    p.add_argument("--data", help="dataset root (a 38-Cloud/95-Cloud tree); replaces the benchmark's data section")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the benchmark's tracking.uri)")
+    p.add_argument("--storage", help="sweep storage: a local folder, a shared path or an s3:// URI")
+    p.add_argument("--address", help="Ray cluster address to join (default: start a private local Ray instance)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a benchmark key, e.g. --set train.epochs=2 (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``cloudmask`` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="cloudmask", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("sweep", help="tune every architecture with the same budget (Ray Tune + Optuna + ASHA)")
+    _benchmark_options(p)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep found in --storage")
+
+    p = sub.add_parser("compare", help="retrain each sweep's chosen config over paired seeds and compare them")
+    _benchmark_options(p, benchmark_optional=True)
+    p.add_argument("--out", help="results/report folder (default: runs/<benchmark>/final_compare)")
+    p.add_argument("--sweep-id", help="compare this sweep instead of the benchmark's latest finished one")
+
+    p = sub.add_parser("report", help="re-render a results folder's report.md and figures (no retraining)")
+    p.add_argument("results_dir", help="a results folder written by `cloudmask compare`")
+
+    p = sub.add_parser("demo", help="synthetic data -> a sweep of both architectures -> the final comparison")
+    p.add_argument("--benchmark", default=str(DEMO_BENCHMARK), help="benchmark file (default: benchmarks/demo.yaml)")
+    p.add_argument("--address", help="Ray cluster address to join (default: a private local Ray instance)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a benchmark key")
+
+    p = sub.add_parser("data", help="dataset tools: synth, verify, ingest, split, preview (see `cloudmask data -h`)")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the data command")
+    return parser
+
+
+def load_with_cli(args: argparse.Namespace):
+    """The benchmark named on the command line with the shared options applied as overrides."""
+    from harness.config import load_benchmark
+
+    overrides = list(args.set)
+    if getattr(args, "data", None):
+        overrides += [f"data.root={args.data}", "data.synthetic=null"]
+    if getattr(args, "tracking_uri", None):
+        overrides.append(f"tracking.uri={args.tracking_uri}")
+    if getattr(args, "storage", None):
+        overrides.append(f"storage={args.storage}")
+    return load_benchmark(args.benchmark, overrides)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from harness.sweep import run_sweep
+
+    bench = load_with_cli(args)
+    for result in run_sweep(bench, address=args.address, resume=args.resume):
+        _print_sweep_result(result)
+    print(f"MLflow: mlflow ui --backend-store-uri {bench.tracking.uri}")
+    return EXIT_OK
+
+
+def _print_sweep_result(result) -> None:
+    completed = sum(t.stopped_by == "completed" for t in result.trials)
+    best = f"best {result.best.trial_id} val_iou={result.best.val_iou:.4f}" if result.best else "no completed trial"
+    print(f"{result.arch}: {len(result.trials)} trials, {completed} ran every epoch, {best}")
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from harness.compare import load_sweep_results, resolve_benchmark, run_compare
+    from harness.config import ConfigError
+
+    if not args.benchmark and args.set:
+        raise ConfigError("--set needs a benchmark file to override")
+    bench = resolve_benchmark(load_with_cli(args) if args.benchmark else None, args.tracking_uri)
+    if args.data:
+        bench = dataclasses.replace(
+            bench, data=dataclasses.replace(bench.data, root=str(Path(args.data).resolve()), synthetic=None)
+        )
+    sweeps = load_sweep_results(bench, args.sweep_id)
+    out = Path(args.out or f"runs/{bench.name}/final_compare")
+    started = time.monotonic()
+    report = run_compare(bench, sweeps, out, address=args.address)
+    print(f"report: {report}  ({time.monotonic() - started:.0f} s)")
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    from harness.report import write_report
+
+    print(f"report: {write_report(Path(args.results_dir))}")
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from harness.cluster import ray_session
+    from harness.compare import run_compare
+    from harness.config import load_benchmark
+    from harness.sweep import run_sweep
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    bench = load_benchmark(args.benchmark, args.set)
+    # Each demo run writes a fresh sweep and keeps the earlier ones.
+    bench = dataclasses.replace(
+        bench, storage=str(Path(bench.storage).with_name(f"{Path(bench.storage).name}-{stamp}"))
+    )
+    started = time.monotonic()
+    with ray_session(bench.ray, args.address):
+        results = run_sweep(bench)
+        for result in results:
+            _print_sweep_result(result)
+        out = Path(bench.storage).parent / f"final_compare-{stamp}"
+        report = run_compare(bench, {r.arch: r for r in results}, out)
+    print(f"\nDemo finished in {time.monotonic() - started:.0f} s.")
+    print(f"Report:    {report.resolve()}")
+    print(f"Figures:   {(report.parent / 'figures').resolve()}")
+    print(f"Browse:    mlflow ui --backend-store-uri {bench.tracking.uri}")
+    return EXIT_OK
+
+
+def _errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(bad-input errors, runtime errors), imported lazily so `--help` stays fast."""
+    from harness.cluster import ClusterError
+    from harness.compare import CompareError
+    from harness.config import ConfigError
+    from harness.data.layout import DatasetError
+    from harness.sweep import SweepError
+    from harness.tracking import TrackingError
+
+    return (ConfigError, DatasetError, FileNotFoundError, ValueError), (
+        ClusterError,
+        CompareError,
+        SweepError,
+        TrackingError,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``cloudmask``; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["data"]:
+        from harness.data.__main__ import main as data_main
+
+        return data_main(argv[1:], prog="cloudmask data")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    command = {"sweep": _sweep, "compare": _compare, "report": _report, "demo": _demo}[args.command]
+    bad_input, runtime = _errors()
+    try:
+        return command(args)
+    except bad_input as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except runtime as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,366 @@
+"""The final comparison: retrain each architecture's chosen config over paired seeds and score them all.
+
+1. Read each architecture's :class:`~harness.sweep_result.SweepResult` from its sweep's parent MLflow run:
+   the sweep already chose the config; nothing is chosen again here.
+2. Retrain each chosen config for every seed in ``compare.seeds``: the same seeds, hence the same data
+   order and augmentation, for every architecture (paired). Retrains run as Ray tasks, so a cluster
+   runs them in parallel; each finished one is logged to MLflow at once, and a re-run reuses it.
+3. Score every model on the shared test split, whose hash must equal the sweep's (:mod:`harness.retrain`).
+4. Statistics (:mod:`harness.stats`), cost and the expected-best-vs-budget curve become a
+   :class:`~harness.results.Results`, written atomically as a results directory that
+   :func:`harness.report.write_report` renders; the directory is logged to MLflow as a run tagged
+   ``final_compare``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from harness import stats
+from harness.cluster import run_tasks
+from harness.config import Benchmark, TrainConfig, benchmark_from_dict, to_flat
+from harness.data.cache import open_cache
+from harness.data.layout import find_scene_gts
+from harness.data.prepare import PreparedData, prepare_data, synthetic_dir
+from harness.metrics import confusion_stats, per_image_stats
+from harness.models import count_parameters, flops_per_patch
+from harness.report import write_report
+from harness.results import Results, RetrainResult, write_results
+from harness.retrain import retrain_and_score
+from harness.sweep_result import SWEEP_RESULT_FILE, SweepResult
+from harness.tracking import (
+    TrackingError,
+    check_tracking_uri,
+    download_artifacts,
+    find_final_runs,
+    latest_sweep,
+    load_dict,
+    log_run,
+    sweep_parent_runs,
+)
+from harness.train import model_from_config
+
+ROLE_RETRAIN = "final_retrain"
+
+
+class CompareError(RuntimeError):
+    """The comparison cannot run as asked; the message says why."""
+
+
+# -- what to compare --------------------------------------------------------------------------------
+def resolve_benchmark(bench: Benchmark | None, uri: str | None) -> Benchmark:
+    """The benchmark to compare: as given, or the latest finished sweep's (read from its parent run)."""
+    if bench is not None:
+        uri = check_tracking_uri(uri or bench.tracking.uri, must_exist=True)
+        return dataclasses.replace(bench, tracking=dataclasses.replace(bench.tracking, uri=uri))
+    uri = check_tracking_uri(uri or "sqlite:///mlflow.db", must_exist=True)
+    experiment, _sweep_id, parent_run_id = latest_sweep(uri)
+    import yaml  # the resolved benchmark is stored as YAML beside the sweep's parent run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = yaml.safe_load(Path(download_artifacts(uri, parent_run_id, "benchmark.yaml", tmp)).read_text())
+    bench = benchmark_from_dict(raw)
+    return dataclasses.replace(bench, tracking=dataclasses.replace(bench.tracking, uri=uri, experiment=experiment))
+
+
+def load_sweep_results(bench: Benchmark, sweep_id: str | None = None) -> dict[str, SweepResult]:
+    """Each architecture's SweepResult of ``sweep_id`` (default: the benchmark's latest finished sweep)."""
+    uri, experiment = bench.tracking.uri, bench.tracking.experiment
+    sweep_id, parents = sweep_parent_runs(uri, experiment, sweep_id, benchmark=bench.name)
+    missing = [arch for arch in bench.architectures if arch not in parents]
+    if missing:
+        raise CompareError(f"sweep {sweep_id} has no runs for {missing}")
+    out = {}
+    for arch in bench.architectures:
+        try:
+            out[arch] = SweepResult.from_dict(load_dict(uri, parents[arch], SWEEP_RESULT_FILE))
+        except (TrackingError, ValueError) as exc:
+            raise CompareError(f"sweep {sweep_id}, {arch}: no usable {SWEEP_RESULT_FILE}: {exc}") from None
+    return out
+
+
+def sample_indices(data: PreparedData, k: int) -> list[int]:
+    """K test patches for the figure grid: evenly spread over those with 10-90 % cloud (deterministic)."""
+    test = data.indices("test")
+    masks = open_cache(data.cache_dir).masks
+    frac = np.array([float(masks[i].mean()) for i in test])
+    pool = test[(frac > 0.1) & (frac < 0.9)]
+    if len(pool) < k:
+        pool = test
+    picks = np.linspace(0, len(pool) - 1, num=min(k, len(pool))).round().astype(int)
+    return [int(pool[i]) for i in sorted(set(picks))]
+
+
+def source_root(bench: Benchmark) -> Path:
+    """The dataset tree the cache was ingested from (the synthetic folder for synthetic data)."""
+    if bench.data.root:
+        return Path(bench.data.root)
+    return synthetic_dir(bench.data.cache_dir, bench.data.synthetic or {})
+
+
+def config_hash(config: TrainConfig) -> str:
+    """A short, stable digest of a training config (finds a finished retrain to reuse)."""
+    return hashlib.sha256(json.dumps(to_flat(config), sort_keys=True).encode()).hexdigest()[:16]
+
+
+# -- the comparison ---------------------------------------------------------------------------------
+def run_compare(
+    bench: Benchmark,
+    sweeps: Mapping[str, SweepResult],
+    out: Path,
+    *,
+    address: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Retrain, score and report the sweeps' chosen configs; returns the report path."""
+    uri, experiment = bench.tracking.uri, bench.tracking.experiment
+    data = prepare_data(**bench.prepare_args(), progress=progress)
+    for arch, sweep in sweeps.items():
+        if sweep.split_hash != data.split_hash:
+            raise CompareError(
+                f"split hash mismatch: the sweep of {arch} used {sweep.split_hash[:12]}, "
+                f"this data gives {data.split_hash[:12]}; the comparison must use the sweep's test split"
+            )
+    try:
+        chosen = {arch: sweeps[arch].best_config for arch in bench.architectures}
+    except ValueError as exc:
+        raise CompareError(str(exc)) from None
+    sweep_id = sweeps[bench.architectures[0]].sweep_id
+    epochs = bench.compare.epochs or sweeps[bench.architectures[0]].max_epochs
+    sample_rows = sample_indices(data, bench.compare.samples_in_figure)
+    # The scene protocol needs whole scenes in the test split: only a scene split guarantees that.
+    scene_gts = {}
+    if bench.split.kind == "scene":
+        scene_gts = {k: str(v) for k, v in find_scene_gts(source_root(bench)).items()}
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+
+    jobs, retrains = [], {}
+    for arch in bench.architectures:
+        for seed in bench.compare.seeds:
+            config = dataclasses.replace(chosen[arch], seed=seed, epochs=epochs)
+            tags = {
+                "role": ROLE_RETRAIN,
+                "sweep_id": sweep_id,
+                "arch": arch,
+                "seed": str(seed),
+                "config_hash": config_hash(config),
+                "split_hash": data.split_hash,
+            }
+            cached = find_final_runs(uri, experiment, tags)
+            if cached:
+                with tempfile.TemporaryDirectory() as tmp:
+                    retrains[(arch, seed)] = RetrainResult.load(
+                        download_artifacts(uri, cached[-1].info.run_id, "retrain", tmp)
+                    )
+                continue
+            kwargs = {
+                "config": config,
+                "data": data,
+                "prepare_args": bench.prepare_args(),
+                "sample_rows": sample_rows,
+                "scene_gts": scene_gts,
+            }
+            jobs.append((tags, kwargs))
+    if jobs:
+        bar = tqdm(total=len(jobs), desc="final retrains", disable=not progress, file=sys.stderr)
+        for i, result in run_tasks(
+            retrain_and_score,
+            [kwargs for _, kwargs in jobs],
+            cpu=bench.resources.cpu,
+            gpu=bench.resources.gpu,
+            max_retries=bench.failure.max_failures,
+            options=bench.ray,
+            address=address,
+        ):
+            tags = jobs[i][0]
+            if result.status != "completed":
+                raise CompareError(f"retrain of {result.arch} with seed {result.seed} {result.status}")
+            with tempfile.TemporaryDirectory() as tmp:
+                result.save(Path(tmp) / "retrain")
+                log_run(
+                    uri,
+                    experiment,
+                    run_name=f"retrain/{result.arch}/seed{result.seed}",
+                    tags=tags,
+                    params=to_flat(result.config),
+                    artifacts_dir=tmp,
+                )
+            retrains[(result.arch, result.seed)] = result
+            bar.update(1)
+        bar.close()
+
+    meta = {
+        "benchmark": bench.name,
+        "sweep_id": sweep_id,
+        "split_hash": data.split_hash,
+        "split_kind": bench.split.kind,
+        "seeds": list(bench.compare.seeds),
+        "architectures": list(bench.architectures),
+        "best_configs": {
+            arch: {
+                "trial_id": sweeps[arch].best.trial_id,
+                "run_id": sweeps[arch].best.run_id,
+                "val_iou": sweeps[arch].best.val_iou,
+                "config": to_flat(chosen[arch]),
+            }
+            for arch in bench.architectures
+        },
+        "device": retrains[(bench.architectures[0], bench.compare.seeds[0])].device,
+        "device_hours_unit": "GPU" if bench.resources.gpu > 0 else "CPU core",
+        "started_at": started,
+    }
+    report = _write_atomically(out, bench, data, sweeps, retrains, sample_rows, meta)
+    summary = pd.read_csv(report.parent / "summary.csv")
+    metrics = {
+        f"{r.arch}_{k}": getattr(r, k)
+        for r in summary.itertuples()
+        for k in ("iou_mean", "iou_ci_low", "iou_ci_high", "f1_mean", "mcc")
+    }
+    log_run(
+        uri,
+        experiment,
+        run_name=f"final_compare/{sweep_id}",
+        tags={
+            "role": "final_compare",
+            "final_compare": "true",
+            "sweep_id": sweep_id,
+            "split_hash": data.split_hash,
+            "benchmark": bench.name,
+        },
+        params={"seeds": list(bench.compare.seeds), "architectures": list(bench.architectures), "epochs": epochs},
+        metrics=metrics,
+        artifacts_dir=report.parent,
+    )
+    return report
+
+
+def _write_atomically(out: Path, bench, data, sweeps, retrains, sample_rows, meta) -> Path:
+    """Results and report written beside ``out``, then renamed into place: never half-written."""
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        meta = {**meta, "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        write_results(staging, build_results(staging, bench, data, sweeps, retrains, sample_rows, meta))
+        write_report(staging)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out / "report.md"
+
+
+def build_results(
+    root: Path,
+    bench: Benchmark,
+    data: PreparedData,
+    sweeps: Mapping[str, SweepResult],
+    retrains: Mapping[tuple[str, int], RetrainResult],
+    sample_rows: list[int],
+    meta: dict[str, Any],
+) -> Results:
+    """Every table of the results directory, computed from confusion counts and the sweeps' trial tables."""
+    table = open_cache(data.cache_dir).patches
+    order = sorted(retrains, key=lambda key: (bench.architectures.index(key[0]), key[1]))
+    seed_rows, image_frames, curve_rows, scene_rows = [], [], [], []
+    for arch, seed in order:
+        r = retrains[(arch, seed)]
+        counts = np.asarray(r.per_image_counts, dtype=np.int64)
+        seed_rows.append(
+            {
+                "arch": arch,
+                "seed": seed,
+                **confusion_stats(*(int(x) for x in counts.sum(axis=0))),
+                "train_seconds": r.train_seconds,
+                "train_images_per_second": r.train_images_per_second,
+            }
+        )
+        per_image = per_image_stats(counts)
+        rows = np.asarray(r.test_rows)
+        image_frames.append(
+            pd.DataFrame(
+                {
+                    "arch": arch,
+                    "seed": seed,
+                    "name": table.name.to_numpy()[rows],
+                    "scene_id": table.scene_id.to_numpy()[rows],
+                    "tp": counts[:, 0],
+                    "fn": counts[:, 1],
+                    "fp": counts[:, 2],
+                    "tn": counts[:, 3],
+                    "iou": per_image["iou"].to_numpy(),
+                    "f1": per_image["f1"].to_numpy(),
+                    "accuracy": per_image["accuracy"].to_numpy(),
+                }
+            )
+        )
+        curve_rows += [
+            {"arch": arch, "seed": seed, **{k: m.get(k) for k in ("epoch", "train_loss", "val_loss", "val_iou")}}
+            for m in r.history
+        ]
+        scene_rows += [{"arch": arch, "seed": seed, **s} for s in r.scene_scores]
+    # GPU-hours on GPU trials, CPU-core-hours otherwise.
+    per_trial_devices = bench.resources.gpu if bench.resources.gpu > 0 else bench.resources.cpu
+    costs, trial_rows = {}, []
+    for arch in bench.architectures:
+        sweep = sweeps[arch]
+        hours = [t.seconds / 3600 * per_trial_devices for t in sweep.trials]
+        model = model_from_config(sweep.best_config)
+        costs[arch] = {
+            "params": count_parameters(model),
+            "flops_per_patch": flops_per_patch(model),
+            "sweep_device_hours": float(sum(hours)),
+            "n_trials": len(sweep.trials),
+        }
+        trial_rows += [
+            {"arch": arch, "val_iou": t.val_iou, "device_hours": h}
+            for t, h in zip(sweep.trials, hours, strict=True)
+            if np.isfinite(t.val_iou)
+        ]
+    results = pd.DataFrame(seed_rows)
+    per_image = pd.concat(image_frames, ignore_index=True)
+    n_boot = bench.compare.bootstrap_samples
+    return Results(
+        root=root,
+        meta=meta,
+        results=results,
+        summary=stats.summary_table(results, costs=costs, n_boot=n_boot),
+        paired=stats.paired_table(results, per_image, n_boot=n_boot),
+        per_image=per_image,
+        curves=pd.DataFrame(curve_rows),
+        budget=stats.budget_table(pd.DataFrame(trial_rows)),
+        scene_scores=pd.DataFrame(scene_rows) if scene_rows else None,
+        samples=_samples(bench, data, retrains, sample_rows),
+    )
+
+
+def _samples(bench, data, retrains, sample_rows) -> dict[str, np.ndarray]:
+    """The figure grid's patches: RGB, ground truth and each architecture's prediction (first seed)."""
+    cache = open_cache(data.cache_dir)
+    seed = bench.compare.seeds[0]
+    rows = sorted(sample_rows)
+    arrays = {
+        "rgb": np.stack([np.moveaxis(cache.images[r][:3], 0, -1) for r in rows]).astype(np.float32) / 65535.0,
+        "gt": np.stack([cache.masks[r] for r in rows]).astype(np.uint8),
+        "names": np.array([str(cache.patches.name.iloc[r]) for r in rows]),
+        "seed": np.array(seed),
+    }
+    for arch in bench.architectures:
+        r = retrains[(arch, seed)]
+        lookup = {int(row): i for i, row in enumerate(np.asarray(r.sample_rows))}
+        arrays[f"pred_{arch}"] = np.stack([np.asarray(r.sample_preds)[lookup[row]] for row in rows])
+    return arrays

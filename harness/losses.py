@@ -1,0 +1,68 @@
+"""Segmentation losses by name: the owner of the ``loss`` vocabulary (``LOSSES``).
+
+Every loss takes logits (B, 2, H, W) and an int64 mask (B, H, W) with cloud = class 1, and computes in
+float32 whatever precision the network ran in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+CLOUD = 1
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cloud_probability(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax probability of the cloud class, (B, H, W)."""
+    return logits.float().softmax(dim=1)[:, CLOUD]
+
+
+def soft_jaccard_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """1 - soft IoU of the cloud probability with the mask, over the whole batch."""
+    probability, target = cloud_probability(logits), (target == CLOUD).float()
+    intersection = (probability * target).sum()
+    union = probability.sum() + target.sum() - intersection
+    return 1 - (intersection + smooth) / (union + smooth)
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """1 - soft Dice (F1) of the cloud probability with the mask, over the whole batch."""
+    probability, target = cloud_probability(logits), (target == CLOUD).float()
+    intersection = (probability * target).sum()
+    return 1 - (2 * intersection + smooth) / (probability.sum() + target.sum() + smooth)
+
+
+def cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Pixel-mean cross-entropy over the classes (the study's loss)."""
+    return F.cross_entropy(logits.float(), target)
+
+
+_PARTS: dict[str, LossFn] = {"ce": cross_entropy_loss, "jaccard": soft_jaccard_loss, "dice": soft_dice_loss}
+
+#: Every loss name a config may use: the single losses and their sums with cross-entropy.
+LOSSES = ("ce", "jaccard", "dice", "ce+jaccard", "ce+dice")
+
+
+def build_loss(name: str) -> LossFn:
+    """Loss by name: "ce", "jaccard", "dice", or "ce+jaccard" / "ce+dice" (the plain sum)."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; valid losses: {', '.join(LOSSES)}")
+    functions = [_PARTS[part] for part in name.split("+")]
+    if len(functions) == 1:
+        return functions[0]
+
+    def combined(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return sum(f(logits, target) for f in functions)
+
+    return combined
+
+
+def supervised_loss(outputs: torch.Tensor | list[torch.Tensor], target: torch.Tensor, loss_fn: LossFn) -> torch.Tensor:
+    """The loss of one output, or the mean over deep-supervision heads."""
+    if isinstance(outputs, list | tuple):
+        return torch.stack([loss_fn(output, target) for output in outputs]).mean()
+    return loss_fn(outputs, target)

@@ -1,0 +1,42 @@
+"""Checkpoints: the typed config round-trips; a checkpoint of another network or format is refused."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.checkpoints import (
+    CHECKPOINT_FORMAT,
+    check_resumable,
+    checkpoint_config,
+    checkpoint_state,
+    load_checkpoint,
+    save_checkpoint,
+)
+from harness.config import TrainConfig
+from harness.train import model_from_config
+
+
+def _state(config: TrainConfig) -> dict:
+    model = model_from_config(config)
+    optimiser = torch.optim.Adam(model.parameters())
+    return checkpoint_state(
+        config=config, epoch=0, model=model, optimiser=optimiser, history=[], loader_generator=None, band_stats=None
+    )
+
+
+def test_checkpoint_round_trips_with_weights_only(tmp_path: Path):
+    config = TrainConfig(arch="unetpp", depth=2, base_channels=4, lr=1e-5)
+    save_checkpoint(tmp_path / "c.pt", _state(config))
+    loaded = load_checkpoint(tmp_path / "c.pt")
+    assert loaded["format"] == CHECKPOINT_FORMAT
+    assert checkpoint_config(loaded) == config
+    check_resumable(loaded, TrainConfig(arch="unetpp", depth=2, base_channels=4, lr=1.0), tmp_path)
+
+
+def test_other_network_or_format_is_refused(tmp_path: Path):
+    state = _state(TrainConfig(depth=2, base_channels=4))
+    with pytest.raises(ValueError, match="different network.*depth"):
+        check_resumable(state, TrainConfig(depth=3, base_channels=4), tmp_path)
+    with pytest.raises(ValueError, match="format"):
+        check_resumable({**state, "format": 1}, TrainConfig(depth=2, base_channels=4), tmp_path)

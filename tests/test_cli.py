@@ -1,0 +1,59 @@
+"""`cloudmask`: one command line, shared options, documented exit codes, no traceback for bad input."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import SMOKE
+
+from harness.cli import EXIT_BAD_INPUT, build_parser, main
+
+CLOUDMASK = shutil.which("cloudmask", path=str(Path(sys.executable).parent))
+
+
+def test_every_subcommand_and_option_has_help_text():
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command")
+    assert set(subparsers.choices) == {"sweep", "compare", "report", "demo", "data"}
+    for name, sub in subparsers.choices.items():
+        for action in sub._actions:
+            if action.dest != "help":
+                assert action.help, f"cloudmask {name}: {action.dest} has no help text"
+
+
+def test_shared_options_mean_the_same_in_sweep_and_compare():
+    parser = build_parser()
+    for command in ("sweep", "compare"):
+        args = parser.parse_args([command, "b.yaml", "--data", "D", "--tracking-uri", "U", "--storage", "S",
+                                  "--address", "A", "--set", "train.epochs=1"])  # fmt: skip
+        assert (args.data, args.tracking_uri, args.storage, args.address, args.set) == (
+            "D", "U", "S", "A", ["train.epochs=1"],
+        )  # fmt: skip
+
+
+def test_bad_benchmark_key_exits_3_naming_the_key(tmp_path, capsys):
+    code = main(["sweep", str(SMOKE), "--storage", str(tmp_path / "s"), "--set", "train.loss=bogus"])
+    assert code == EXIT_BAD_INPUT
+    assert "train.loss" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.skipif(CLOUDMASK is None, reason="the cloudmask script is installed by pip install -e .")
+def test_installed_script_reports_bad_input_without_a_traceback(tmp_path):
+    proc = subprocess.run([CLOUDMASK, "report", str(tmp_path / "nowhere")], capture_output=True, text=True)
+    assert proc.returncode == EXIT_BAD_INPUT
+    assert "nowhere" in proc.stderr and "Traceback" not in proc.stderr
+    usage = subprocess.run([CLOUDMASK, "sweep"], capture_output=True, text=True)
+    assert usage.returncode == 2 and "usage:" in usage.stderr
+
+
+def test_module_forms_run_the_same_subcommands(tmp_path):
+    for module in ("harness.sweep", "harness.final_compare", "harness.demo"):
+        proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and "--set" in proc.stdout, module
+
+
+def test_data_subcommand_takes_the_shared_data_flag(synthetic_root):
+    assert main(["data", "verify", "--data", str(synthetic_root), "--quiet"]) == 0
