@@ -1,7 +1,7 @@
 # `make demo` and `make test` set up .venv on first use (scripts/setup.sh), then run.
 PY := .venv/bin/python
 
-.PHONY: setup demo test test-all lint perf-quick
+.PHONY: setup demo test lint perf-quick
 
 setup: .venv/.installed
 .venv/.installed: pyproject.toml scripts/setup.sh
@@ -13,9 +13,6 @@ demo: setup
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
-
-test-all: setup
-	$(PY) -m pytest -q --runslow
 
 lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

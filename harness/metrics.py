@@ -83,7 +83,7 @@ class ConfusionAccumulator:
 
 # ------------------------------------------------------------------------------------------- statistics
 def _ratio(numerator: float, denominator: float) -> float:
-    """numerator / denominator; NaN when the denominator is zero or either side is NaN."""
+    """Numerator / denominator; NaN when the denominator is zero or either side is NaN."""
     if denominator == 0 or math.isnan(numerator) or math.isnan(denominator):
         return NAN
     return numerator / denominator

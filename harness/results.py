@@ -79,6 +79,7 @@ import numpy as np
 import pandas as pd
 
 from harness.config.train import TrainConfig, from_flat, to_flat
+from harness.stats import PAIRED_COLUMNS, SEED_METRICS
 
 META = "meta.json"
 RESULTS = "results.csv"
@@ -94,29 +95,13 @@ OPTIONAL_FILES = (PER_IMAGE, CURVES, BUDGET, SCENE_SCORES, SAMPLES)
 REPORT = "report.md"
 FIGURES_DIR = "figures"
 
-_SEED_CI = [
-    f"{metric}_{part}"
-    for metric in ("iou", "f1", "accuracy", "balanced_accuracy")
-    for part in ("mean", "ci_low", "ci_high")
-]
+_SEED_CI = [f"{metric}_{part}" for metric, _ in SEED_METRICS for part in ("mean", "ci_low", "ci_high")]
 # Columns each CSV must have: the ones the report reads unconditionally, so a file that lacks one fails
 # here, naming the file, rather than as a KeyError in the middle of rendering.
 COLUMNS: dict[str, tuple[str, ...]] = {
     RESULTS: ("arch", "seed", "iou"),
     SUMMARY: ("arch", "n_seeds", *_SEED_CI),
-    PAIRED: (
-        "arch_a",
-        "arch_b",
-        "mean_iou_a",
-        "mean_iou_b",
-        "iou_diff_mean",
-        "iou_diff_ci_low",
-        "iou_diff_ci_high",
-        "wilcoxon_p",
-        "p_a_beats_b",
-        "n_images",
-        "n_seeds",
-    ),
+    PAIRED: tuple(PAIRED_COLUMNS),
     PER_IMAGE: ("arch", "seed", "name", "iou"),
     CURVES: ("arch", "seed", "epoch", "train_loss", "val_loss", "val_iou"),
     BUDGET: ("arch", "n_trials", "expected_best_val_iou", "device_hours"),

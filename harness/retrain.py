@@ -23,8 +23,10 @@ from harness.train import evaluate, fit, make_eval_dataset, make_loader, resolve
 
 
 class _PredictionKeeper:
-    """Keeps the predictions a comparison needs from each scored batch: figure samples, and whole
-    test predictions only when scenes are to be stitched."""
+    """Keeps what a comparison needs of each scored batch.
+
+    The figure's sample patches always; whole test predictions only when scenes are to be stitched.
+    """
 
     def __init__(self, test_rows: np.ndarray, sample_rows: list[int], keep_all: bool) -> None:
         self.test_rows = test_rows

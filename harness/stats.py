@@ -6,7 +6,7 @@ Two layers:
   :func:`wilcoxon_signed_rank`, :func:`prob_a_beats_b`, :func:`expected_max_curve`,
   :func:`expected_cost_curve`.
 * Table builders that ``harness.final_compare`` calls to write ``summary.csv``, ``paired.csv`` and
-  ``budget.csv`` of the results directory (format: see :mod:`harness.report`):
+  ``budget.csv`` of the results directory (format: see :mod:`harness.results`):
   :func:`summary_table`, :func:`paired_table`, :func:`budget_table`.
 
 Conventions shared by every function here:

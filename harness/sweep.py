@@ -77,6 +77,7 @@ class PruneAwareOptunaSearch(OptunaSearch):
                 self._ot_study.tell(frozen.number, state=TrialState.FAIL)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """Tell Optuna how the trial ended (:func:`harness.search.trial_outcome`), once."""
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         state, value = trial_outcome(result, metric=self._metric, error=error)
@@ -100,21 +101,27 @@ class MlflowTrialCallback(tune.Callback):
         self.trial_logger = trial_logger
 
     def setup(self, **info: Any) -> None:
+        """Open (or find again) the architecture's parent run."""
         self.trial_logger.start()
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        """Create or reopen the trial's child run with its config."""
         self.trial_logger.trial_started(trial.trial_id, dict(trial.config))
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        """Log one epoch's metrics at step = epoch."""
         self.trial_logger.trial_result(trial.trial_id, result)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        """Mark the trial's run finished with how it stopped."""
         self.trial_logger.trial_finished(trial.trial_id, stopped_by(trial.last_result, error=False))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        """Mark the trial's run failed."""
         self.trial_logger.trial_finished(trial.trial_id, "error")
 
     def on_experiment_end(self, trials, **info) -> None:
+        """Retire runs of trials the sweep lost, flush and close the parent run."""
         self.trial_logger.retire_unknown_trials(t.trial_id for t in trials)
         self.trial_logger.close()
 

@@ -21,20 +21,6 @@ REAL_SAMPLE = Path(__file__).resolve().parent / "data" / "real-38cloud-sample"
 TINY_SYNTH = {"scenes": 4, "patch_size": 32, "seed": 0, "test_scenes": 1}
 
 
-# ------------------------------------------------------------------------------------- options
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--runslow"):
-        return
-    skip = pytest.mark.skip(reason="slow: run with --runslow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
-
-
 # ------------------------------------------------------------------------------------- data
 @pytest.fixture(scope="session")
 def real_sample_root() -> Path:

@@ -55,8 +55,11 @@ def band_stats(
 
 
 def dihedral(array: np.ndarray, k: int) -> np.ndarray:
-    """One of the 8 symmetries of the square on the last two axes: rotate by k % 4 quarter turns,
-    then flip left-right when k >= 4. Applied to bands (C, H, W) and mask (H, W) alike."""
+    """One of the 8 symmetries of the square on the last two axes.
+
+    Rotates by k % 4 quarter turns, then flips left-right when k >= 4. Applied to bands (C, H, W) and
+    mask (H, W) alike.
+    """
     out = np.rot90(array, k % 4, axes=(-2, -1))
     if k >= 4:
         out = out[..., ::-1]

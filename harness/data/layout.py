@@ -81,6 +81,7 @@ class PatchFiles:
 
     @property
     def name(self) -> str:
+        """The patch id (``patch_<k>_<row>_by_<col>_<SceneID>``)."""
         return self.patch.name
 
     def paths(self) -> list[Path]:

@@ -52,8 +52,11 @@ def check_fractions(fractions: Sequence[float] | Mapping[str, float]) -> tuple[f
 
 
 def allocate(n: int, fractions: Sequence[float], *, unit: str = "patches") -> list[int]:
-    """Split `n` items into counts per fraction: largest-remainder rounding, then at least one item for
-    every non-zero fraction (taken from the largest split). ValueError when there are too few items."""
+    """Split `n` items into counts per fraction.
+
+    Largest-remainder rounding, then at least one item for every non-zero fraction (taken from the
+    largest split). ValueError when there are too few items.
+    """
     wanted = sum(1 for f in fractions if f > 0)
     if n < wanted:
         raise ValueError(
@@ -136,7 +139,7 @@ def make_split(
 
 
 def _canonical_bytes(manifest_df: pd.DataFrame) -> bytes:
-    """The manifest as CSV bytes: header `name,split`, rows sorted by name, `\\n` line ends, UTF-8."""
+    """The manifest as CSV bytes: header `name,split`, rows sorted by name, LF line ends, UTF-8."""
     if list(manifest_df.columns) != MANIFEST_COLUMNS:
         raise ValueError(f"manifest columns must be {MANIFEST_COLUMNS}, got {list(manifest_df.columns)}")
     rows = sorted(zip(manifest_df["name"].astype(str), manifest_df["split"].astype(str), strict=True))

@@ -117,6 +117,7 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(channels[0], num_classes, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_classes, H, W) of a 4-band batch (B, 4, H, W); H and W divisible by 2**depth."""
         check_input_size(x, self.depth)
         skips = []
         for level, encode in enumerate(self.encoders):

@@ -90,6 +90,7 @@ class UNetPlusPlus(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """Logits (B, num_classes, H, W); with deep supervision in training mode, one per head (last = full)."""
         check_input_size(x, self.depth)
         # rows[i] holds X(i, 0..j) computed so far.
         rows: list[list[torch.Tensor]] = []

@@ -1,0 +1,45 @@
+"""Ray lifecycle and tasks on a real local Ray cluster."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import pytest
+from conftest import SMOKE
+
+from harness.cluster import ClusterError, check_reachable, check_resources, data_on_node, run_tasks
+from harness.config import load_benchmark
+from harness.data.prepare import prepare_data
+from harness.metrics import confusion_stats
+
+
+def test_run_tasks_yields_every_result_with_its_index(ray_cluster):
+    bench = load_benchmark(SMOKE)
+    # A function the workers can import (a test module's would not be on their path).
+    jobs = [{"tp": tp, "fn": 1, "fp": 1, "tn": 1} for tp in range(5)]
+    results = dict(run_tasks(confusion_stats, jobs, cpu=1, gpu=0, max_retries=0, options=bench.ray))
+    assert {i: r["iou"] for i, r in results.items()} == {tp: tp / (tp + 2) for tp in range(5)}
+
+
+def test_resources_no_node_has_are_refused_naming_them(ray_cluster):
+    with pytest.raises(ClusterError, match="cpu=64, gpu=0"):
+        check_resources(64, 0)
+    check_resources(1, 0)
+
+
+def test_unreachable_address_fails_in_seconds():
+    with pytest.raises(ClusterError, match="127.0.0.1:1"):
+        check_reachable("127.0.0.1:1", timeout=2)
+
+
+def test_a_node_without_the_cache_prepares_the_same_split(tmp_path):
+    args = {"synthetic": {"scenes": 4, "patch_size": 32, "seed": 0}, "split_kind": "scene", "split_seed": 0}
+    data = prepare_data(cache_dir=tmp_path / "a" / "cache", **args)
+    assert data_on_node(data, {"cache_dir": tmp_path / "b" / "cache", **args}) == data  # the driver's cache is here
+    shutil.rmtree(tmp_path / "a")
+    local = data_on_node(data, {"cache_dir": str(tmp_path / "b" / "cache"), **args})
+    assert local.split_hash == data.split_hash and local.cache_dir != data.cache_dir
+    other = dataclasses.replace(data, split_hash="0" * 64)
+    with pytest.raises(ClusterError, match="split hash on this node"):
+        data_on_node(other, {"cache_dir": str(tmp_path / "c" / "cache"), **args, "split_seed": 1})
