@@ -1,10 +1,10 @@
 """The results directory of a final comparison: what each file holds, and reading it back.
 
-``harness.final_compare`` writes a results directory; :mod:`harness.report` renders it (``python -m
-harness.report RESULTS_DIR`` re-renders one without retraining). Every number in the report is read from
-the files below, computed by :mod:`harness.stats` and ``harness.metrics.confusion_stats``; the report
-adds only presentation: formatting, averaging a per-image IoU over seeds for a plot, counting points
-above a diagonal.
+:mod:`harness.compare` builds a :class:`Results` and writes it with :func:`write_results`; this module owns
+the format, and :mod:`harness.report` only renders it (``python -m harness.report RESULTS_DIR`` re-renders
+one without retraining). Every number in the report is read from the files below, computed by
+:mod:`harness.stats` and ``harness.metrics.confusion_stats``; the report adds only presentation:
+formatting, averaging a per-image IoU over seeds for a plot, counting points above a diagonal.
 
 Results directory format
 ========================

@@ -5,7 +5,7 @@ Two layers:
 * Primitives on plain arrays (numpy/scipy only): :func:`bootstrap_ci`, :func:`paired_bootstrap_ci`,
   :func:`wilcoxon_signed_rank`, :func:`prob_a_beats_b`, :func:`expected_max_curve`,
   :func:`expected_cost_curve`.
-* Table builders that ``harness.final_compare`` calls to write ``summary.csv``, ``paired.csv`` and
+* Table builders that :func:`harness.compare.build_results` calls for ``summary.csv``, ``paired.csv`` and
   ``budget.csv`` of the results directory (format: see :mod:`harness.results`):
   :func:`summary_table`, :func:`paired_table`, :func:`budget_table`.
 
@@ -205,7 +205,7 @@ def expected_cost_curve(costs, n_max: int | None = None) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Table builders for the results directory (harness.final_compare writes what these return).
+# Table builders for the results directory (harness.compare builds it from what these return).
 # ---------------------------------------------------------------------------------------------------
 
 

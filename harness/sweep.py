@@ -10,8 +10,8 @@ the tracking URI, the storage path, the data. With no ``--address`` a private lo
 started (never a stale cluster left on the machine); with one, the sweep joins that cluster and
 refuses per-trial resources no node of it can provide. Each architecture's answer is one
 :class:`~harness.sweep_result.SweepResult`, chosen by :func:`~harness.sweep_result.select_best` and
-stored on its parent MLflow run, where ``final_compare`` reads it. The command line is in
-:mod:`harness.cli` (``cloudmask sweep`` / ``python -m harness.sweep``).
+stored on its parent MLflow run, where :func:`harness.compare.load_sweep_results` reads it. The command
+line is in :mod:`harness.cli` (``cloudmask sweep`` / ``python -m harness.sweep``).
 """
 
 from __future__ import annotations
@@ -309,7 +309,7 @@ def run_architecture(
         best_checkpoint = next((r.checkpoint for r in grid if (r.metrics or {}).get("trial_id") == best.trial_id), None)
         if best_checkpoint is not None:
             trial_logger.log_parent_artifacts([best_checkpoint.to_directory()], artifact_path="best_checkpoint")
-    # The resolved benchmark lets `final_compare` with no arguments redo this sweep's data and split.
+    # The resolved benchmark lets `cloudmask compare` without a benchmark file redo this sweep's data and split.
     bench_file = local_dir / "benchmark.yaml"
     bench_file.write_text(yaml.safe_dump(bench.to_dict(), sort_keys=False))
     trial_logger.log_parent_artifacts([bench_file])

@@ -1,8 +1,9 @@
 """The sweep's answer for one architecture, handed one way to the final comparison.
 
 The sweep decides, once, through :func:`select_best`, and writes one :class:`SweepResult` per
-architecture (``sweep_result.json`` on the architecture's parent MLflow run). ``final_compare`` reads it
-back typed and never re-decides. No Ray and no MLflow here: the rule is tested without either.
+architecture (``sweep_result.json`` on the architecture's parent MLflow run).
+:func:`harness.compare.load_sweep_results` reads it back typed and never re-decides. No Ray and no MLflow
+here: the rule is tested without either.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ behave as on real data. A scene has:
   with distinct red/green/blue/NIR signatures, terrain shading and texture;
 - fractal clouds (fBm value noise thresholded to a per-scene cover), thick with soft edges and thin
   semi-transparent streaks, blended over the ground; their shadows offset along the sun direction;
-- Gaussian sensor noise; DN values and cloud/clear ratios like the real sample (see PROVENANCE.md).
+- Gaussian sensor noise; DN values and cloud/clear ratios like the real sample
+  (``tests/data/real-38cloud-sample/PROVENANCE.md``).
 
 Ground truth is "cloud opacity > 0.3". Everything is drawn from `numpy.random.default_rng`
 seeded by (seed, scene index), so the same seed gives byte-identical files.
