@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import threading
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from harness.data.cache import IMAGES, PATCH_COLUMNS, ingest, open_cache, verify
+from harness.data.cache import IMAGES, PATCH_COLUMNS, cache_bytes, check_free_space, ingest, open_cache, verify
 from harness.data.layout import BANDS, DatasetError, discover_patches, read_csv_names
 from harness.data.synth import TEST_DIR, TRAIN_DIR
 
@@ -178,3 +180,38 @@ def test_concurrent_ingests_of_the_same_tree_both_succeed(synthetic_root, tmp_pa
 def test_open_cache_of_a_non_cache_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a harness cache"):
         open_cache(tmp_path)
+
+
+def test_cache_size_is_computed_from_the_patches():
+    # 10 patches of 32x32: 4 uint16 bands (8 bytes a pixel) + a uint8 mask.
+    assert cache_bytes(10, (32, 32), has_masks=True) == 10 * 32 * 32 * 9
+    assert cache_bytes(10, (32, 32), has_masks=False) == 10 * 32 * 32 * 8
+
+
+def test_too_little_free_space_is_named_before_anything_is_written(tmp_path):
+    free = shutil.disk_usage(tmp_path).free
+    with pytest.raises(DatasetError, match="not enough disk space") as err:
+        check_free_space(tmp_path, free + 2**40)
+    assert str(tmp_path) in str(err.value.problems[0])
+    check_free_space(tmp_path, 1)
+
+
+def test_ingest_into_a_full_file_system_leaves_nothing(synthetic_root, tmp_path):
+    """A real 1 MB tmpfs: the cache and its margin cannot fit; a clear error, no temp folder left."""
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(small)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        with pytest.raises(DatasetError, match="not enough disk space"):
+            ingest(synthetic_root, small / "cache", progress=False)
+        assert list(small.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+def test_a_cache_path_that_is_a_file_is_refused(synthetic_root, tmp_path):
+    (tmp_path / "cache").write_text("not a folder")
+    with pytest.raises(FileExistsError, match="is a file"):
+        ingest(synthetic_root, tmp_path / "cache", progress=False)

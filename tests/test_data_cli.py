@@ -59,22 +59,22 @@ def test_broken_tree_lists_every_problem_and_exits_non_zero(synthetic_root, copy
     cut.write_bytes(cut.read_bytes()[:100])
 
     done = run("verify", "--root", str(root), "--quiet")
-    assert done.returncode == 1
+    assert done.returncode == 3
     assert str(gone) in done.stdout and str(cut) in done.stdout
     assert "2 problem(s)" in done.stderr
 
     done = run("ingest", "--root", str(root), "--cache", str(tmp_path / "cache"), "--quiet")
-    assert done.returncode == 1
+    assert done.returncode == 3
     assert str(gone) in done.stdout and str(cut) in done.stdout
     assert not (tmp_path / "cache").exists()
     assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
 
 
-def test_bad_arguments_exit_2_with_the_reason(synthetic_cache):
+def test_bad_values_exit_3_and_usage_errors_2_with_the_reason(synthetic_cache):
     done = run("split", "--cache", str(synthetic_cache), "--fractions", "0.6,0.3,0.3")
-    assert done.returncode == 2 and "sum to 1" in done.stderr
+    assert done.returncode == 3 and "sum to 1" in done.stderr
     done = run("split", "--cache", str(synthetic_cache), "--fractions", "0.6,-0.2,0.6")
-    assert done.returncode == 2 and "fractions[1] (val)" in done.stderr
+    assert done.returncode == 3 and "fractions[1] (val)" in done.stderr
     done = run("frobnicate")
     assert done.returncode == 2
     assert np.load(synthetic_cache / "images.npy", mmap_mode="r").shape[1] == 4

@@ -1,7 +1,7 @@
 """Command line: `python -m harness.data {synth,verify,ingest,split,preview} ...` (see docs/data.md).
 
-Exit status: 0 on success, 1 when the data has problems (each printed as `path: problem`), 2 on
-bad arguments.
+Exit status (as every `cloudmask` command): 0 on success, 2 on bad command-line usage, 3 on bad input:
+data with problems (each printed as `path: problem`) or an invalid value (the message names it).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from .layout import BANDS, DatasetError, Problem, discover_patches
 from .prepare import manifest_name
 from .splits import KINDS, check_fractions, make_split, write_manifest
 from .synth import write_synthetic_dataset
+
+EXIT_BAD_INPUT = 3
 
 
 def _print_problems(problems: list[Problem], what: str) -> None:
@@ -42,7 +44,7 @@ def _cmd_verify(a: argparse.Namespace) -> int:
     problems = verify(a.root, subset=a.subset, workers=a.workers, progress=not a.quiet)
     if problems:
         _print_problems(problems, f"verify {a.root}")
-        return 1
+        return EXIT_BAD_INPUT
     print(f"ok: {len(discover_patches(a.root, subset=a.subset))} patches complete and readable")
     return 0
 
@@ -52,7 +54,7 @@ def _cmd_ingest(a: argparse.Namespace) -> int:
         cache_dir = ingest(a.root, a.cache, workers=a.workers, progress=not a.quiet, subset=a.subset)
     except DatasetError as e:
         _print_problems(e.problems, f"ingest {a.root}")
-        return 1
+        return EXIT_BAD_INPUT
     cache = open_cache(cache_dir)
     nonempty = int(cache.patches["nonempty"].sum())
     print(f"cache {cache_dir}: {len(cache)} patches of {cache.patch_size}px ({nonempty} non-empty)")
@@ -144,7 +146,7 @@ def build_parser(prog: str = "python -m harness.data") -> argparse.ArgumentParse
     p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
     p.add_argument("--scenes", type=int, default=6, help="training scenes (default 6)")
     p.add_argument("--patch-size", type=int, default=64, help="patch side in pixels (default 64)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     p.add_argument("--test-scenes", type=int, default=None, help="scenes in 38-Cloud_test (default scenes // 3)")
     p.add_argument("--additional-scenes", type=int, default=0, help="scenes in a 95-Cloud additional tree")
     p.set_defaults(func=_cmd_synth)
@@ -168,19 +170,19 @@ def build_parser(prog: str = "python -m harness.data") -> argparse.ArgumentParse
         p.set_defaults(func=_cmd_verify if name == "verify" else _cmd_ingest)
 
     p = sub.add_parser("split", help="write a seeded split manifest for a cache and print its sha256")
-    p.add_argument("--cache", required=True)
-    p.add_argument("--kind", choices=KINDS, default="scene")
+    p.add_argument("--cache", required=True, help="cache folder written by ingest")
+    p.add_argument("--kind", choices=KINDS, default="scene", help="group by scene (default) or split patches")
     p.add_argument("--fractions", default="0.6,0.2,0.2", help="train,val,test (default 0.6,0.2,0.2)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--nonempty-only", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    p.add_argument("--nonempty-only", action="store_true", help="leave out patches under 80 %% non-zero pixels")
     p.add_argument("--out", default=None, help="manifest path (default: inside the cache folder)")
     p.set_defaults(func=_cmd_split)
 
     p = sub.add_parser("preview", help="save a PNG of a few patches and one scene (true colour | gt | NIR)")
     p.add_argument("--data", "--root", dest="root", required=True, help="dataset root")
     p.add_argument("--out", required=True, help="PNG path")
-    p.add_argument("--patches", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patches", type=int, default=4, help="how many patches beside the scene (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="which patches are picked (default 0)")
     p.set_defaults(func=_cmd_preview)
     return parser
 
@@ -192,10 +194,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m harness.data") ->
         return args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except DatasetError as e:
         _print_problems(e.problems, str(e).splitlines()[0])
-        return 1
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -194,6 +194,26 @@ def verify(
 
 
 # ----------------------------------------------------------------------------------- ingest
+#: Room left free beside a new cache (its patch table and source file, and the file system's own needs).
+FREE_SPACE_MARGIN = 64 * 2**20
+
+
+def cache_bytes(n: int, shape: tuple[int, int], *, has_masks: bool) -> int:
+    """Bytes of ``images.npy`` (+ ``masks.npy``) for ``n`` patches of ``shape``: what ingest will write."""
+    pixels = n * shape[0] * shape[1]
+    return pixels * len(BANDS) * 2 + (pixels if has_masks else 0)
+
+
+def check_free_space(folder: str | Path, needed: int) -> None:
+    """Raise DatasetError naming ``folder`` when its file system has less than ``needed`` bytes (+ margin) free."""
+    free = shutil.disk_usage(folder).free
+    if free < needed + FREE_SPACE_MARGIN:
+        raise DatasetError(
+            [Problem(Path(folder), f"needs {(needed + FREE_SPACE_MARGIN) / 1e9:.2f} GB free, has {free / 1e9:.2f} GB")],
+            "not enough disk space for the cache",
+        )
+
+
 def ingest(
     root: str | Path,
     cache_dir: str | Path,
@@ -232,6 +252,8 @@ def ingest(
         found, _ = _decode_all(patches, shape, None, workers=workers, progress=progress, desc="verify")
         raise DatasetError(sorted(set(scan.problems + found)), f"cannot ingest {root}: the tree has problems")
 
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise FileExistsError(f"cache path {cache_dir} is a file, not a folder")
     fp = fingerprint(root, patches, subset)
     existing = _read_source(cache_dir)
     if existing is not None and existing.get("fingerprint") == fp and (cache_dir / IMAGES).exists():
@@ -240,6 +262,8 @@ def ingest(
         raise FileExistsError(f"{cache_dir} exists and is not a harness cache; refusing to replace it")
 
     cache_dir.parent.mkdir(parents=True, exist_ok=True)
+    # The cache's size is known before a byte is written: a full disk is a message, not a SIGBUS.
+    check_free_space(cache_dir.parent, cache_bytes(len(patches), shape, has_masks=subset == "train"))
     tmp = cache_dir.parent / f".{cache_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
