@@ -1,8 +1,9 @@
-"""Render a results directory as ``report.md`` plus PNG figures; ``python -m harness.report DIR`` re-renders one.
+"""Render a results directory as ``report.md``, ``report.html`` and PNG figures; ``python -m harness.report DIR``.
 
 The report only presents: every number comes from the files of the results directory, read through
 :func:`harness.results.load_results` (format: :mod:`harness.results`). Modules: :mod:`.format` (numbers,
-tables, display names), :mod:`.figures` (matplotlib), :mod:`.markdown` (the text).
+tables, display names), :mod:`.figures` (matplotlib), :mod:`.markdown` (the text), :mod:`.html` (the same
+text as one page with the figures inside, which MLflow's artifact viewer shows whole).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 from pathlib import Path
 
 from harness.report.figures import render_figures
+from harness.report.html import render_html
 from harness.report.markdown import render_markdown
 from harness.results import FIGURES_DIR, REPORT, load_results
 
@@ -18,7 +20,7 @@ __all__ = ["load_results", "write_report"]
 
 
 def write_report(results_dir: str | os.PathLike) -> Path:
-    """Render ``report.md`` and ``figures/*.png`` into a results directory; return the report's path.
+    """Render ``report.md``, ``report.html`` and ``figures/*.png`` into a results directory; return report.md.
 
     Raises:
         harness.results.ResultsError: ``results_dir`` is not a readable results directory (a missing
@@ -27,5 +29,8 @@ def write_report(results_dir: str | os.PathLike) -> Path:
     res = load_results(results_dir)
     figures = render_figures(res, res.root / FIGURES_DIR)
     path = res.root / REPORT
-    path.write_text(render_markdown(res, figures), encoding="utf-8")
+    text = render_markdown(res, figures)
+    path.write_text(text, encoding="utf-8")
+    title = f"Benchmark report: {res.meta.get('benchmark', res.root.name)}"
+    path.with_suffix(".html").write_text(render_html(text, res.root, title), encoding="utf-8")
     return path
