@@ -6,6 +6,9 @@ is stored flat (``to_flat``) and read back typed, so a resume can refuse a check
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,38 @@ from harness.seeding import capture_rng_state, restore_rng_state
 
 CHECKPOINT_FILENAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = 2
+#: Per-epoch checkpoints are written to ``<temp>/harness-checkpoint-<pid>-*`` and handed to ``report``.
+SCRATCH_PREFIX = "harness-checkpoint-"
+
+
+def scratch_dir() -> Path:
+    """A new temporary folder for one epoch's checkpoint, named after this process."""
+    return Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
+
+
+def remove_orphaned_scratch(root: str | Path | None = None) -> list[Path]:
+    """Delete checkpoint folders left by processes that no longer run (a killed trial); returns them.
+
+    A trial killed between writing a checkpoint and handing it over never removes its folder: each holds
+    a whole ``checkpoint.pt``, and a few killed sweeps would leave a dozen in the temp folder for ever.
+    """
+    removed = []
+    for folder in Path(root or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
+        pid = folder.name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:

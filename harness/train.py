@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,8 +29,10 @@ from harness.checkpoints import (
     checkpoint_config,
     checkpoint_state,
     load_checkpoint,
+    remove_orphaned_scratch,
     restore_training_state,
     save_checkpoint,
+    scratch_dir,
     stored_band_stats,
 )
 from harness.config.train import TrainConfig
@@ -299,7 +300,7 @@ def _epoch_metrics(epoch: int, train: dict, val: dict | None, seconds: float, st
 
 
 def _report_with_checkpoint(report: Report, metrics: dict, state: dict) -> None:
-    directory = tempfile.mkdtemp(prefix="harness-checkpoint-")
+    directory = scratch_dir()
     try:
         save_checkpoint(Path(directory) / CHECKPOINT_FILENAME, state)
         report(metrics, directory)
@@ -318,6 +319,7 @@ def fit(config: TrainConfig, data, report: Report | None, checkpoint_dir: str | 
     if not isinstance(config, TrainConfig):
         raise TypeError(f"fit needs a TrainConfig, got {type(config).__name__} (use harness.config.from_flat)")
     started = time.perf_counter()
+    remove_orphaned_scratch()
     device = resolve_device(config.device)
     report = report or (lambda metrics, directory: None)
     with deterministic_algorithms(config.deterministic):

@@ -1,5 +1,6 @@
 """Checkpoints: the typed config round-trips; a checkpoint of another network or format is refused."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -7,11 +8,14 @@ import torch
 
 from harness.checkpoints import (
     CHECKPOINT_FORMAT,
+    SCRATCH_PREFIX,
     check_resumable,
     checkpoint_config,
     checkpoint_state,
     load_checkpoint,
+    remove_orphaned_scratch,
     save_checkpoint,
+    scratch_dir,
 )
 from harness.config import TrainConfig
 from harness.train import model_from_config
@@ -40,3 +44,21 @@ def test_other_network_or_format_is_refused(tmp_path: Path):
         check_resumable(state, TrainConfig(depth=3, base_channels=4), tmp_path)
     with pytest.raises(ValueError, match="format"):
         check_resumable({**state, "format": 1}, TrainConfig(depth=2, base_channels=4), tmp_path)
+
+
+def test_scratch_folders_of_dead_processes_are_removed(tmp_path: Path):
+    import subprocess
+    import sys
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(finished.stdout)
+    orphan = tmp_path / f"{SCRATCH_PREFIX}{dead_pid}-abc"
+    orphan.mkdir()
+    (orphan / "checkpoint.pt").write_bytes(b"x")
+    mine = tmp_path / f"{SCRATCH_PREFIX}{os.getpid()}-def"
+    mine.mkdir()
+    assert remove_orphaned_scratch(tmp_path) == [orphan]
+    assert not orphan.exists() and mine.exists()
+    fresh = scratch_dir()
+    assert fresh.name.startswith(f"{SCRATCH_PREFIX}{os.getpid()}-")
+    fresh.rmdir()
