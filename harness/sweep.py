@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import math
 import os
@@ -30,67 +29,24 @@ from typing import Any
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
-import optuna
 import yaml
-from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
-from ray.tune.search.optuna import OptunaSearch
 
 from harness.cluster import check_resources, data_on_node, ray_session
 from harness.config import Benchmark, from_flat, to_flat
 from harness.data.prepare import PreparedData, prepare_data
-from harness.search import make_sampler, stopped_by, to_optuna, trial_outcome
+from harness.search import stopped_by, to_optuna
+from harness.searcher import OptunaStudySearcher
 from harness.sweep_result import SWEEP_RESULT_FILE, SweepResult, TrialSummary, select_best
+from harness.sweep_storage import SWEEP_FILE, StorageError, SweepError, SweepStorage
 from harness.tracking import TrialLogger, check_tracking_uri, git_commit
+from harness.tracking.server import check_artifact_store
 
 log = logging.getLogger("harness.sweep")
 METRIC, MODE = "val_iou", "max"
-SWEEP_FILE = "sweep.json"
-
-
-class SweepError(RuntimeError):
-    """A sweep cannot start or continue; the message says why and what to do."""
-
-
-# -- the searcher ---------------------------------------------------------------------------------
-class PruneAwareOptunaSearch(OptunaSearch):
-    """Ray's OptunaSearch, but an ASHA-stopped trial is told to Optuna as PRUNED, not COMPLETE.
-
-    Ray's version tells Optuna every trial that did not error COMPLETED with its last result, so TPE
-    learns from a trial ASHA cut after one epoch as if its low score were final. Intermediate values
-    still reach Optuna every epoch through ``on_trial_result`` (the base class's ``trial.report``).
-    """
-
-    def restore(self, checkpoint_path: str) -> None:
-        """Restore the searcher, then fail the Optuna trials of trials the killed driver never saved.
-
-        Such a trial was asked of Optuna (and persisted in its storage) after the searcher state Tune
-        restores was saved; Tune does not know it and asks for a replacement, so it would stay RUNNING
-        in the study for ever.
-        """
-        super().restore(checkpoint_path)
-        known = {t.number for t in self._ot_trials.values()}
-        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if frozen.number not in known:
-                self._ot_study.tell(frozen.number, state=TrialState.FAIL)
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        """Tell Optuna how the trial ended (:func:`harness.search.trial_outcome`), once."""
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
-            return
-        state, value = trial_outcome(result, metric=self._metric, error=error)
-        ot_trial = self._ot_trials[trial_id]
-        if state == TrialState.PRUNED and result and result.get(self._metric) is not None:
-            # Tune skips on_trial_result for the result on which ASHA stops a trial, so the value at
-            # the stopping epoch reaches Optuna only here: TPE ranks pruned trials by it.
-            ot_trial.report(float(result[self._metric]), int(result["training_iteration"]))
-        try:
-            self._ot_study.tell(ot_trial, value, state=state)
-        except Exception as exc:  # e.g. the trial was already told before a restore
-            log.warning("Optuna tell failed for %s: %s", trial_id, exc)
-        self._completed_trials.add(trial_id)
+__all__ = ["SWEEP_FILE", "StorageError", "SweepError", "run_sweep"]
 
 
 # -- the MLflow bridge ----------------------------------------------------------------------------
@@ -152,66 +108,60 @@ def train_trial(config: dict[str, Any], data: PreparedData, prepare_args: dict[s
 
 
 # -- the driver -----------------------------------------------------------------------------------
-def _storage_root(bench: Benchmark) -> tuple[str, Path]:
-    """(Tune storage path or URI, local dir for the sweep's own files such as sweep.json and optuna.db)."""
-    storage = bench.storage
-    if "://" in storage and not storage.startswith("file://"):
-        return storage.rstrip("/"), Path("runs") / bench.name / "driver"
-    local = Path(storage.removeprefix("file://")).resolve()
-    return str(local), local
+def _workdir(bench: Benchmark, storage: SweepStorage) -> Path:
+    """The driver's own scratch folder (MLflow writes it could not deliver, the resolved benchmark).
+
+    Nothing a resume needs lives here: that is all in the storage.
+    """
+    return Path(storage.uri) if not storage.remote else (Path("runs") / bench.name / "driver").resolve()
 
 
-def _sweep_state(local_dir: Path, bench: Benchmark, resume: bool, data: PreparedData) -> dict[str, Any]:
-    path = local_dir / SWEEP_FILE
-    if path.exists():
-        state = json.loads(path.read_text())
-        if not resume:
-            raise SweepError(
-                f"a sweep already exists in {local_dir} (sweep_id {state['sweep_id']}); "
-                "continue it with --resume, or pass another --storage"
-            )
-        if state["split_hash"] != data.split_hash:
-            raise SweepError(
-                f"{path}: the sweep was started on split {state['split_hash'][:12]}, "
-                f"this data gives {data.split_hash[:12]}; refusing to mix them"
-            )
-        return state
-    if resume:
-        raise SweepError(f"--resume: no sweep to resume in {local_dir} (no {SWEEP_FILE})")
+def _existing_state(storage: SweepStorage, resume: bool, data: PreparedData) -> dict[str, Any] | None:
+    """The stored sweep state, checked against the command (read only: nothing is written here)."""
+    state = storage.read_json(SWEEP_FILE)
+    if state is not None and not resume:
+        raise SweepError(
+            f"a sweep already exists in {storage.uri} (sweep_id {state['sweep_id']}); "
+            "continue it with --resume, or pass another --storage"
+        )
+    if state is None and resume:
+        raise SweepError(f"--resume: no sweep to resume in {storage.uri} (no {SWEEP_FILE})")
+    if state is not None and state["split_hash"] != data.split_hash:
+        raise SweepError(
+            f"{storage.child(SWEEP_FILE)}: the sweep was started on split {state['split_hash'][:12]}, "
+            f"this data gives {data.split_hash[:12]}; refusing to mix them"
+        )
+    return state
+
+
+def _new_state(bench: Benchmark, storage: SweepStorage, data: PreparedData) -> dict[str, Any]:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    digest = hashlib.sha256(f"{local_dir}|{time.time_ns()}".encode()).hexdigest()[:6]
-    state = {
+    digest = hashlib.sha256(f"{storage.uri}|{time.time_ns()}".encode()).hexdigest()[:6]
+    return {
         "sweep_id": f"{bench.name}-{stamp}-{digest}",
         "benchmark": bench.name,
         "split_hash": data.split_hash,
         "created": stamp,
         "git_commit": git_commit(),
+        "storage": storage.uri,
+        "study_storage": bench.search.storage or storage.study_storage(),
         "config": bench.to_dict(),
     }
-    _write_state(local_dir, state)
-    return state
 
 
-def _write_state(local_dir: Path, state: dict[str, Any]) -> None:
-    local_dir.mkdir(parents=True, exist_ok=True)
-    path = local_dir / SWEEP_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    tmp.replace(path)
-
-
-def _tuner(bench: Benchmark, arch: str, data: PreparedData, state: dict, storage: str, local_dir: Path):
+def _tuner(bench: Benchmark, arch: str, data: PreparedData, state: dict, storage: SweepStorage, workdir: Path):
     space = bench.search_spaces[arch]
     # The Tune boundary: the typed config goes in flat, sampled keys on top; train_trial reads it back typed.
     fixed = {k: v for k, v in to_flat(bench.trial_config(arch)).items() if k not in space}
-    optuna_db = f"sqlite:///{local_dir / 'optuna.db'}"
-    searcher = PruneAwareOptunaSearch(
-        space=to_optuna(space),
+    searcher = OptunaStudySearcher(
+        to_optuna(space),
+        study_name=f"{state['sweep_id']}-{arch}",
+        storage=bench.search.storage or storage.study_storage(),
         metric=METRIC,
         mode=MODE,
-        sampler=make_sampler(bench.search.sampler, bench.search.seed, budget=bench.search.num_samples),
-        study_name=f"{state['sweep_id']}-{arch}",
-        storage=optuna.storages.RDBStorage(optuna_db),
+        sampler=bench.search.sampler,
+        seed=bench.search.seed,
+        budget=bench.search.num_samples,
     )
     trial_logger = TrialLogger(
         bench.tracking.uri,
@@ -226,7 +176,7 @@ def _tuner(bench: Benchmark, arch: str, data: PreparedData, state: dict, storage
             "num_samples": str(bench.search.num_samples),
             "max_epochs": str(bench.train.epochs),
         },
-        pending_path=str(local_dir / f"mlflow-pending-{arch}.jsonl"),
+        pending_path=str(workdir / f"mlflow-pending-{arch}.jsonl"),
     )
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, data=data, prepare_args=bench.prepare_args()),
@@ -251,7 +201,7 @@ def _tuner(bench: Benchmark, arch: str, data: PreparedData, state: dict, storage
     )
     run_config = tune.RunConfig(
         name=arch,
-        storage_path=storage,
+        storage_path=storage.uri,
         callbacks=[MlflowTrialCallback(trial_logger)],
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=bench.failure.max_failures),
@@ -276,11 +226,11 @@ def _trial_summary(result, run_id: str | None) -> TrialSummary:
 
 
 def run_architecture(
-    bench: Benchmark, arch: str, data: PreparedData, state: dict, storage: str, local_dir: Path, resume: bool
+    bench: Benchmark, arch: str, data: PreparedData, state: dict, storage: SweepStorage, workdir: Path, resume: bool
 ) -> SweepResult:
     """Run (or resume) one architecture's Tune experiment; choose and record its :class:`SweepResult`."""
-    trainable, tune_config, run_config, fixed, trial_logger = _tuner(bench, arch, data, state, storage, local_dir)
-    exp_path = f"{storage}/{arch}"
+    trainable, tune_config, run_config, fixed, trial_logger = _tuner(bench, arch, data, state, storage, workdir)
+    exp_path = storage.child(arch)
     if resume and tune.Tuner.can_restore(exp_path):
         tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
@@ -310,7 +260,8 @@ def run_architecture(
         if best_checkpoint is not None:
             trial_logger.log_parent_artifacts([best_checkpoint.to_directory()], artifact_path="best_checkpoint")
     # The resolved benchmark lets `cloudmask compare` without a benchmark file redo this sweep's data and split.
-    bench_file = local_dir / "benchmark.yaml"
+    workdir.mkdir(parents=True, exist_ok=True)
+    bench_file = workdir / "benchmark.yaml"
     bench_file.write_text(yaml.safe_dump(bench.to_dict(), sort_keys=False))
     trial_logger.log_parent_artifacts([bench_file])
     completed = sum(t.stopped_by == "completed" for t in trials)
@@ -320,21 +271,32 @@ def run_architecture(
 
 
 def run_sweep(bench: Benchmark, *, address: str | None = None, resume: bool = False) -> list[SweepResult]:
-    """Validate everything, prepare the data once, then sweep each architecture in turn."""
-    bench = dataclasses.replace(
-        bench, tracking=dataclasses.replace(bench.tracking, uri=check_tracking_uri(bench.tracking.uri))
-    )
-    storage, local_dir = _storage_root(bench)
+    """Check everything, prepare the data once, then sweep each architecture in turn.
+
+    The order is what makes a failed start harmless: the storage (scheme, reachability, credentials),
+    the tracking store (and that it accepts artifacts), the stored sweep state, the data, the Ray
+    cluster (address, token, resources) are all checked before ``sweep.json`` is written, so a
+    corrected re-run is never refused as "a sweep already exists".
+    """
+    storage = SweepStorage.parse(bench.storage)
+    storage.check()
+    uri = check_tracking_uri(bench.tracking.uri)
+    check_artifact_store(uri, bench.tracking.experiment)
+    bench = dataclasses.replace(bench, tracking=dataclasses.replace(bench.tracking, uri=uri))
     data = prepare_data(**bench.prepare_args(), progress=True)
-    state = _sweep_state(local_dir, bench, resume, data)
+    state = _existing_state(storage, resume, data)
+    workdir = _workdir(bench, storage)
     with ray_session(bench.ray, address):
         check_resources(bench.resources.cpu, bench.resources.gpu)
+        if state is None:
+            state = _new_state(bench, storage, data)
+            storage.write_json(SWEEP_FILE, state)
         results = []
         for arch in bench.architectures:
             log.info("sweeping %s: %d trials", arch, bench.search.num_samples)
-            results.append(run_architecture(bench, arch, data, state, storage, local_dir, resume))
+            results.append(run_architecture(bench, arch, data, state, storage, workdir, resume))
     state["finished"] = time.strftime("%Y%m%d-%H%M%S")
-    _write_state(local_dir, state)
+    storage.write_json(SWEEP_FILE, state)
     return results
 
 

@@ -119,6 +119,11 @@ def test_gpu_request_on_cpu_cluster_fails_fast(ray_cluster, tmp_path, data_cache
         run_sweep(bench)
     assert time.monotonic() - start < 60
     assert not (tmp_path / "storage" / "unet").exists(), "no trial may have started"
+    # No sweep state either: the corrected command is a fresh sweep, not "a sweep already exists".
+    assert not (tmp_path / "storage" / "sweep.json").exists()
+    bench = load_benchmark(SMOKE, smoke_overrides(tmp_path, data_cache_dir, **{"resources.gpu": 2}))
+    with pytest.raises(ClusterError, match="gpu=2"):
+        run_sweep(bench)
 
 
 @pytest.mark.parametrize(
@@ -234,32 +239,3 @@ def test_driver_sigkill_then_resume(ray_cluster, tmp_path, data_cache_dir):
     assert len(finished) == 4
     # A trial asked for just before the kill, which the restored sweep replaced, is FAIL, not left RUNNING.
     assert all(t.state != TrialState.RUNNING for t in study.trials)
-
-
-def test_restored_searcher_fails_trials_asked_after_its_saved_state(tmp_path):
-    """The Optuna trial of a trial suggested after the last saved searcher state (lost with the driver)."""
-    from harness.search import load_search_space, make_sampler, to_optuna
-    from harness.sweep import PruneAwareOptunaSearch
-
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-
-    def searcher():
-        return PruneAwareOptunaSearch(
-            space=to_optuna(load_search_space({"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}})),
-            metric="val_iou",
-            mode="max",
-            sampler=make_sampler("tpe", 0, budget=8),
-            study_name="s",
-            storage=optuna.storages.RDBStorage(storage),
-        )
-
-    first = searcher()
-    first.suggest("a")
-    first.save(str(tmp_path / "searcher.pkl"))
-    first.suggest("lost")  # asked after the saved state, then the driver dies
-    restored = searcher()
-    restored.restore(str(tmp_path / "searcher.pkl"))
-    states = {t.number: t.state for t in optuna.load_study(study_name="s", storage=storage).trials}
-    assert states == {0: TrialState.RUNNING, 1: TrialState.FAIL}
-    restored.on_trial_complete("a", {"status": "completed", "val_iou": 0.5, "training_iteration": 4})
-    assert optuna.load_study(study_name="s", storage=storage).trials[0].state == TrialState.COMPLETE

@@ -46,12 +46,17 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """The per-architecture budget: trials, sampler (seeded TPE, or random as a baseline), concurrency."""
+    """The per-architecture budget: trials, sampler (seeded TPE, or random as a baseline), concurrency.
+
+    ``storage``: an Optuna RDB URL (``postgresql://…``) for the studies; unset, they live in the sweep's
+    storage as ``optuna.db``.
+    """
 
     num_samples: int = 8
     seed: int = 0
     max_concurrent: int = 2
     sampler: str = "tpe"
+    storage: str | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +175,7 @@ _OPTIONAL_TYPES: dict[str, type] = {
     "data.root": str,
     "data.synthetic": dict,
     "compare.epochs": int,
+    "search.storage": str,
     "ray.num_cpus": int,
     "ray.num_gpus": int,
 }

@@ -1,0 +1,208 @@
+"""A Ray Tune searcher on Optuna's ask/tell, with the study's storage as the single source of truth.
+
+:class:`OptunaStudySearcher` implements Ray's public :class:`ray.tune.search.Searcher` interface and uses
+only Optuna's public API:
+
+- ``suggest``: ``study.ask(distributions)``; the Ray trial id is kept as the trial's user attribute
+  ``ray_trial_id``, so the study itself says which Optuna trial is which Ray trial;
+- ``on_trial_result``: ``trial.report(value, epoch)``, unless the study already shows the trial finished
+  (a restored driver may replay results of a trial an earlier driver had already told);
+- ``on_trial_complete``: :func:`harness.search.trial_outcome` decides, ``study.tell`` records; an
+  ASHA-stopped trial stays PRUNED with its per-epoch values, the stopping epoch's included;
+- ``save``/``restore``: *which* study (name and storage) and the Ray trial ids Tune knew at that
+  moment, never a pickle of the study. On restore, Optuna trials still RUNNING whose Ray trial id the
+  restored experiment does not know (asked just before a driver died) are told FAIL.
+
+An SQLite study file in an object store (``s3://…/optuna.db``) is worked on as a local copy and uploaded
+by every ``save``, which Tune calls right before it uploads its own experiment state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+from harness.search import make_sampler, trial_outcome
+from harness.sweep_storage import StudyFile, is_object_store_file
+
+log = logging.getLogger("harness.searcher")
+RAY_TRIAL_ID = "ray_trial_id"
+
+
+class OptunaStudySearcher(Searcher):
+    """Ray Tune searcher that asks a persistent Optuna study for configs and tells it how trials ended."""
+
+    def __init__(
+        self,
+        space: Mapping[str, BaseDistribution],
+        *,
+        study_name: str,
+        storage: str,
+        metric: str,
+        mode: str = "max",
+        sampler: str = "tpe",
+        seed: int = 0,
+        budget: int = 40,
+    ) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self.space = dict(space)
+        self.study_name = study_name
+        #: An RDB URL (``sqlite:///…``, ``postgresql://…``) or an SQLite file in an object store (``s3://…``).
+        self.storage = storage
+        self.sampler_name, self.seed, self.budget = sampler, seed, budget
+        self._suggested: list[str] = []  # Ray trial ids, in the order they were asked for
+        self._known: set[str] | None = None  # set by restore(): the ids the restored experiment knows
+        self._reset()
+
+    def _reset(self) -> None:
+        self._study: optuna.Study | None = None
+        self._rdb: optuna.storages.BaseStorage | None = None
+        self._file: StudyFile | None = None
+        self._trials: dict[str, optuna.Trial] = {}
+        self._numbers: dict[str, int] = {}
+
+    # Tune pickles the searcher into its experiment (tuner.pkl) before the first trial: only the
+    # settings travel, the connection to the study is made again wherever the driver runs.
+    def __getstate__(self) -> dict[str, Any]:
+        keep = ("space", "study_name", "storage", "sampler_name", "seed", "budget", "_metric", "_mode")
+        return {k: self.__dict__[k] for k in keep} | {"_suggested": [], "_known": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    # -- the study ------------------------------------------------------------------------------
+    @property
+    def study(self) -> optuna.Study:
+        """The study, connected on first use (a fresh sweep) or by :meth:`restore`."""
+        if self._study is None:
+            self._connect()
+        assert self._study is not None
+        return self._study
+
+    def _connect(self) -> None:
+        url = self.storage
+        if is_object_store_file(url):
+            self._file = StudyFile(url)
+            url = self._file.pull()
+        self._rdb = optuna.storages.get_storage(url)
+        probe = optuna.create_study(
+            study_name=self.study_name, storage=self._rdb, direction=self._direction(), load_if_exists=True
+        )
+        # Reseeded by how many trials the study holds, so a resumed sweep does not draw the same
+        # random start-up configurations again, yet two runs of the same history agree.
+        sampler = make_sampler(self.sampler_name, self.seed + len(probe.trials), budget=self.budget)
+        self._study = optuna.load_study(study_name=self.study_name, storage=self._rdb, sampler=sampler)
+        if self._study.metric_names != [self.metric]:
+            with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and what the dashboard shows
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self._study.set_metric_names([self.metric])
+        for frozen in self._study.get_trials(deepcopy=False):
+            ray_id = frozen.user_attrs.get(RAY_TRIAL_ID)
+            if ray_id is not None:
+                self._numbers[ray_id] = frozen.number
+        self._fail_orphans()
+
+    def _direction(self) -> str:
+        return "maximize" if self._mode == "max" else "minimize"
+
+    def _fail_orphans(self) -> None:
+        """Tell FAIL to RUNNING trials no live Tune experiment will ever finish.
+
+        On a restore those are the trials whose Ray id the restored experiment does not know; on a fresh
+        experiment (``_known`` is None, so it knows none) every RUNNING trial of the study is one.
+        """
+        known = self._known or set()
+        assert self._study is not None
+        for frozen in self._study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if frozen.user_attrs.get(RAY_TRIAL_ID) not in known:
+                log.info(
+                    "Optuna trial %d (Ray trial %s) was lost with a driver: FAIL",
+                    frozen.number,
+                    frozen.user_attrs.get(RAY_TRIAL_ID),
+                )
+                self._study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
+
+    def _trial(self, ray_id: str) -> tuple[optuna.Trial, dict[int, float]] | None:
+        """The live Optuna trial of a Ray trial and its reported values; None once the study shows it finished."""
+        study = self.study
+        number = self._numbers.get(ray_id)
+        if number is None:
+            log.warning("Ray trial %s is not in study %s; ignored", ray_id, self.study_name)
+            return None
+        assert self._rdb is not None
+        trial_id = self._rdb.get_trial_id_from_study_id_trial_number(
+            self._rdb.get_study_id_from_name(self.study_name), number
+        )
+        frozen = self._rdb.get_trial(trial_id)
+        if frozen.state.is_finished():
+            return None
+        if ray_id not in self._trials:  # a trial asked by an earlier driver
+            self._trials[ray_id] = optuna.trial.Trial(study, trial_id)
+        return self._trials[ray_id], frozen.intermediate_values
+
+    # -- Ray's Searcher interface ---------------------------------------------------------------
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        """Accept Tune's metric/mode only where they agree with ours (the space is given at construction)."""
+        return (metric in (None, self._metric)) and (mode in (None, self._mode))
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        """Ask the study for a configuration and record the Ray trial id on the new Optuna trial."""
+        trial = self.study.ask(self.space)
+        trial.set_user_attr(RAY_TRIAL_ID, trial_id)
+        self._trials[trial_id] = trial
+        self._numbers[trial_id] = trial.number
+        self._suggested.append(trial_id)
+        return dict(trial.params)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Report one epoch's metric as an intermediate value (step = epoch)."""
+        self._report(trial_id, result)
+
+    def _report(self, trial_id: str, result: Mapping[str, Any] | None) -> None:
+        value = (result or {}).get(self.metric)
+        step = (result or {}).get("training_iteration")
+        if value is None or step is None or not math.isfinite(float(value)):
+            return  # a diverged epoch's NaN would become a pruned trial's value for TPE
+        live = self._trial(trial_id)
+        # A resumed trial repeats the epochs after its checkpoint: keep the first value of each.
+        if live is not None and int(step) not in live[1]:
+            live[0].report(float(value), int(step))
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """Tell the study how the trial ended (:func:`harness.search.trial_outcome`), once."""
+        # Tune hands the result on which ASHA stopped a trial only to this method, not to
+        # on_trial_result: report it first, so a pruned trial keeps its value at the stopping epoch.
+        if not error:
+            self._report(trial_id, result)
+        if self._trial(trial_id) is None:
+            return
+        state, value = trial_outcome(result, metric=self.metric, error=error)
+        self.study.tell(self._numbers[trial_id], value, state=state, skip_if_finished=True)
+
+    def save(self, checkpoint_path: str) -> None:
+        """Record which study this is and the Ray trials asked so far; upload an object-store study file."""
+        if self._file is not None:
+            self._file.push()
+        state = {"study_name": self.study_name, "storage": self.storage, "ray_trial_ids": list(self._suggested)}
+        with open(checkpoint_path, "w") as f:
+            json.dump(state, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Reconnect to the saved study and fail the RUNNING trials the restored experiment does not know."""
+        with open(checkpoint_path) as f:
+            state = json.load(f)
+        self.study_name, self.storage = state["study_name"], state["storage"]
+        self._suggested = list(state["ray_trial_ids"])
+        self._known = set(self._suggested)
+        self._reset()
+        self._connect()

@@ -1,0 +1,249 @@
+"""Where a sweep keeps everything it needs to resume: a local folder, a shared path or an object store.
+
+A sweep's storage (``storage:`` in the benchmark, ``--storage`` on the command line) holds:
+
+- ``sweep.json``: the sweep's identity and state (sweep id, split hash, resolved benchmark);
+- ``optuna.db``: the Optuna studies (one per architecture), unless ``search.storage`` names an RDB;
+- ``<arch>/``: Ray Tune's experiment of each architecture (trial checkpoints, experiment state).
+
+A local or shared path is used in place. For ``s3://`` and ``gs://`` URIs (pyarrow's filesystems, the
+same ones Ray Tune uses) the driver works on a local copy of ``optuna.db`` and uploads it whenever Tune
+saves its experiment state (see :class:`StudyFile`), so a driver started anywhere with only the benchmark,
+``--storage`` and ``--tracking-uri`` finds everything again. No ``ray`` and no ``mlflow`` here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from harness.config import ConfigError
+
+SWEEP_FILE = "sweep.json"
+STUDY_FILE = "optuna.db"
+#: URI schemes a sweep storage may use ("" is a local or shared path).
+OBJECT_STORE_SCHEMES = ("s3", "gs")
+
+
+class SweepError(RuntimeError):
+    """A sweep cannot start or continue; the message says why and what to do."""
+
+
+class StorageError(SweepError):
+    """The sweep storage cannot be used (unreachable, no such bucket, refused); the message names the URI."""
+
+
+def _credential_hint(scheme: str) -> str:
+    """Where the object store's credentials are read from, and which of those this process has."""
+    if scheme == "s3":
+        seen = [k for k in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE") if os.environ.get(k)]
+        seen += [f for f in ("~/.aws/credentials", "~/.aws/config") if Path(f).expanduser().is_file()]
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        return (
+            "S3 credentials are read from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE (~/.aws/credentials) "
+            f"or the instance role; this process has {', '.join(seen) if seen else 'none of the first two'}"
+            + (f"; endpoint from AWS_ENDPOINT_URL: {endpoint}" if endpoint else "")
+        )
+    seen = [k for k in ("GOOGLE_APPLICATION_CREDENTIALS",) if os.environ.get(k)]
+    return (
+        "GCS credentials are read from GOOGLE_APPLICATION_CREDENTIALS, gcloud's application-default credentials "
+        f"or the instance's service account; this process has {', '.join(seen) if seen else 'no key file set'}"
+    )
+
+
+@dataclass(frozen=True)
+class SweepStorage:
+    """A sweep's storage location: an absolute local path, or ``s3://bucket/prefix`` / ``gs://bucket/prefix``."""
+
+    uri: str
+
+    @classmethod
+    def parse(cls, text: str) -> SweepStorage:
+        """Normalise ``storage`` / ``--storage``; a scheme other than a path, ``file://``, s3 or gs is a ConfigError."""
+        text = str(text).strip()
+        scheme, sep, rest = text.partition("://")
+        if not sep:
+            return cls(str(Path(text).expanduser().resolve()))
+        if scheme == "file":
+            return cls(str(Path(rest).resolve()))
+        if scheme not in OBJECT_STORE_SCHEMES or not rest.strip("/"):
+            raise ConfigError(
+                f"storage: {text!r} is not a sweep storage; use a local or shared path, file://PATH, "
+                "s3://BUCKET/PREFIX or gs://BUCKET/PREFIX"
+            )
+        if "?" in rest:
+            # Tune appends experiment names to the URI, which a query string would break.
+            raise ConfigError(
+                f"storage: {text!r}: no query string; set the endpoint with AWS_ENDPOINT_URL (S3-compatible stores)"
+            )
+        return cls(f"{scheme}://{rest.rstrip('/')}")
+
+    @property
+    def scheme(self) -> str:
+        """``s3``, ``gs`` or ``""`` (a local or shared path)."""
+        return self.uri.partition("://")[0] if "://" in self.uri else ""
+
+    @property
+    def remote(self) -> bool:
+        """True for an object store (the driver keeps local copies of what it writes often)."""
+        return bool(self.scheme)
+
+    def child(self, name: str) -> str:
+        """The URI (or path) of ``name`` inside the storage."""
+        return f"{self.uri}/{name}"
+
+    def _fs(self) -> tuple[pafs.FileSystem, str]:
+        if not self.remote:
+            return pafs.LocalFileSystem(), self.uri
+        try:
+            return pafs.FileSystem.from_uri(self.uri)
+        except Exception as exc:  # e.g. a malformed bucket name, or pyarrow built without that filesystem
+            raise StorageError(f"storage {self.uri}: {exc}") from None
+
+    def _fail(self, what: str, exc: BaseException) -> StorageError:
+        hint = f"; {_credential_hint(self.scheme)}" if self.remote else ""
+        return StorageError(f"storage {self.uri}: {what}: {exc}{hint}")
+
+    def check(self) -> None:
+        """Fail fast, naming the URI, when the storage is unreachable, missing or not writable.
+
+        For an object store the bucket must exist and accept a write (a probe object, deleted at once), so
+        wrong credentials or endpoint fail here, before any trial, and not at the first checkpoint.
+        """
+        fs, base = self._fs()
+        if not self.remote:
+            try:
+                Path(base).mkdir(parents=True, exist_ok=True)
+                probe = Path(base) / f".probe-{uuid.uuid4().hex}"
+                probe.write_bytes(b"")
+                probe.unlink()
+            except OSError as exc:
+                raise self._fail("not writable", exc) from None
+            return
+        bucket = base.split("/", 1)[0]
+        try:
+            info = fs.get_file_info(bucket)
+        except OSError as exc:
+            raise self._fail("the object store is unreachable or refused the request", exc) from None
+        if info.type == pafs.FileType.NotFound:
+            raise StorageError(f"storage {self.uri}: bucket {bucket!r} does not exist (create it first)")
+        probe = f"{base}/.probe-{uuid.uuid4().hex}"
+        try:
+            with fs.open_output_stream(probe) as out:
+                out.write(b"")
+            fs.delete_file(probe)
+        except OSError as exc:
+            raise self._fail("cannot write", exc) from None
+
+    def read_json(self, name: str) -> dict[str, Any] | None:
+        """The JSON file ``name`` in the storage, or None when there is none."""
+        fs, base = self._fs()
+        path = f"{base}/{name}"
+        try:
+            if fs.get_file_info(path).type == pafs.FileType.NotFound:
+                return None
+            with fs.open_input_stream(path) as f:
+                return json.loads(f.read().decode())
+        except OSError as exc:
+            raise self._fail(f"cannot read {name}", exc) from None
+        except json.JSONDecodeError as exc:
+            raise StorageError(f"{self.child(name)}: not valid JSON: {exc}") from None
+
+    def write_json(self, name: str, data: dict[str, Any]) -> None:
+        """Write ``name`` whole: a temporary file renamed over it locally, a single PUT to an object store."""
+        payload = json.dumps(data, indent=2).encode()
+        if not self.remote:
+            path = Path(self.uri) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp-{os.getpid()}")
+            tmp.write_bytes(payload)
+            tmp.replace(path)
+            return
+        self._put(name, payload)
+
+    def _put(self, name: str, payload: bytes) -> None:
+        fs, base = self._fs()
+        if not self.remote:
+            Path(base).mkdir(parents=True, exist_ok=True)
+        last: OSError | None = None
+        for attempt in range(4):  # a blip in the object store should not end a long sweep
+            try:
+                with fs.open_output_stream(f"{base}/{name}") as out:
+                    out.write(payload)
+                return
+            except OSError as exc:
+                last = exc
+                time.sleep(0.5 * 2**attempt)
+        raise self._fail(f"cannot write {name}", last or OSError("no attempt"))
+
+    def download(self, name: str, local: Path) -> bool:
+        """Copy ``name`` to ``local``; False when the storage has no such file."""
+        fs, base = self._fs()
+        path = f"{base}/{name}"
+        try:
+            if fs.get_file_info(path).type == pafs.FileType.NotFound:
+                return False
+            with fs.open_input_stream(path) as f:
+                data = f.read()
+        except OSError as exc:
+            raise self._fail(f"cannot read {name}", exc) from None
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(data)
+        return True
+
+    def upload(self, local: Path, name: str) -> None:
+        """Copy the local file ``local`` to ``name`` in the storage (one PUT: readers see old or new, never half)."""
+        self._put(name, local.read_bytes())
+
+    def study_storage(self) -> str:
+        """Where this sweep's Optuna studies live: an SQLite URL in place, or the study file's object-store URI."""
+        if self.remote:
+            return self.child(STUDY_FILE)
+        return f"sqlite:///{Path(self.uri) / STUDY_FILE}"
+
+
+class StudyFile:
+    """An SQLite study file kept in an object store: a local working copy, uploaded on :meth:`push`.
+
+    The Ray searcher pushes it every time Tune saves its experiment state, just before Tune uploads that
+    state, so the copy in the store is never older than the experiment a restored driver resumes.
+    """
+
+    def __init__(self, uri: str) -> None:
+        storage_uri, _, name = uri.rpartition("/")
+        self.storage = SweepStorage.parse(storage_uri)
+        self.name = name
+        self.local = Path(tempfile.mkdtemp(prefix="cloudmask-study-")) / name
+
+    def pull(self) -> str:
+        """Download the study file (if the store has one) and return the SQLite URL of the local copy."""
+        self.storage.download(self.name, self.local)
+        return f"sqlite:///{self.local}"
+
+    def push(self) -> None:
+        """Upload a consistent snapshot of the local copy (SQLite's backup API, then one PUT)."""
+        if not self.local.exists():
+            return
+        snapshot = self.local.with_suffix(".snapshot")
+        src, dst = sqlite3.connect(self.local), sqlite3.connect(snapshot)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+            src.close()
+        self.storage.upload(snapshot, self.name)
+        snapshot.unlink()
+
+
+def is_object_store_file(storage: str) -> bool:
+    """True when a study storage string is a file in an object store (not an RDB URL)."""
+    return storage.partition("://")[0] in OBJECT_STORE_SCHEMES
