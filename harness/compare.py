@@ -23,22 +23,19 @@ import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from harness import stats
 from harness.cluster import run_tasks
+from harness.compare_results import build_results, source_root
 from harness.config import Benchmark, TrainConfig, benchmark_from_dict, to_flat
 from harness.data.cache import open_cache
 from harness.data.layout import find_scene_gts
-from harness.data.prepare import PreparedData, prepare_data, synthetic_dir
-from harness.metrics import confusion_stats, per_image_stats
-from harness.models import count_parameters, flops_per_patch
+from harness.data.prepare import PreparedData, prepare_data
 from harness.report import write_report
-from harness.results import Results, RetrainResult, write_results
+from harness.results import RetrainResult, write_results
 from harness.retrain import retrain_and_score
 from harness.sweep_result import SWEEP_RESULT_FILE, SweepResult
 from harness.tracking import (
@@ -51,7 +48,6 @@ from harness.tracking import (
     log_run,
     sweep_parent_runs,
 )
-from harness.train import model_from_config
 
 ROLE_RETRAIN = "final_retrain"
 
@@ -102,13 +98,6 @@ def sample_indices(data: PreparedData, k: int) -> list[int]:
         pool = test
     picks = np.linspace(0, len(pool) - 1, num=min(k, len(pool))).round().astype(int)
     return [int(pool[i]) for i in sorted(set(picks))]
-
-
-def source_root(bench: Benchmark) -> Path:
-    """The dataset tree the cache was ingested from (the synthetic folder for synthetic data)."""
-    if bench.data.root:
-        return Path(bench.data.root)
-    return synthetic_dir(bench.data.cache_dir, bench.data.synthetic or {})
 
 
 def config_hash(config: TrainConfig) -> str:
@@ -262,105 +251,3 @@ def _write_atomically(out: Path, bench, data, sweeps, retrains, sample_rows, met
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out / "report.md"
-
-
-def build_results(
-    root: Path,
-    bench: Benchmark,
-    data: PreparedData,
-    sweeps: Mapping[str, SweepResult],
-    retrains: Mapping[tuple[str, int], RetrainResult],
-    sample_rows: list[int],
-    meta: dict[str, Any],
-) -> Results:
-    """Every table of the results directory, computed from confusion counts and the sweeps' trial tables."""
-    table = open_cache(data.cache_dir).patches
-    order = sorted(retrains, key=lambda key: (bench.architectures.index(key[0]), key[1]))
-    seed_rows, image_frames, curve_rows, scene_rows = [], [], [], []
-    for arch, seed in order:
-        r = retrains[(arch, seed)]
-        counts = np.asarray(r.per_image_counts, dtype=np.int64)
-        seed_rows.append(
-            {
-                "arch": arch,
-                "seed": seed,
-                **confusion_stats(*(int(x) for x in counts.sum(axis=0))),
-                "train_seconds": r.train_seconds,
-                "train_images_per_second": r.train_images_per_second,
-            }
-        )
-        per_image = per_image_stats(counts)
-        rows = np.asarray(r.test_rows)
-        image_frames.append(
-            pd.DataFrame(
-                {
-                    "arch": arch,
-                    "seed": seed,
-                    "name": table.name.to_numpy()[rows],
-                    "scene_id": table.scene_id.to_numpy()[rows],
-                    "tp": counts[:, 0],
-                    "fn": counts[:, 1],
-                    "fp": counts[:, 2],
-                    "tn": counts[:, 3],
-                    "iou": per_image["iou"].to_numpy(),
-                    "f1": per_image["f1"].to_numpy(),
-                    "accuracy": per_image["accuracy"].to_numpy(),
-                }
-            )
-        )
-        curve_rows += [
-            {"arch": arch, "seed": seed, **{k: m.get(k) for k in ("epoch", "train_loss", "val_loss", "val_iou")}}
-            for m in r.history
-        ]
-        scene_rows += [{"arch": arch, "seed": seed, **s} for s in r.scene_scores]
-    # GPU-hours on GPU trials, CPU-core-hours otherwise.
-    per_trial_devices = bench.resources.gpu if bench.resources.gpu > 0 else bench.resources.cpu
-    costs, trial_rows = {}, []
-    for arch in bench.architectures:
-        sweep = sweeps[arch]
-        hours = [t.seconds / 3600 * per_trial_devices for t in sweep.trials]
-        model = model_from_config(sweep.best_config)
-        costs[arch] = {
-            "params": count_parameters(model),
-            "flops_per_patch": flops_per_patch(model),
-            "sweep_device_hours": float(sum(hours)),
-            "n_trials": len(sweep.trials),
-        }
-        trial_rows += [
-            {"arch": arch, "val_iou": t.val_iou, "device_hours": h}
-            for t, h in zip(sweep.trials, hours, strict=True)
-            if np.isfinite(t.val_iou)
-        ]
-    results = pd.DataFrame(seed_rows)
-    per_image = pd.concat(image_frames, ignore_index=True)
-    n_boot = bench.compare.bootstrap_samples
-    return Results(
-        root=root,
-        meta=meta,
-        results=results,
-        summary=stats.summary_table(results, costs=costs, n_boot=n_boot),
-        paired=stats.paired_table(results, per_image, n_boot=n_boot),
-        per_image=per_image,
-        curves=pd.DataFrame(curve_rows),
-        budget=stats.budget_table(pd.DataFrame(trial_rows)),
-        scene_scores=pd.DataFrame(scene_rows) if scene_rows else None,
-        samples=_samples(bench, data, retrains, sample_rows),
-    )
-
-
-def _samples(bench, data, retrains, sample_rows) -> dict[str, np.ndarray]:
-    """The figure grid's patches: RGB, ground truth and each architecture's prediction (first seed)."""
-    cache = open_cache(data.cache_dir)
-    seed = bench.compare.seeds[0]
-    rows = sorted(sample_rows)
-    arrays = {
-        "rgb": np.stack([np.moveaxis(cache.images[r][:3], 0, -1) for r in rows]).astype(np.float32) / 65535.0,
-        "gt": np.stack([cache.masks[r] for r in rows]).astype(np.uint8),
-        "names": np.array([str(cache.patches.name.iloc[r]) for r in rows]),
-        "seed": np.array(seed),
-    }
-    for arch in bench.architectures:
-        r = retrains[(arch, seed)]
-        lookup = {int(row): i for i, row in enumerate(np.asarray(r.sample_rows))}
-        arrays[f"pred_{arch}"] = np.stack([np.asarray(r.sample_preds)[lookup[row]] for row in rows])
-    return arrays

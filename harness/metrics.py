@@ -1,4 +1,4 @@
-"""Pixel confusion counts and every statistic derived from them; 38-Cloud scene stitching and scoring.
+"""Pixel confusion counts and every statistic derived from them; per-image scores; 38-Cloud scene stitching.
 
 Cloud (label 1) is the positive class. Counts are ordered (tp, fn, fp, tn) everywhere. Counting runs on
 the tensors' device without a host sync; statistics are computed from Python ints so that counts of any
@@ -22,7 +22,9 @@ STAT_KEYS = (
     "ppv", "fdr", "for", "npv", "lr_plus", "lr_minus", "iou", "f1", "mcc",
 )  # fmt: skip
 SCENE_SCORE_KEYS = ("precision", "recall", "specificity", "iou", "overall_accuracy")
-# 38-Cloud's official binarisation of a predicted cloud probability.
+# 38-Cloud's official binarisation of a predicted cloud probability. The final comparison does not use
+# it: it stitches argmax labels (cloud probability > 0.5 for the two-class softmax), the same labels
+# every other number of the report is counted from; the report says so.
 OFFICIAL_THRESHOLD = 12 / 255
 
 NAN = float("nan")
@@ -137,6 +139,53 @@ def per_image_stats(counts, index=None) -> pd.DataFrame:
     rows = [confusion_stats(*row) for row in counts.tolist()]
     frame = pd.DataFrame(rows, columns=list(STAT_KEYS), index=index)
     return frame.astype({key: "int64" for key in ("tp", "fn", "fp", "tn", "p", "n", "pp", "pn", "total")})
+
+
+def per_image_scores(counts) -> pd.DataFrame:
+    """Per-image scores of a comparison, with the per-image IoU set chosen from ground truth alone.
+
+    ``counts`` is (N, 4) of (tp, fn, fp, tn). Columns: ``cloud_free`` (the ground truth has no cloud
+    pixel, P = 0), ``iou`` and ``f1`` (defined only on images whose ground truth has cloud: NaN on every
+    cloud-free image, whatever was predicted), ``accuracy`` and ``fpr`` (FP / N, defined whenever the
+    image has a clear pixel).
+
+    Why: left to the counts, a cloud-free image predicted clear has IoU 0/0 (undefined) while the same
+    image with one false-positive pixel has IoU 0, so each model and seed would pick its own image set.
+    Deciding by ground truth gives one set for every architecture and seed; cloud-free images are
+    judged by their false positives instead (:func:`cloud_free_counts`).
+    """
+    frame = per_image_stats(counts)
+    cloud_free = (frame["p"] == 0).to_numpy()
+    iou, f1 = frame["iou"].to_numpy(float), frame["f1"].to_numpy(float)
+    return pd.DataFrame(
+        {
+            "cloud_free": cloud_free,
+            "iou": np.where(cloud_free, NAN, iou),
+            "f1": np.where(cloud_free, NAN, f1),
+            "accuracy": frame["accuracy"].to_numpy(float),
+            "fpr": frame["fpr"].to_numpy(float),
+        }
+    )
+
+
+def cloud_free_counts(counts) -> dict:
+    """The per-image IoU set's size and what a model did on the cloud-free images left out of it.
+
+    From (N, 4) counts of (tp, fn, fp, tn): ``iou_images`` (images whose ground truth has cloud),
+    ``cloud_free_images``, ``cloud_free_images_with_fp`` (cloud-free images with at least one
+    false-positive pixel), ``cloud_free_fp`` and ``cloud_free_tn`` (pixel counts summed over the
+    cloud-free images; their FPR is fp / (fp + tn)). All Python ints.
+    """
+    counts = np.asarray(counts, dtype=np.int64).reshape(-1, 4)
+    cloud_free = counts[:, 0] + counts[:, 1] == 0
+    free = counts[cloud_free]
+    return {
+        "iou_images": int((~cloud_free).sum()),
+        "cloud_free_images": int(cloud_free.sum()),
+        "cloud_free_images_with_fp": int((free[:, 2] > 0).sum()),
+        "cloud_free_fp": int(free[:, 2].sum()),
+        "cloud_free_tn": int(free[:, 3].sum()),
+    }
 
 
 # -------------------------------------------------------------------------------------- scene stitching

@@ -9,7 +9,7 @@ formatting, averaging a per-image IoU over seeds for a plot, counting points abo
 Results directory format
 ========================
 Architectures are named by their registry key (``unet``, ``unetpp``). NaN (empty CSV cell) means
-"undefined" (e.g. the IoU of an image with neither cloud nor predicted cloud); the report prints ``n/a``.
+"undefined" (e.g. the per-image IoU of an image whose ground truth has no cloud); the report prints ``n/a``.
 IoU (intersection over union of the cloud class) is the study's "threat score" and 38-Cloud's "Jaccard
 index"; its column is ``iou`` in every file. Columns beyond those listed are allowed and ignored;
 :data:`COLUMNS` names the ones :func:`load_results` checks for.
@@ -20,40 +20,56 @@ Required
     ``{"benchmark": str, "split_hash": str (sha256 of the split manifest), "split_kind": "scene"|"random"
     (optional), "seeds": [int, ...], "architectures": [str, ...] (order of every table and legend),
     "best_configs": {arch: {"trial_id": str, "val_iou": float, "config": {param: value}}},
-    "device": str, "started_at": ISO-8601 str, "finished_at": ISO-8601 str}``.
+    "device": str, "started_at": ISO-8601 str, "finished_at": ISO-8601 str, "scene_protocol": {...}
+    (optional)}``. ``scene_protocol`` says how scenes were scored: ``binarisation`` ("argmax"),
+    ``patches`` ("every patch of each test scene"), ``scored_scenes`` and ``scenes_without_gt`` (test
+    scene ids; the report warns about the latter), ``stale_retrains`` (retrains reused from an older
+    harness whose scene scores were left out), or ``not_scored`` (why no scene was scored).
 ``results.csv``
     One row per (arch, seed): ``arch, seed``, then every ``confusion_stats`` key of that seed's test
     counts (``tp fn fp tn p n pp pn total tpr fnr fpr tnr prevalence accuracy balanced_accuracy ppv fdr
-    for npv lr_plus lr_minus iou f1 mcc``), ``train_seconds`` (wall-clock of the retrain),
-    ``train_images_per_second``.
+    for npv lr_plus lr_minus iou f1 mcc``), ``per_image_iou`` (mean per-image IoU over the per-image IoU
+    set), the set and its complement (``harness.stats.CLOUD_FREE_KEYS``: ``iou_images``,
+    ``cloud_free_images``, ``cloud_free_images_with_fp``, ``cloud_free_fp``, ``cloud_free_tn``),
+    ``train_seconds`` (wall-clock of the retrain), ``train_images_per_second``.
 ``summary.csv``
     One row per arch (``harness.stats.summary_table``): ``arch, n_seeds``; counts summed over seeds and
     every ``confusion_stats`` key of the pooled counts; ``iou_mean, iou_ci_low, iou_ci_high`` and the
-    same for ``f1``, ``accuracy``, ``balanced_accuracy`` (mean over seeds of each seed's pooled statistic,
-    percentile-bootstrap 95 % CI); ``train_seconds_mean, images_per_second_mean``; ``params`` (count),
-    ``flops_per_patch`` (forward FLOPs of one 4-band 384x384 patch, one multiply-add = 2 FLOPs),
-    ``sweep_device_hours`` (device-hours the architecture's sweep used), ``n_trials``.
+    same for ``per_image_iou``, ``f1``, ``accuracy``, ``balanced_accuracy`` (mean over seeds of each
+    seed's statistic with a 95 % Student-t interval over seeds; none for one seed);
+    ``train_seconds_mean, images_per_second_mean``; ``iou_images``, ``cloud_free_images`` (per seed),
+    ``cloud_free_fp_image_share``, ``cloud_free_fpr``; ``params`` (count), ``flops_per_patch`` (forward
+    FLOPs of one 4-band 384x384 patch, one multiply-add = 2 FLOPs), ``sweep_device_hours`` (device-hours
+    the architecture's sweep used), ``n_trials`` and how they ended: ``n_trials_completed``,
+    ``n_trials_stopped`` (by ASHA), ``n_trials_failed`` (diverged or errored).
 ``paired.csv``
-    One row per architecture pair (``harness.stats.paired_table``): ``arch_a, arch_b, mean_iou_a,
-    mean_iou_b, iou_diff_mean, iou_diff_ci_low, iou_diff_ci_high, wilcoxon_p, p_a_beats_b, n_images,
-    n_seeds``. The unit is the test image: each image's IoU is averaged over the shared seeds, the
-    difference is a - b with a paired bootstrap 95 % CI and a two-sided Wilcoxon signed-rank p-value;
-    ``p_a_beats_b`` is the fraction of paired seeds whose pooled IoU is higher for a (ties one half).
+    One row per architecture pair (``harness.stats.paired_table``, columns ``harness.stats.PAIRED_COLUMNS``),
+    over the per-image IoU set (images whose ground truth has cloud, the same for every arch and seed):
+    ``mean_iou_a, mean_iou_b, iou_diff_mean`` (a - b, over seeds and images); the headline, seeds as
+    the unit: ``iou_diff_ci_low/high`` (95 % hierarchical bootstrap: seeds, then scenes, then images)
+    and ``p_a_better`` with ``p_a_better_ci_low/high`` (probability of improvement P(A > B) per scene,
+    averaged over scenes); ``seeds_a_higher`` (shared seeds whose mean per-image IoU is higher for a,
+    ties one half) and ``seed_t_p`` (paired t-test over seeds); image-level, images treated as
+    independent: ``image_ci_low/high`` (paired bootstrap over seed-averaged images) and
+    ``image_wilcoxon_p``; ``n_images, n_scenes, n_seeds``.
 
 Optional (the matching section or figure is left out when absent or empty)
 --------------------------------------------------------------------------
 ``per_image.csv``
-    One row per (arch, seed, test image): ``arch, seed, name, scene_id, tp, fn, fp, tn, iou, f1,
-    accuracy``.
+    One row per (arch, seed, test image): ``arch, seed, name, scene_id, tp, fn, fp, tn, cloud_free, iou,
+    f1, accuracy, fpr`` (``harness.metrics.per_image_scores``: ``iou`` and ``f1`` are NaN on every image
+    whose ground truth is cloud-free, whatever was predicted, so the IoU set is chosen by ground truth).
 ``curves.csv``
     One row per (arch, seed, epoch) of the final retrains: ``arch, seed, epoch, train_loss, val_loss,
     val_iou`` (epoch 1-based).
 ``budget.csv``
     Expected best validation IoU vs tuning budget (``harness.stats.budget_table``): ``arch, n_trials,
-    expected_best_val_iou, expected_best_val_iou_sd, device_hours`` for n_trials = 1..N.
+    expected_best_val_iou, expected_best_val_iou_sd, device_hours`` for n_trials = 1..N. Every trial is
+    a draw: ASHA-stopped trials at their score when stopped, diverged or failed ones at IoU 0.
 ``scene_scores.csv``
-    Only for data with scene ground truth: ``arch, seed, scene_id, precision, recall, specificity,
-    iou, overall_accuracy`` (x100, ``harness.metrics.scene_scores``).
+    Only for a scene split with scene ground truth: ``arch, seed, scene_id, patches, test_patches,
+    precision, recall, specificity, iou, overall_accuracy`` (x100, ``harness.metrics.scene_scores``;
+    every patch of the scene predicted with argmax labels and stitched, ``harness.retrain.score_scenes``).
 ``samples.npz``
     A few test patches for the figure grid: ``rgb`` (K,H,W,3; float in 0-1 or uint8), ``gt`` (K,H,W; 0/1),
     ``pred_<arch>`` (K,H,W; 0/1) per arch, ``names`` (K,; str, the patch names of per_image.csv), and
@@ -241,6 +257,10 @@ def write_results(root: str | os.PathLike, results: Results) -> Path:
 # -- retrain results ------------------------------------------------------------------------------
 #: Arrays of a RetrainResult, stored in ``retrain.npz`` (no pickles); the rest goes to ``retrain.json``.
 _RETRAIN_ARRAYS = ("per_image_counts", "test_rows", "sample_rows", "sample_preds")
+#: 1: scenes stitched from every patch of each test scene (before: only the test split's patches, so a
+#: ``nonempty_only`` split left border patches clear). Reused retrains of an older version keep their
+#: counts but not their scene scores.
+SCORING_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -256,11 +276,13 @@ class RetrainResult:
     #: The figure's test patches (cache rows) and their predicted masks (K, H, W) uint8.
     sample_rows: np.ndarray
     sample_preds: np.ndarray
-    #: Official 38-Cloud scores per test scene with a scene ground truth (``metrics.scene_scores`` + scene_id).
+    #: 38-Cloud scene scores per test scene with a scene ground truth (``retrain.score_scenes``).
     scene_scores: list[dict[str, Any]]
     train_seconds: float
     train_images_per_second: float
     device: str
+    #: How the scene scores were computed (:data:`SCORING_VERSION`); 0 for retrains saved before it existed.
+    scoring_version: int = 0
 
     @property
     def arch(self) -> str:

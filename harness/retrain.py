@@ -3,11 +3,18 @@
 Runs as a Ray task (:func:`harness.cluster.run_tasks`), so it takes and returns plain data. The test
 split is scored by :func:`harness.train.evaluate`, the function that scores validation during the
 sweep: the same autocast precision and memory format on every device.
+
+Scene scores follow 38-Cloud's ``evaluation.m``: every patch of each test scene is predicted, whatever
+the training filter left in the split (``split.nonempty_only`` drops partly empty border patches, which
+still hold scene pixels), then stitched and cropped to the scene ground truth. One scene is predicted
+and stitched at a time, so memory holds one scene's masks, never the whole test set's. Patches are
+labelled by argmax (cloud probability > 0.5), as every other test number is, not by 38-Cloud's 12/255
+threshold.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -16,24 +23,23 @@ import tifffile
 from harness.cluster import data_on_node
 from harness.config.train import TrainConfig
 from harness.data.cache import open_cache
+from harness.data.dataset import CloudPatchDataset
 from harness.data.prepare import PreparedData
 from harness.metrics import scene_scores, stitch_scene
-from harness.results import RetrainResult
-from harness.train import evaluate, fit, make_eval_dataset, make_loader, resolve_device
+from harness.results import SCORING_VERSION, RetrainResult
+from harness.train import evaluate, fit, make_eval_dataset, make_loader, predict, resolve_device
+
+#: Predicted masks (n, H, W) uint8 of the given cache rows, in their order.
+PredictRows = Callable[[np.ndarray], np.ndarray]
 
 
 class _PredictionKeeper:
-    """Keeps what a comparison needs of each scored batch.
+    """Keeps the figure's sample patches out of each scored batch (and nothing else)."""
 
-    The figure's sample patches always; whole test predictions only when scenes are to be stitched.
-    """
-
-    def __init__(self, test_rows: np.ndarray, sample_rows: list[int], keep_all: bool) -> None:
+    def __init__(self, test_rows: np.ndarray, sample_rows: list[int]) -> None:
         self.test_rows = test_rows
         self.wanted = set(sample_rows)
-        self.keep_all = keep_all
         self.samples: dict[int, np.ndarray] = {}
-        self.batches: list[np.ndarray] = []
         self.offset = 0
 
     def __call__(self, pred: np.ndarray) -> None:
@@ -41,8 +47,6 @@ class _PredictionKeeper:
             row = int(self.test_rows[self.offset + j])
             if row in self.wanted:
                 self.samples[row] = pred[j]
-        if self.keep_all:
-            self.batches.append(pred)
         self.offset += pred.shape[0]
 
 
@@ -59,8 +63,9 @@ def retrain_and_score(
     fitted = fit(config, data, lambda metrics, _checkpoint: curves.append(dict(metrics)))
     device = resolve_device(config.device)
     test_rows = data.indices("test")
-    keeper = _PredictionKeeper(test_rows, sample_rows, keep_all=bool(scene_gts))
+    keeper = _PredictionKeeper(test_rows, sample_rows)
     counts = np.zeros((0, 4), dtype=np.int64)
+    scenes: list[dict[str, Any]] = []
     if fitted.status == "completed":
         loader = make_loader(
             make_eval_dataset(config, data, "test", fitted.band_stats),
@@ -70,6 +75,20 @@ def retrain_and_score(
         )
         scored = evaluate(fitted.model, loader, device, per_image=True, on_predictions=keeper)
         counts = np.asarray(scored["per_image_counts"], dtype=np.int64)
+        if scene_gts:
+
+            def predict_rows(rows: np.ndarray) -> np.ndarray:
+                # The test split's scaling (band_stats from the train split), no augmentation.
+                dataset = CloudPatchDataset(
+                    data.cache_dir,
+                    rows,
+                    normalisation=config.normalisation,
+                    band_stats=fitted.band_stats if config.normalisation == "standardise" else None,
+                    seed=config.seed,
+                )
+                return predict(fitted.model, dataset, device, config.eval_batch_size)
+
+            scenes = score_scenes(data.cache_dir, test_rows, scene_gts, predict_rows)
     rows = sorted(keeper.samples)
     ips = [m["train_images_per_second"] for m in curves if m.get("train_images_per_second")]
     return RetrainResult(
@@ -80,31 +99,41 @@ def retrain_and_score(
         test_rows=np.asarray(test_rows, dtype=np.int64),
         sample_rows=np.asarray(rows, dtype=np.int64),
         sample_preds=np.stack([keeper.samples[r] for r in rows]) if rows else np.zeros((0, 1, 1), dtype=np.uint8),
-        scene_scores=_score_scenes(data, test_rows, keeper.batches, scene_gts),
+        scene_scores=scenes,
+        scoring_version=SCORING_VERSION,
         train_seconds=float(sum(m["epoch_seconds"] for m in curves)),
         train_images_per_second=float(np.mean(ips)) if ips else float("nan"),
         device=str(device),
     )
 
 
-def _score_scenes(
-    data: PreparedData, test_rows: np.ndarray, batches: list[np.ndarray], scene_gts: Mapping[str, str]
+def score_scenes(
+    cache_dir: str, test_rows: np.ndarray, scene_gts: Mapping[str, str], predict_rows: PredictRows
 ) -> list[dict[str, Any]]:
-    """Official 38-Cloud scene scores for every test scene that has a scene ground truth."""
-    if not batches or not scene_gts:
-        return []
-    preds = np.concatenate(batches)
-    cache = open_cache(data.cache_dir)
+    """38-Cloud scene scores (x100) of every test scene that has a scene ground truth, one scene at a time.
+
+    A test scene is one with a patch among ``test_rows``; all of its patches in the cache are predicted
+    by ``predict_rows`` (cache rows -> masks), including those the split left out, then stitched on the
+    scene's full grid and cropped to its ground truth (:func:`harness.metrics.stitch_scene`). Test
+    scenes without a ground truth in ``scene_gts`` are not scored here; the comparison lists them.
+    Each row: ``scene_id``, ``patches`` (patches stitched), ``test_patches`` (of those, in the test
+    split), then :func:`harness.metrics.scene_scores`.
+    """
+    cache = open_cache(cache_dir)
     table = cache.patches
-    test_table = table.iloc[test_rows].reset_index(drop=True)
+    scene_of = table.scene_id.to_numpy()
+    test_rows = np.asarray(test_rows, dtype=np.int64)
     out = []
-    for scene_id, group in test_table.groupby("scene_id", sort=True):
+    for scene_id in sorted(set(scene_of[test_rows])):
         if scene_id not in scene_gts:
             continue
-        whole = table[table.scene_id == scene_id]
-        grid = (int(whole.row.max()), int(whole.col.max()))
-        patches = {(int(r.row), int(r.col)): preds[i] for i, r in group.iterrows()}
+        rows = np.flatnonzero(scene_of == scene_id)
+        whole = table.iloc[rows]
+        preds = predict_rows(rows)
+        patches = {(int(r), int(c)): preds[j] for j, (r, c) in enumerate(zip(whole.row, whole.col, strict=True))}
         gt = tifffile.imread(scene_gts[scene_id])
+        grid = (int(whole.row.max()), int(whole.col.max()))
         pred = stitch_scene(patches, gt.shape, cache.patch_size, grid_shape=grid)
-        out.append({"scene_id": scene_id, **scene_scores(pred, gt)})
+        in_test = int(np.isin(rows, test_rows).sum())
+        out.append({"scene_id": scene_id, "patches": len(rows), "test_patches": in_test, **scene_scores(pred, gt)})
     return out

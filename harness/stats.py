@@ -1,18 +1,26 @@
-"""Statistics for the final comparison: bootstrap intervals, paired tests, expected best vs budget.
+"""Statistics for the final comparison: intervals over seeds, paired comparisons, expected best vs budget.
 
 Two layers:
 
-* Primitives on plain arrays (numpy/scipy only): :func:`bootstrap_ci`, :func:`paired_bootstrap_ci`,
-  :func:`wilcoxon_signed_rank`, :func:`prob_a_beats_b`, :func:`expected_max_curve`,
-  :func:`expected_cost_curve`.
+* Primitives on plain arrays (numpy/scipy only): :func:`t_interval`, :func:`paired_t_test`,
+  :func:`bootstrap_ci`, :func:`paired_bootstrap_ci`, :func:`wilcoxon_signed_rank`,
+  :func:`prob_a_beats_b`, :func:`expected_max_curve`, :func:`expected_cost_curve`, and (from
+  :mod:`harness.stats_hierarchical`) :func:`hierarchical_paired_bootstrap`,
+  :func:`probability_of_improvement`.
 * Table builders that :func:`harness.compare.build_results` calls for ``summary.csv``, ``paired.csv`` and
   ``budget.csv`` of the results directory (format: see :mod:`harness.results`):
   :func:`summary_table`, :func:`paired_table`, :func:`budget_table`.
 
 Conventions shared by every function here:
 
-* NaN marks "undefined" (e.g. the IoU of an image with no cloud that was predicted cloud-free); NaNs are
-  dropped before a statistic is computed (pairwise for paired inputs), never silently turned into 0 or 1.
+* The unit of replication of a final comparison is the training seed. Intervals of a mean over seeds
+  are Student-t intervals (a percentile bootstrap over 3 seeds is their min-max, which covers the mean
+  about 76 % of the time, not 95 %); the headline paired comparison resamples seeds, then scenes, then
+  images (:func:`paired_table`). Image-level intervals and tests are kept, and labelled as such.
+* NaN marks "undefined"; primitives drop NaNs before computing (pairwise for paired inputs), never
+  turning them into 0 or 1. The per-image IoU set is chosen from ground truth alone
+  (``harness.metrics.per_image_scores``), so it is the same for every architecture and seed;
+  :func:`paired_table` refuses per-image data whose IoU set differs between them.
 * Randomness comes only from ``np.random.default_rng(seed)``: the same inputs and seed give the same
   interval, so a report can be rebuilt bit for bit.
 * Nothing here imports torch, ray or mlflow. ``harness.metrics.confusion_stats`` (which lives next to
@@ -29,14 +37,51 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-# Seed-level metrics that summary.csv reports as mean + bootstrap CI: (column prefix, confusion_stats key).
+from harness.stats_budget import FAILED_TRIALS, budget_table, expected_cost_curve, expected_max_curve
+from harness.stats_hierarchical import hierarchical_paired_bootstrap, probability_of_improvement
+
+__all__ = [
+    "CLOUD_FREE_KEYS",
+    "COST_KEYS",
+    "FAILED_TRIALS",
+    "PAIRED_COLUMNS",
+    "SEED_METRICS",
+    "bootstrap_ci",
+    "budget_table",
+    "expected_cost_curve",
+    "expected_max_curve",
+    "hierarchical_paired_bootstrap",
+    "paired_bootstrap_ci",
+    "paired_t_test",
+    "paired_table",
+    "prob_a_beats_b",
+    "probability_of_improvement",
+    "summary_table",
+    "t_interval",
+    "wilcoxon_signed_rank",
+]
+
+# Seed-level metrics that summary.csv reports as mean + t-interval over seeds: (column prefix, results.csv key).
 SEED_METRICS = (
     ("iou", "iou"),
+    ("per_image_iou", "per_image_iou"),
     ("f1", "f1"),
     ("accuracy", "accuracy"),
     ("balanced_accuracy", "balanced_accuracy"),
 )
-
+# Per-seed counts of results.csv about the per-image IoU set and the cloud-free images left out of it
+# (harness.metrics.cloud_free_counts); summary_table pools them.
+CLOUD_FREE_KEYS = ("iou_images", "cloud_free_images", "cloud_free_images_with_fp", "cloud_free_fp", "cloud_free_tn")
+# Per-architecture costs summary.csv carries (NaN where not given).
+COST_KEYS = (
+    "params",
+    "flops_per_patch",
+    "sweep_device_hours",
+    "n_trials",
+    "n_trials_completed",
+    "n_trials_stopped",
+    "n_trials_failed",
+)
 # Columns of paired.csv, in order (see paired_table).
 PAIRED_COLUMNS = [
     "arch_a",
@@ -46,9 +91,16 @@ PAIRED_COLUMNS = [
     "iou_diff_mean",
     "iou_diff_ci_low",
     "iou_diff_ci_high",
-    "wilcoxon_p",
-    "p_a_beats_b",
+    "p_a_better",
+    "p_a_better_ci_low",
+    "p_a_better_ci_high",
+    "seeds_a_higher",
+    "seed_t_p",
+    "image_ci_low",
+    "image_ci_high",
+    "image_wilcoxon_p",
     "n_images",
+    "n_scenes",
     "n_seeds",
 ]
 
@@ -89,8 +141,8 @@ def bootstrap_ci(
     resamples drawn with replacement. NaNs are dropped first. With fewer than two values there is no
     spread to resample: the result is ``(value, nan, nan)`` (``(nan, nan, nan)`` when empty).
 
-    With very few values (e.g. 3 seeds) the percentile interval is narrow-biased; it is still the honest
-    summary of "how much do these seeds disagree", and the reports say how many values it rests on.
+    Not for a handful of values: over 3 seeds the percentile interval is their min-max (coverage about
+    76 % instead of 95 %); use :func:`t_interval` for means over seeds.
     """
     v = _finite(values)
     if v.size == 0:
@@ -106,6 +158,38 @@ def bootstrap_ci(
         boot.append(_apply_stat(stat, v[rng.integers(0, v.size, size=(rows, v.size))]))
     low, high = np.quantile(np.concatenate(boot), [alpha / 2, 1 - alpha / 2])
     return (estimate, float(low), float(high))
+
+
+def t_interval(values, *, alpha: float = 0.05) -> tuple[float, float, float]:
+    """Student-t ``1 - alpha`` interval of the mean: ``mean ± t(1 - alpha/2, n - 1) * sd / sqrt(n)``.
+
+    ``sd`` is the sample standard deviation (ddof=1). The interval for a mean over a few seeds: it
+    assumes roughly normal seed-to-seed variation and widens honestly as n shrinks (t = 4.30 for 3
+    values, 2.78 for 5). NaNs are dropped; fewer than two values give ``(mean, nan, nan)`` (``(nan,
+    nan, nan)`` when empty); equal values give a zero-width interval. Returns ``(mean, low, high)``.
+    """
+    v = _finite(values)
+    if v.size == 0:
+        return (float("nan"), float("nan"), float("nan"))
+    mean = float(v.mean())
+    if v.size < 2:
+        return (mean, float("nan"), float("nan"))
+    half = float(scipy.stats.t.ppf(1 - alpha / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+    return (mean, mean - half, mean + half)
+
+
+def paired_t_test(a, b) -> float:
+    """Two-sided paired t-test p-value of ``mean(a - b) = 0`` (e.g. per-seed scores of two architectures).
+
+    Pairs with a NaN are dropped. Fewer than two pairs give NaN; differences that are all equal give 1.0
+    when they are all zero and 0.0 otherwise (no spread: scipy would return NaN).
+    """
+    d = _paired_differences(a, b)
+    if d.size < 2:
+        return float("nan")
+    if np.all(d == d[0]):
+        return 1.0 if d[0] == 0 else 0.0
+    return float(scipy.stats.ttest_1samp(d, 0.0).pvalue)
 
 
 def _paired_differences(a, b) -> np.ndarray:
@@ -164,67 +248,38 @@ def prob_a_beats_b(a_scores, b_scores, *, paired: bool = True) -> float:
     return float(np.mean(wins)) if wins.size else float("nan")
 
 
-def expected_max_curve(scores, n_max: int | None = None, *, return_std: bool = False):
-    """Expected best validation score after ``n = 1..n_max`` trials (Dodge et al. 2019, "Show Your Work").
-
-    The ``N`` observed trial scores are treated as the distribution of one trial's outcome; ``n`` trials
-    are ``n`` draws with replacement. With sorted scores ``v(1) <= ... <= v(N)``,
-    ``P(max_n = v(i)) = (i/N)^n - ((i-1)/N)^n`` and ``E[max_n] = sum_i v(i) * P(max_n = v(i))``.
-    ``n_max`` defaults to ``N`` (it may exceed ``N``: draws are with replacement). The curve is
-    non-decreasing, starts at the mean and tends to the best observed score. NaN scores are dropped.
-
-    Returns ``E[max_n]`` for ``n = 1..n_max`` (float array of length ``n_max``); with
-    ``return_std=True`` also the standard deviation of ``max_n`` (the band of Dodge et al.'s figures).
-    """
-    v = np.sort(_finite(scores))
-    if v.size == 0:
-        raise ValueError("expected_max_curve needs at least one finite score")
-    n_max = v.size if n_max is None else int(n_max)
-    i = np.arange(1, v.size + 1) / v.size
-    n = np.arange(1, n_max + 1)[:, None]
-    weights = i[None, :] ** n - (i[None, :] - 1 / v.size) ** n  # (n_max, N); each row sums to 1
-    mean = weights @ v
-    if not return_std:
-        return mean
-    var = np.clip(weights @ v**2 - mean**2, 0.0, None)  # clip rounding below zero
-    return mean, np.sqrt(var)
-
-
-def expected_cost_curve(costs, n_max: int | None = None) -> np.ndarray:
-    """Expected cumulative cost (e.g. device-hours) of ``n = 1..n_max`` trials: ``n * mean(costs)``.
-
-    The companion x-axis of :func:`expected_max_curve`: the same with-replacement model makes each draw
-    cost one observed trial's cost on average, so ``n`` draws cost ``n`` times the mean. Trials that
-    ASHA stopped early are cheap and count with their real (short) cost, which is what a budget buys.
-    """
-    c = _finite(costs)
-    if c.size == 0:
-        raise ValueError("expected_cost_curve needs at least one finite cost")
-    n_max = c.size if n_max is None else int(n_max)
-    return np.arange(1, n_max + 1) * float(c.mean())
-
-
 # ---------------------------------------------------------------------------------------------------
 # Table builders for the results directory (harness.compare builds it from what these return).
 # ---------------------------------------------------------------------------------------------------
+
+
+def _sum_or_nan(group: pd.DataFrame, key: str) -> float:
+    return float(group[key].sum()) if key in group.columns else float("nan")
+
+
+def _ratio_or_nan(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator > 0 else float("nan")
 
 
 def summary_table(
     results: pd.DataFrame,
     *,
     costs: Mapping[str, Mapping[str, float]] | None = None,
-    n_boot: int = 10_000,
-    seed: int = 0,
+    alpha: float = 0.05,
     confusion_stats: Callable[..., dict] | None = None,
 ) -> pd.DataFrame:
     """``summary.csv``: one row per architecture, from ``results.csv`` rows (one per arch and seed).
 
     Columns: ``arch, n_seeds``; the counts summed over seeds and every ``confusion_stats`` value of those
     pooled counts (``tp fn fp tn p n pp pn total tpr ... f1 mcc``); for each seed-level metric in
-    :data:`SEED_METRICS` the mean over seeds and the bootstrap interval (``iou_mean, iou_ci_low,
-    iou_ci_high``, ... where a seed's ``iou`` is its pooled ``iou``); ``train_seconds_mean``,
-    ``images_per_second_mean``; then the per-arch ``costs`` (``params, flops_per_patch,
-    sweep_device_hours, n_trials``), NaN where not given. Architectures keep their order of appearance.
+    :data:`SEED_METRICS` the mean over seeds and its Student-t ``1 - alpha`` interval over seeds (cut to [0, 1])
+    (``iou_mean, iou_ci_low, iou_ci_high``, ... where a seed's ``iou`` is its pooled ``iou`` and its
+    ``per_image_iou`` its mean per-image IoU; NaN when results.csv lacks the column, no interval for
+    one seed); ``train_seconds_mean``, ``images_per_second_mean``; the per-image IoU set and the
+    cloud-free images (:data:`CLOUD_FREE_KEYS`): ``iou_images`` and ``cloud_free_images`` (per seed),
+    ``cloud_free_fp_image_share`` (share of cloud-free images with at least one false-positive pixel,
+    over all seeds) and ``cloud_free_fpr`` (FP / (FP + TN) over their pixels, pooled over seeds); then
+    the per-arch ``costs`` (:data:`COST_KEYS`), NaN where not given. Architectures keep their order.
     """
     if confusion_stats is None:
         from harness.metrics import confusion_stats  # lazy: metrics lives next to torch code
@@ -234,15 +289,39 @@ def summary_table(
         row = {"arch": arch, "n_seeds": int(group["seed"].nunique())}
         row.update(confusion_stats(**pooled))
         for prefix, key in SEED_METRICS:
-            est, low, high = bootstrap_ci(group[key].to_numpy(float), n_boot=n_boot, seed=seed)
+            values = group[key].to_numpy(float) if key in group.columns else []
+            est, low, high = t_interval(values, alpha=alpha)
+            # Every seed metric is a rate in [0, 1]: a t-interval reaching past it (few, spread-out seeds)
+            # is cut at the bound rather than printing an impossible IoU of 1.09.
+            low, high = max(low, 0.0), min(high, 1.0)
             row.update({f"{prefix}_mean": est, f"{prefix}_ci_low": low, f"{prefix}_ci_high": high})
         row["train_seconds_mean"] = float(group["train_seconds"].mean())
         row["images_per_second_mean"] = float(group["train_images_per_second"].mean())
+        seeds = row["n_seeds"]
+        row["iou_images"] = _sum_or_nan(group, "iou_images") / seeds
+        row["cloud_free_images"] = _sum_or_nan(group, "cloud_free_images") / seeds
+        row["cloud_free_fp_image_share"] = _ratio_or_nan(
+            _sum_or_nan(group, "cloud_free_images_with_fp"), _sum_or_nan(group, "cloud_free_images")
+        )
+        fp = _sum_or_nan(group, "cloud_free_fp")
+        row["cloud_free_fpr"] = _ratio_or_nan(fp, fp + _sum_or_nan(group, "cloud_free_tn"))
         arch_costs = (costs or {}).get(arch, {})
-        for key in ("params", "flops_per_patch", "sweep_device_hours", "n_trials"):
+        for key in COST_KEYS:
             row[key] = arch_costs.get(key, float("nan"))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _nan_row(a: str, b: str, n_seeds: int) -> dict:
+    row = dict.fromkeys(PAIRED_COLUMNS, float("nan"))
+    row.update(arch_a=a, arch_b=b, n_images=0, n_scenes=0, n_seeds=n_seeds)
+    return row
+
+
+def _score_matrix(img: pd.DataFrame, arch: str, seeds: list, names: list) -> np.ndarray:
+    """(seeds, images) per-image IoU of one architecture."""
+    frame = img[img.arch == arch].pivot(index="seed", columns="name", values="iou")
+    return frame.reindex(index=seeds, columns=names).to_numpy(float)
 
 
 def paired_table(
@@ -255,68 +334,66 @@ def paired_table(
 ) -> pd.DataFrame:
     """``paired.csv``: one row per architecture pair ``(a, b)`` (default: every pair in order of appearance).
 
-    Unit of pairing: the test image. Each image's IoU is first averaged over the seeds both
-    architectures share (NaN IoUs ignored), so seeds do not masquerade as independent images; the
-    per-image differences ``a - b`` then give ``iou_diff_mean`` with a paired bootstrap interval
-    (``iou_diff_ci_low/high``) and a Wilcoxon signed-rank ``wilcoxon_p``. Seed-to-seed luck is
-    reported separately as ``p_a_beats_b``: the fraction of shared seeds whose pooled IoU
-    (``iou`` in results.csv) is higher for ``a`` (ties one half). Also ``mean_iou_a/b`` (mean
-    per-image IoU over the images in the comparison), ``n_images`` (images with a defined IoU for
-    both) and ``n_seeds`` (shared seeds).
+    The images are the per-image IoU set: the rows of ``per_image`` with a defined ``iou``, which must
+    be the same images for every shared seed of both architectures (ValueError otherwise: choose the
+    set from ground truth, ``harness.metrics.per_image_scores``). Columns (:data:`PAIRED_COLUMNS`):
+
+    * ``mean_iou_a/b``: mean per-image IoU over the shared seeds and the set; ``iou_diff_mean`` = a - b.
+    * Headline, seeds as the unit: ``iou_diff_ci_low/high``, the hierarchical bootstrap interval of the
+      difference (seeds, then scenes from ``scene_id``, then images within scenes;
+      :func:`hierarchical_paired_bootstrap`), and ``p_a_better`` with ``p_a_better_ci_low/high``, the
+      probability of improvement P(A > B) from the same replicates. ``seeds_a_higher``: number of
+      shared seeds whose mean per-image IoU is higher for a (ties one half); ``seed_t_p``: paired
+      t-test over those per-seed means.
+    * Image-level, images treated as independent (seed-to-seed variation ignored): each image's IoU is
+      averaged over seeds, then ``image_ci_low/high`` is a paired bootstrap interval of the mean
+      difference and ``image_wilcoxon_p`` a Wilcoxon signed-rank p-value.
+    * ``n_images``, ``n_scenes``, ``n_seeds``: what the comparison rests on. Without a ``scene_id``
+      column every image is its own scene.
     """
     archs = list(dict.fromkeys(results["arch"]))
     pairs = list(itertools.combinations(archs, 2)) if pairs is None else list(pairs)
     rows = []
     for a, b in pairs:
         seeds = sorted(set(results.loc[results.arch == a, "seed"]) & set(results.loc[results.arch == b, "seed"]))
-        pooled = (
-            results[results.seed.isin(seeds)]
-            .pivot_table(index="seed", columns="arch", values="iou", aggfunc="first")
-            .reindex(columns=[a, b])
-        )
-        img = per_image[per_image.arch.isin([a, b]) & per_image.seed.isin(seeds)]
-        img = img.pivot_table(index="name", columns="arch", values="iou", aggfunc="mean")  # skips NaN
-        img = img.reindex(columns=[a, b]).dropna()
-        ia, ib = img[a].to_numpy(float), img[b].to_numpy(float)
-        diff, low, high = paired_bootstrap_ci(ia, ib, n_boot=n_boot, seed=seed)
+        img = per_image[per_image.arch.isin([a, b]) & per_image.seed.isin(seeds) & per_image.iou.notna()]
+        if img.empty:
+            rows.append(_nan_row(a, b, len(seeds)))
+            continue
+        sets = img.groupby(["arch", "seed"])["name"].agg(frozenset)
+        if len(sets) != 2 * len(seeds) or len(set(sets)) != 1:
+            raise ValueError(
+                f"{a} vs {b}: the per-image IoU set differs between architectures or seeds; it must be chosen "
+                "from ground truth alone (harness.metrics.per_image_scores)"
+            )
+        names = sorted(sets.iloc[0])
+        scenes = img.drop_duplicates("name").set_index("name")
+        strata = scenes["scene_id"].reindex(names).to_numpy() if "scene_id" in scenes else np.array(names)
+        score_a, score_b = _score_matrix(img, a, seeds, names), _score_matrix(img, b, seeds, names)
+        h = hierarchical_paired_bootstrap(score_a, score_b, strata, n_boot=n_boot, seed=seed)
+        seed_a, seed_b = score_a.mean(axis=1), score_b.mean(axis=1)
+        image_a, image_b = score_a.mean(axis=0), score_b.mean(axis=0)
+        _, image_low, image_high = paired_bootstrap_ci(image_a, image_b, n_boot=n_boot, seed=seed)
         rows.append(
             {
                 "arch_a": a,
                 "arch_b": b,
-                "mean_iou_a": float(ia.mean()) if ia.size else float("nan"),
-                "mean_iou_b": float(ib.mean()) if ib.size else float("nan"),
-                "iou_diff_mean": diff,
-                "iou_diff_ci_low": low,
-                "iou_diff_ci_high": high,
-                "wilcoxon_p": wilcoxon_signed_rank(ia, ib),
-                "p_a_beats_b": prob_a_beats_b(pooled[a].to_numpy(float), pooled[b].to_numpy(float)),
-                "n_images": int(ia.size),
+                "mean_iou_a": float(score_a.mean()),
+                "mean_iou_b": float(score_b.mean()),
+                "iou_diff_mean": h["diff"],
+                "iou_diff_ci_low": h["diff_ci_low"],
+                "iou_diff_ci_high": h["diff_ci_high"],
+                "p_a_better": h["p_improve"],
+                "p_a_better_ci_low": h["p_improve_ci_low"],
+                "p_a_better_ci_high": h["p_improve_ci_high"],
+                "seeds_a_higher": float(np.sum((seed_a > seed_b) + 0.5 * (seed_a == seed_b))),
+                "seed_t_p": paired_t_test(seed_a, seed_b),
+                "image_ci_low": image_low,
+                "image_ci_high": image_high,
+                "image_wilcoxon_p": wilcoxon_signed_rank(image_a, image_b),
+                "n_images": len(names),
+                "n_scenes": h["n_scenes"],
                 "n_seeds": len(seeds),
             }
         )
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
-
-
-def budget_table(trials: pd.DataFrame, *, n_max: int | None = None) -> pd.DataFrame:
-    """``budget.csv`` from one row per sweep trial: columns ``arch``, ``val_iou``, ``device_hours``.
-
-    ``val_iou`` is the validation IoU a trial ended with (ASHA-stopped trials included, with the
-    score they had when stopped); ``device_hours`` what it cost. Returns per arch and ``n = 1..n_max`` (default:
-    that arch's number of trials): ``arch, n_trials, expected_best_val_iou, expected_best_val_iou_sd,
-    device_hours`` (:func:`expected_max_curve`, :func:`expected_cost_curve`).
-    """
-    parts = []
-    for arch, group in trials.groupby("arch", sort=False):
-        mean, sd = expected_max_curve(group["val_iou"], n_max, return_std=True)
-        parts.append(
-            pd.DataFrame(
-                {
-                    "arch": arch,
-                    "n_trials": np.arange(1, mean.size + 1),
-                    "expected_best_val_iou": mean,
-                    "expected_best_val_iou_sd": sd,
-                    "device_hours": expected_cost_curve(group["device_hours"], mean.size),
-                }
-            )
-        )
-    return pd.concat(parts, ignore_index=True)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -14,9 +17,13 @@ from conftest import SMOKE, smoke_overrides
 from mlflow.tracking import MlflowClient
 
 from harness.compare import CompareError, load_sweep_results, resolve_benchmark, run_compare
+from harness.compare_results import _scene_scores
 from harness.config import load_benchmark, to_flat
+from harness.data.cache import open_cache
+from harness.data.layout import find_scene_gts
 from harness.data.prepare import prepare_data
 from harness.metrics import STAT_KEYS, confusion_stats
+from harness.results import SCORING_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +74,29 @@ def test_every_csv_statistic_follows_from_its_counts(compared):
         row = results[(results.arch == arch) & (results.seed == seed)].iloc[0]
         for k in ("tp", "fn", "fp", "tn"):
             assert group[k].sum() == row[k], "per-image counts must add up to the pooled counts"
+        # Per-image IoU is defined exactly on the images whose ground truth has cloud (P > 0).
+        cloudy = group.tp + group.fn > 0
+        assert group.iou.notna().tolist() == cloudy.tolist() and (group.cloud_free == ~cloudy).all()
         iou = group.tp / (group.tp + group.fn + group.fp)
-        assert np.allclose(iou.fillna(-1), group.iou.fillna(-1))
-    # Every architecture is scored on exactly the same test images.
-    names = {arch: set(g.name) for arch, g in per_image.groupby("arch")}
-    assert names["unet"] == names["unetpp"]
+        assert np.allclose(iou[cloudy], group.iou[cloudy])
+        assert row["per_image_iou"] == pytest.approx(group.iou[cloudy].mean())
+        assert row["iou_images"] == cloudy.sum() and row["cloud_free_fp"] == group.fp[~cloudy].sum()
+    # Every architecture and seed is scored on the same test images, with the same per-image IoU set.
+    names = {key: set(g.name) for key, g in per_image.groupby(["arch", "seed"])}
+    iou_sets = {key: set(g.name[g.iou.notna()]) for key, g in per_image.groupby(["arch", "seed"])}
+    assert len({frozenset(v) for v in names.values()}) == 1 and len({frozenset(v) for v in iou_sets.values()}) == 1
+
+
+def test_scenes_are_scored_from_every_patch_and_retrain_seeds_are_fresh(compared):
+    bench, outcomes, out, _ = compared
+    meta = json.loads((out / "meta.json").read_text())
+    protocol = meta["scene_protocol"]
+    assert protocol["binarisation"] == "argmax" and protocol["scenes_without_gt"] == []
+    scenes = pd.read_csv(out / "scene_scores.csv")
+    assert set(scenes.scene_id) == set(protocol["scored_scenes"]) and len(protocol["scored_scenes"]) >= 1
+    assert (scenes.patches >= scenes.test_patches).all()
+    assert set(pd.read_csv(out / "results.csv").seed) == set(bench.compare.seeds)
+    assert all(r.best_config.seed not in bench.compare.seeds for r in outcomes)
 
 
 def test_mlflow_holds_the_final_compare_run_with_artifacts(compared):
@@ -113,3 +138,29 @@ def test_split_hash_mismatch_is_refused(compared, tmp_path):
     with pytest.raises(CompareError, match="split hash mismatch"):
         run_compare(other, load_sweep_results(bench), tmp_path / "report", progress=False)
     assert not (tmp_path / "report").exists(), "a refused comparison leaves nothing behind"
+
+
+def test_scene_protocol_lists_test_scenes_without_ground_truth(tmp_path, synthetic_root, caplog):
+    # A copy of the tiny synthetic tree whose test scene lost its Entire_scene_gts file: it must be named
+    # (meta.json, a logged warning), not skipped silently; the other retrains' scene rows are kept.
+    root = Path(shutil.copytree(synthetic_root, tmp_path / "data"))
+    data = prepare_data(root=root, cache_dir=tmp_path / "cache", split_kind="scene", fractions=(0.5, 0.25, 0.25))
+    table = open_cache(data.cache_dir).patches
+    test_scene = table.scene_id.iloc[data.indices("test")[0]]
+    bench = SimpleNamespace(split=SimpleNamespace(kind="scene"), data=SimpleNamespace(root=str(root)))
+    fresh = SimpleNamespace(scoring_version=SCORING_VERSION, scene_scores=[{"scene_id": "x", "iou": 50.0}])
+    old = SimpleNamespace(scoring_version=0, scene_scores=[{"scene_id": "x", "iou": 78.3}])
+    retrains = {("unet", 1): fresh, ("unet", 2): old}
+    # A retrain reused from before scenes were stitched from every patch: its scene scores are left out.
+    rows, protocol = _scene_scores(bench, data, retrains, [("unet", 1), ("unet", 2)])
+    assert protocol["scored_scenes"] == [test_scene] and protocol["stale_retrains"] == ["unet/seed2"]
+    assert rows == [{"arch": "unet", "seed": 1, "scene_id": "x", "iou": 50.0}]
+    find_scene_gts(root)[test_scene].unlink()
+    with caplog.at_level("WARNING"):
+        rows, protocol = _scene_scores(bench, data, retrains, [("unet", 1), ("unet", 2)])
+    assert protocol["scenes_without_gt"] == [test_scene] and protocol["scored_scenes"] == []
+    assert test_scene in caplog.text
+    assert rows == [{"arch": "unet", "seed": 1, "scene_id": "x", "iou": 50.0}]
+    assert protocol["stale_retrains"] == []  # nothing to score: no retrain is stale
+    random = SimpleNamespace(split=SimpleNamespace(kind="random"), data=bench.data)
+    assert "random patch split" in _scene_scores(random, data, retrains, [])[1]["not_scored"]

@@ -64,6 +64,15 @@ def test_overrides_apply_and_parse_yaml(tmp_path):
     assert bench.split.fractions == (0.5, 0.25, 0.25)
 
 
+def test_retrain_seeds_are_fresh(tmp_path):
+    with pytest.raises(ConfigError, match=r"compare.seeds: must not include train.seed \(3\)"):
+        load_benchmark(_write(tmp_path, BASE), ["train.seed=3", "compare.seeds=[1, 3]"])
+    bench = load_benchmark(_write(tmp_path, BASE), ["train.seed=3", "compare.seeds=[0, 1]"])
+    assert bench.compare.seeds == (0, 1)
+    default = load_benchmark(_write(tmp_path, BASE))
+    assert default.train.seed not in default.compare.seeds  # the defaults agree
+
+
 def test_same_budget_settings_for_every_architecture(tmp_path):
     bench = load_benchmark(_write(tmp_path, BASE))
     assert bench.search.num_samples >= 1 and set(bench.search_spaces) == {"unet", "unetpp"}
@@ -83,6 +92,8 @@ def test_same_budget_settings_for_every_architecture(tmp_path):
         ("architectures=[unet, segformer]", "architectures"),
         ("resources.gpu=1.5", "resources.gpu"),
         ("compare.seeds=[1, 1]", "compare.seeds"),
+        # The seed the sweep selected with (train.seed, 0 by default) cannot be a retrain seed.
+        ("compare.seeds=[0, 1, 2]", "compare.seeds"),
         ("bogus=1", "bogus"),
         ("data.synthetic.colour=3", "data.synthetic.colour"),
         ("compare.epochs=abc", "compare.epochs"),

@@ -16,10 +16,12 @@ from harness.metrics import (
     STAT_KEYS,
     ConfusionAccumulator,
     binarise,
+    cloud_free_counts,
     confusion_counts,
     confusion_stats,
     mean_scene_scores,
     per_image_counts,
+    per_image_scores,
     per_image_stats,
     scene_scores,
     stitch_scene,
@@ -167,6 +169,32 @@ def test_counting_does_not_sync_and_stays_on_device():
     assert counts.tolist() == [0, 0, 0, 32]
     with pytest.raises(ValueError, match="shapes differ"):
         confusion_counts(pred, pred[:1])
+
+
+# ---------------------------------------------------------------------------- per-image IoU set
+def test_the_per_image_iou_set_is_chosen_by_ground_truth_not_by_the_prediction():
+    target = torch.zeros(4, 3, 3, dtype=torch.int64)
+    target[0, 0, :2] = 1  # image 0: two cloud pixels
+    target[1, 1, 1] = 1  # image 1: one cloud pixel
+    pred = torch.zeros_like(target)
+    pred[0, 0, 0] = pred[0, 2, 2] = 1  # tp 1, fn 1, fp 1
+    pred[3, 1, 1] = 1  # image 3 is cloud-free with one false positive; image 2 is cloud-free, predicted clear
+    counts = per_image_counts(pred, target)
+    scores = per_image_scores(counts)
+    assert scores["cloud_free"].tolist() == [False, False, True, True]
+    # The old rule (IoU from the counts alone) kept image 3 at 0 and dropped image 2 as 0/0: the set
+    # depended on the prediction. Both cloud-free images are out, whatever was predicted.
+    assert per_image_stats(counts)["iou"].iloc[3] == 0 and math.isnan(per_image_stats(counts)["iou"].iloc[2])
+    assert scores["iou"].iloc[:2].tolist() == pytest.approx([1 / 3, 0.0]) and scores["iou"].iloc[2:].isna().all()
+    assert scores["f1"].iloc[:2].tolist() == pytest.approx([0.5, 0.0]) and scores["f1"].iloc[2:].isna().all()
+    assert scores["fpr"].tolist() == pytest.approx([1 / 7, 0.0, 0.0, 1 / 9])
+    assert scores["accuracy"].tolist() == pytest.approx([7 / 9, 8 / 9, 1.0, 8 / 9])
+    for i in range(2):  # scikit-learn agrees on every image whose ground truth has cloud
+        y_true, y_pred = target[i].flatten().numpy(), pred[i].flatten().numpy()
+        assert scores["iou"].iloc[i] == pytest.approx(skm.jaccard_score(y_true, y_pred))
+        assert scores["f1"].iloc[i] == pytest.approx(skm.f1_score(y_true, y_pred))
+    assert cloud_free_counts(counts) == {"iou_images": 2, "cloud_free_images": 2, "cloud_free_images_with_fp": 1,
+                                         "cloud_free_fp": 1, "cloud_free_tn": 17}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------- stitching

@@ -1,5 +1,6 @@
 """Tests of harness.report.markdown and harness.report.format: the report's text and its numbers."""
 
+import json
 import math
 
 import numpy as np
@@ -24,6 +25,7 @@ from harness.report.format import (
 )
 from harness.report.markdown import headline, render_markdown
 from harness.results import load_results
+from harness.stats import PAIRED_COLUMNS
 
 HEADINGS = [
     "## Pixel statistics on the test split",
@@ -32,7 +34,7 @@ HEADINGS = [
     "## Cost",
     "## Tuning budget",
     "## Chosen configurations",
-    "## Scene-level scores (official protocol, ×100)",
+    "## Scene-level scores (38-Cloud stitching, argmax labels, ×100)",
     "## Figures",
 ]
 
@@ -64,7 +66,7 @@ def test_report_names_both_architectures_and_the_winner(full_report):
     text = path.read_text()
     assert "U-Net" in text and "UNet++" in text
     assert "**U-Net** has the higher mean per-image test IoU" in text
-    assert "the CI excludes 0" in text
+    assert "hierarchical bootstrap over seeds, then scenes, then images); the interval excludes 0" in text
     assert "ab12" * 16 in text  # split hash
     assert "`lr`" in text and "unet_00000" in text  # chosen configs
 
@@ -111,13 +113,13 @@ def test_scene_table_is_the_mean_over_scenes_then_seeds(full_report):
     assert float(rows["U-Net"][3]) == pytest.approx(expected, abs=5e-3)
 
 
-def test_identical_architectures_report_no_significant_difference(tmp_path):
+def test_identical_architectures_report_no_difference(tmp_path):
     root = make_results_dir(tmp_path / "same", shift=0, optional=False)
     text = write_report(root).read_text()
-    assert "no significant difference" in text
-    assert "CI excludes 0" not in text
+    assert "the interval includes 0: **no difference is established**" in text
+    assert "excludes 0" not in text
     paired = pd.read_csv(root / "paired.csv").iloc[0]
-    assert paired.iou_diff_mean == 0 and paired.wilcoxon_p == 1.0
+    assert paired.iou_diff_mean == 0 and paired.image_wilcoxon_p == 1.0 and paired.p_a_better == 0.5
     assert not (root / "figures" / "curves.png").exists()  # optional inputs absent: figures left out
     assert "![" not in text
 
@@ -139,24 +141,38 @@ def test_headline_speaks_of_the_winner_when_b_is_better():
         "iou_diff_mean": -0.05,
         "iou_diff_ci_low": -0.07,
         "iou_diff_ci_high": -0.03,
-        "wilcoxon_p": 0.0004,
-        "p_a_beats_b": 0.25,
+        "p_a_better": 0.25,
+        "p_a_better_ci_low": 0.1,
+        "p_a_better_ci_high": 0.4,
+        "seeds_a_higher": 0.0,
+        "seed_t_p": 0.012,
+        "image_ci_low": -0.06,
+        "image_ci_high": -0.04,
+        "image_wilcoxon_p": 0.0004,
         "n_images": 24,
+        "n_scenes": 3,
         "n_seeds": 3,
     }
     (sentence,) = headline(pd.DataFrame([row]))
     assert sentence.startswith("**UNet++** has the higher mean per-image test IoU: 0.7500 vs 0.7000 for U-Net")
-    assert "difference of +0.0500" in sentence and "CI [+0.0300, +0.0700]" in sentence
-    assert "p = 4.0e-04" in sentence and "probability 0.75" in sentence
-    assert "the CI excludes 0" in sentence
+    assert "difference of +0.0500 (24 test images with cloud, 3 scenes, 3 paired seeds" in sentence
+    assert "95% CI [+0.0300, +0.0700] from a hierarchical bootstrap" in sentence
+    assert "the interval excludes 0" in sentence
+    assert "P(UNet++ > U-Net) = 0.75 [0.60, 0.90]" in sentence
+    assert "UNet++ is higher in 3 of 3 paired seeds (paired t-test over seeds: p = 0.012)" in sentence
+    # Only the seed-level evidence speaks: no image-level test, no "significant", no "probability 1.00".
+    assert "Wilcoxon" not in sentence and "4.0e-04" not in sentence and "significant" not in sentence
+    assert "probability" not in sentence
 
 
 def test_headline_without_a_ci_claims_no_difference():
-    row = dict.fromkeys(["iou_diff_ci_low", "iou_diff_ci_high", "wilcoxon_p", "p_a_beats_b"], math.nan)
+    row = dict.fromkeys(PAIRED_COLUMNS, math.nan)
     row.update(arch_a="unet", arch_b="unetpp", mean_iou_a=0.8, mean_iou_b=0.7, iou_diff_mean=0.1, n_images=1)
-    (sentence,) = headline(pd.DataFrame([{**row, "n_seeds": 1}]))
-    assert "no CI" in sentence and "**no significant difference**" in sentence
-    assert "probability" not in sentence
+    row.update(n_scenes=1, n_seeds=1, seeds_a_higher=1.0)
+    (sentence,) = headline(pd.DataFrame([row]))
+    assert "95% CI no interval" in sentence and "**no difference is established**" in sentence
+    assert "one seed: the interval ignores seed-to-seed variation" in sentence
+    assert "significant" not in sentence and "t-test" not in sentence
 
 
 # ---------------------------------------------------------------------------------------- formatting
@@ -196,3 +212,69 @@ def test_labels_name_only_registered_architectures():
     assert set(ARCH_LABELS) == set(MODELS)
     assert label("unet") == "U-Net" and label("unetpp") == "UNet++"
     assert label("resunet") == "resunet"  # no display name: the registry key
+
+
+# ------------------------------------------------------------------------------- claims the report makes
+def test_the_report_claims_only_what_holds(full_report):
+    _, path = full_report
+    text = path.read_text()
+    assert "significant" not in text and "probability 1.00" not in text
+    assert "every architecture is scored on exactly these images" not in text
+    # What does hold: one test split for all, and one per-image IoU set chosen from ground truth.
+    assert "every architecture and seed is scored on all 28 test images (24 with cloud" in text
+    assert "4 are cloud-free" in text and "chosen from the ground truth alone" in text
+    # Intervals over seeds are t-intervals, and say so; the image-level ones are labelled as such.
+    assert "95% Student-t interval over seeds" in text and "percentile-bootstrap CI over seeds" not in text
+    assert "95% CI, image-level" in text and "shown for reference only" in text
+
+
+def test_seed_table_prints_the_t_interval_of_summary_csv(full_report):
+    root, path = full_report
+    summary = pd.read_csv(root / "summary.csv").set_index("arch")
+    cells = _table_rows(path.read_text(), "## Across seeds")["U-Net"]
+    ious = pd.read_csv(root / "results.csv").query("arch == 'unet'").iou
+    half = 4.302652729911275 * ious.std(ddof=1) / np.sqrt(3)
+    assert cells[1] == f"{ious.mean():.4f} [{ious.mean() - half:.4f}, {ious.mean() + half:.4f}]"
+    assert summary.loc["unet", "iou_ci_low"] == pytest.approx(ious.mean() - half)
+
+
+def test_cloud_free_images_are_reported_by_their_false_positives(full_report):
+    root, path = full_report
+    per_image = pd.read_csv(root / "per_image.csv")
+    free = per_image[per_image.cloud_free & (per_image.arch == "unet")]
+    rows = _table_rows(path.read_text(), "judged by their false positives")
+    assert rows["U-Net"][0] == f"{(free.fp > 0).mean():.3f}"
+    assert rows["U-Net"][1] == f"{free.fp.sum() / (free.fp.sum() + free.tn.sum()):.4f}"
+
+
+def test_scene_section_states_the_binarisation_and_warns_about_scenes_without_ground_truth(full_report):
+    _, path = full_report
+    section = path.read_text().split("## Scene-level scores", 1)[1].split("## Figures", 1)[0]
+    assert "labelled by argmax" in section and "12/255" in section and "Every patch of each test scene" in section
+    assert "**Warning:** 1 of 4 test scenes have no scene ground truth" in section
+    assert "`LC08_scene_without_gt`" in section
+
+
+def test_a_warning_about_scenes_shows_without_any_scene_score(tmp_path):
+    root = make_results_dir(tmp_path / "no-gt")
+    (root / "scene_scores.csv").unlink()
+    meta = json.loads((root / "meta.json").read_text())
+    meta["scene_protocol"].update(scored_scenes=[], scenes_without_gt=["LC08_a", "LC08_b"])
+    (root / "meta.json").write_text(json.dumps(meta))
+    text = write_report(root).read_text()
+    assert "**Warning:** 2 of 2 test scenes have no scene ground truth" in text
+
+
+def test_budget_section_says_how_trials_count_and_its_bias(full_report):
+    _, path = full_report
+    section = path.read_text().split("## Tuning budget", 1)[1].split("## Chosen", 1)[0]
+    assert "ASHA-stopped trial at its score when stopped" in section and "IoU 0" in section
+    assert "biased low" in section and "device-hours" in section
+    assert "U-Net 12 trials (3 completed, 8 stopped by ASHA, 1 diverged or failed)" in section
+
+
+def test_a_probability_of_one_is_not_given_an_interval_or_read_as_certainty(full_report):
+    _, path = full_report
+    text = path.read_text()  # the fixture's U-Net beats UNet++ with every seed pair on every scene
+    assert "P(U-Net > UNet++) = 1.00 (every U-Net seed beats every UNet++ seed on every scene" in text
+    assert "[1.00, 1.00]" not in text

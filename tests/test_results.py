@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from harness import stats
-from harness.metrics import confusion_stats
+from harness.metrics import cloud_free_counts, confusion_stats
 from harness.results import (
     COLUMNS,
     OPTIONAL_FILES,
@@ -34,6 +34,8 @@ COUNTS = {
     ("unetpp", 2): (2760, 250, 190, 2944),
 }
 N_IMAGES, SIZE = 24, 16
+# Cloud-free test images (ground truth without cloud) besides the N_IMAGES with cloud: no per-image IoU.
+N_CLOUD_FREE = 4
 
 
 def _blobs(rng, k, size):
@@ -95,15 +97,58 @@ def make_results_dir(root, *, shift=0.05, optional=True, archs=ARCHS, seed=0):
                         "iou": v,
                         "f1": 2 * v / (1 + v),
                         "accuracy": (tp + 56) / 256,
+                        "cloud_free": False,
+                    }
+                )
+            for k in range(N_CLOUD_FREE):  # some false positives, differing by seed (and arch unless shift=0)
+                fp = 5 * ((s + k + (0 if shift == 0 else archs.index(arch))) % 3)
+                name = f"patch_{N_IMAGES + k + 1}_2_by_{k + 1}_LC08_L1TP_00205{k % 3}_20160520_20170324_01_T1"
+                per_image.append(
+                    {
+                        "arch": arch,
+                        "seed": s,
+                        "name": name,
+                        "scene_id": name[-40:],
+                        "tp": 0,
+                        "fn": 0,
+                        "fp": fp,
+                        "tn": 256 - fp,
+                        "cloud_free": True,
+                        "iou": np.nan,
+                        "f1": np.nan,
+                        "accuracy": 1 - fp / 256,
+                        "fpr": fp / 256,
                     }
                 )
     per_image = pd.DataFrame(per_image)
+    per_image["fpr"] = per_image["fp"] / (per_image["fp"] + per_image["tn"])
+    for (arch, s), group in per_image.groupby(["arch", "seed"]):
+        at = (results.arch == arch) & (results.seed == s)
+        results.loc[at, "per_image_iou"] = group["iou"].mean()
+        for key, value in cloud_free_counts(group[["tp", "fn", "fp", "tn"]].to_numpy()).items():
+            results.loc[at, key] = value
     costs = {
-        "unet": {"params": 7.76e6, "flops_per_patch": 1.1e11, "sweep_device_hours": 3.5, "n_trials": 12},
-        "unetpp": {"params": 9.04e6, "flops_per_patch": 2.6e11, "sweep_device_hours": 6.25, "n_trials": 12},
+        "unet": {
+            "params": 7.76e6,
+            "flops_per_patch": 1.1e11,
+            "sweep_device_hours": 3.5,
+            "n_trials": 12,
+            "n_trials_completed": 3,
+            "n_trials_stopped": 8,
+            "n_trials_failed": 1,
+        },
+        "unetpp": {
+            "params": 9.04e6,
+            "flops_per_patch": 2.6e11,
+            "sweep_device_hours": 6.25,
+            "n_trials": 12,
+            "n_trials_completed": 2,
+            "n_trials_stopped": 7,
+            "n_trials_failed": 3,
+        },
     }
     results.to_csv(root / "results.csv", index=False)
-    stats.summary_table(results, costs=costs, n_boot=2000).to_csv(root / "summary.csv", index=False)
+    stats.summary_table(results, costs=costs).to_csv(root / "summary.csv", index=False)
     stats.paired_table(results, per_image, n_boot=2000).to_csv(root / "paired.csv", index=False)
     best = {
         arch: {
@@ -148,6 +193,7 @@ def make_results_dir(root, *, shift=0.05, optional=True, archs=ARCHS, seed=0):
             "arch": np.repeat(archs, 12),
             "val_iou": rng.uniform(0.6, 0.9, 12 * len(archs)),
             "device_hours": rng.uniform(0.1, 0.6, 12 * len(archs)),
+            "stopped_by": np.tile(["completed"] * 3 + ["asha"] * 8 + ["diverged"], len(archs)),
         }
     )
     stats.budget_table(trials).to_csv(root / "budget.csv", index=False)
@@ -167,6 +213,10 @@ def make_results_dir(root, *, shift=0.05, optional=True, archs=ARCHS, seed=0):
         for c in range(3)
     ]
     pd.DataFrame(scene_rows).to_csv(root / "scene_scores.csv", index=False)
+    scored = [f"LC08_scene_{c}" for c in range(3)]
+    protocol = {"binarisation": "argmax", "patches": "every patch of each test scene", "scored_scenes": scored,
+                "scenes_without_gt": ["LC08_scene_without_gt"], "stale_retrains": []}  # fmt: skip
+    (root / "meta.json").write_text(json.dumps({**meta, "scene_protocol": protocol}))
     k = 4
     cloud = np.clip(_blobs(rng, k, SIZE), 0, 1)
     gt = (cloud > 0.5).astype(np.uint8)
@@ -245,8 +295,8 @@ def test_a_path_that_is_not_a_directory_is_named(tmp_path, make):
 
 def test_a_missing_column_names_the_file_and_column(tmp_path):
     root = make_results_dir(tmp_path / "columns", optional=False)
-    pd.read_csv(root / "paired.csv").drop(columns="wilcoxon_p").to_csv(root / "paired.csv", index=False)
-    with pytest.raises(ResultsError, match=r"paired\.csv: missing column\(s\) wilcoxon_p"):
+    pd.read_csv(root / "paired.csv").drop(columns="p_a_better").to_csv(root / "paired.csv", index=False)
+    with pytest.raises(ResultsError, match=r"paired\.csv: missing column\(s\) p_a_better"):
         load_results(root)
 
 

@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 
 from harness import stats
 from harness.metrics import confusion_stats
@@ -64,6 +65,67 @@ def test_budget_table_layout():
     assert unet.n_trials.tolist() == [1, 2, 3]
     assert unet.expected_best_val_iou.iloc[1] == pytest.approx(6.1 / 9)
     assert table[table.arch == "unetpp"].device_hours.tolist() == [1.0, 2.0]
+
+
+def test_budget_table_counts_failed_trials_at_the_floor_instead_of_dropping_them():
+    # A diverged trial (NaN, or a finite score with stopped_by=diverged) is a draw of the budget that
+    # produced nothing: dropping it would give unet E[best of 1] = 0.7, as if it never diverged.
+    trials = pd.DataFrame(
+        {
+            "arch": ["unet"] * 3,
+            "val_iou": [0.6, 0.8, np.nan],
+            "device_hours": [1.0, 1.0, 0.5],
+            "stopped_by": ["completed", "asha", "diverged"],
+        }
+    )
+    unet = stats.budget_table(trials)
+    assert unet.expected_best_val_iou.tolist() == pytest.approx(
+        [(0.6 + 0.8 + 0) / 3, (0 + 0.6 * 3 + 0.8 * 5) / 9, (0.6 * 7 + 0.8 * 19) / 27]
+    )
+    assert unet.device_hours.tolist() == pytest.approx([2.5 / 3, 5 / 3, 2.5])  # the failed trial's cost counts
+    errored = trials.assign(val_iou=[0.6, 0.8, 0.9], stopped_by=["completed", "asha", "error"])
+    assert stats.budget_table(errored).expected_best_val_iou.iloc[0] == pytest.approx((0.6 + 0.8) / 3)
+    assert stats.budget_table(errored, floor=0.1).expected_best_val_iou.iloc[0] == pytest.approx(1.5 / 3)
+
+
+def test_budget_estimator_is_biased_low_near_n_equals_n():
+    # What the report warns about: with replacement, E[best of N] < best of the N trials found.
+    scores = np.linspace(0.5, 0.9, 8)
+    curve = stats.expected_max_curve(scores)
+    assert curve[-1] < scores.max() - 0.02
+
+
+# --- intervals over seeds --------------------------------------------------------------------------------
+
+
+def test_t_interval_hand_values_and_scipy():
+    mean, low, high = stats.t_interval([0.8, 0.9, 1.0])
+    half = 4.302652729911275 * 0.1 / np.sqrt(3)  # t(0.975, 2) * sd / sqrt(n)
+    assert (mean, low, high) == pytest.approx((0.9, 0.9 - half, 0.9 + half))
+    values = np.random.default_rng(4).normal(0.7, 0.05, 5)
+    expected = scipy.stats.t.interval(0.95, 4, loc=values.mean(), scale=scipy.stats.sem(values))
+    assert stats.t_interval(values)[1:] == pytest.approx(expected)
+    assert stats.t_interval([0.5, 0.5, 0.5]) == (0.5, 0.5, 0.5)
+    assert stats.t_interval([0.7])[0] == 0.7 and np.isnan(stats.t_interval([0.7])[1])
+    assert all(np.isnan(stats.t_interval([])))
+
+
+def test_t_interval_covers_at_three_seeds_where_the_percentile_bootstrap_does_not():
+    # The issue's simulation: over 3 seeds a percentile bootstrap is the min-max (about 76 % coverage).
+    rng = np.random.default_rng(0)
+    draws = rng.normal(0.0, 1.0, (2000, 3))
+    t_cover = np.mean([low <= 0 <= high for _, low, high in map(stats.t_interval, draws)])
+    boot = [stats.bootstrap_ci(d, n_boot=400, seed=i) for i, d in enumerate(draws[:600])]
+    boot_cover = np.mean([low <= 0 <= high for _, low, high in boot])
+    assert t_cover == pytest.approx(0.95, abs=0.015)
+    assert boot_cover == pytest.approx(0.75, abs=0.05)
+
+
+def test_paired_t_test_matches_scipy_and_handles_no_spread():
+    a, b = np.array([0.71, 0.74, 0.69, 0.8]), np.array([0.7, 0.7, 0.72, 0.75])
+    assert stats.paired_t_test(a, b) == pytest.approx(scipy.stats.ttest_rel(a, b).pvalue)
+    assert stats.paired_t_test(a, a) == 1.0 and stats.paired_t_test(a + 0.1, a) == 0.0
+    assert np.isnan(stats.paired_t_test([0.5], [0.4]))
 
 
 # --- bootstrap intervals ------------------------------------------------------------------------------
@@ -159,23 +221,34 @@ def test_summary_table_pools_counts_and_summarises_seeds():
         }
     )
     costs = {"unet": {"params": 7.76e6, "flops_per_patch": 1e11, "sweep_device_hours": 2.0, "n_trials": 8}}
-    table = stats.summary_table(results, costs=costs, n_boot=500).set_index("arch")
+    table = stats.summary_table(results, costs=costs).set_index("arch")
     assert list(table.index) == ["unet", "unetpp"]
     assert table.loc["unet", ["tp", "fn", "fp", "tn"]].tolist() == [255, 45, 20, 280]
     assert table.loc["unet", "iou"] == pytest.approx(255 / (255 + 45 + 20))
     assert table.loc["unet", "accuracy"] == pytest.approx((255 + 280) / 600)
     ious = results[results.arch == "unet"].iou
     assert table.loc["unet", "iou_mean"] == pytest.approx(ious.mean())
-    assert table.loc["unet", "iou_ci_low"] <= ious.mean() <= table.loc["unet", "iou_ci_high"]
+    # A Student-t interval over the 3 seeds, not their min-max (what a percentile bootstrap of 3 gives).
+    half = 4.302652729911275 * ious.std(ddof=1) / np.sqrt(3)
+    assert table.loc["unet", ["iou_ci_low", "iou_ci_high"]].tolist() == pytest.approx(
+        [ious.mean() - half, ious.mean() + half]
+    )
+    assert table.loc["unet", "iou_ci_low"] < ious.min() and table.loc["unet", "iou_ci_high"] > ious.max()
     assert table.loc["unet", "n_trials"] == 8 and np.isnan(table.loc["unetpp", "params"])
+    spread = _results({"unet": [(99, 1, 0, 100), (50, 50, 0, 100), (98, 2, 0, 100)]})
+    iou = stats.summary_table(spread).iloc[0]
+    assert iou.iou_ci_high == 1.0 and iou.iou_ci_low == pytest.approx(stats.t_interval(spread.iou)[1])
     assert table.loc["unet", "train_seconds_mean"] == pytest.approx(101.0)
 
 
-def _per_image(ious_by_arch):
+def _per_image(ious_by_arch, scenes=3):
     rows = []
     for arch, per_seed in ious_by_arch.items():
         for seed, ious in enumerate(per_seed):
-            rows += [{"arch": arch, "seed": seed, "name": f"img{i}", "iou": v} for i, v in enumerate(ious)]
+            rows += [
+                {"arch": arch, "seed": seed, "name": f"img{i}", "scene_id": f"scene{i % scenes}", "iou": v}
+                for i, v in enumerate(ious)
+            ]
     return pd.DataFrame(rows)
 
 
@@ -183,22 +256,108 @@ def test_paired_table_identical_architectures_find_no_difference():
     counts = [(90, 10, 5, 95), (80, 20, 10, 90)]
     results = _results({"a": counts, "b": counts})
     ious = np.random.default_rng(0).uniform(0.3, 1.0, (2, 30))
-    ious[0, 3] = np.nan  # an image with an undefined IoU in one seed still counts via the other seed
+    ious[:, 3] = np.nan  # a cloud-free image: out of the IoU set for every arch and seed alike
     table = stats.paired_table(results, _per_image({"a": ious, "b": ious}), n_boot=500)
     assert list(table.columns) == stats.PAIRED_COLUMNS
     row = table.iloc[0]
-    assert (row.arch_a, row.arch_b, row.n_images, row.n_seeds) == ("a", "b", 30, 2)
+    assert (row.arch_a, row.arch_b, row.n_images, row.n_scenes, row.n_seeds) == ("a", "b", 29, 3, 2)
     assert (row.iou_diff_mean, row.iou_diff_ci_low, row.iou_diff_ci_high) == (0.0, 0.0, 0.0)
-    assert row.wilcoxon_p == 1.0 and row.p_a_beats_b == 0.5
+    assert (row.p_a_better, row.p_a_better_ci_low, row.p_a_better_ci_high) == (0.5, 0.5, 0.5)
+    assert (row.image_ci_low, row.image_ci_high, row.image_wilcoxon_p) == (0.0, 0.0, 1.0)
+    assert row.seeds_a_higher == 1.0 and row.seed_t_p == 1.0  # two ties count one half each
 
 
-def test_paired_table_detects_a_shift():
+def test_paired_table_refuses_an_iou_set_chosen_by_the_predictions():
+    # The old rule: a cloud-free image is NaN for the model that predicted it clear and 0 for one with a
+    # false positive, so each model picked its own images. The set must come from ground truth.
+    results = _results({"a": [(90, 10, 5, 95)] * 2, "b": [(70, 30, 20, 80)] * 2})
+    ious = np.random.default_rng(1).uniform(0.3, 1.0, (2, 10))
+    other = ious.copy()
+    ious[0, 3], other[0, 3] = np.nan, 0.0
+    with pytest.raises(ValueError, match="per-image IoU set differs"):
+        stats.paired_table(results, _per_image({"a": ious, "b": other}), n_boot=200)
+    seeds_differ = ious.copy()
+    seeds_differ[1, 3] = 0.0  # the same image in for seed 1, out for seed 0
+    with pytest.raises(ValueError, match="per-image IoU set differs"):
+        stats.paired_table(results, _per_image({"a": seeds_differ, "b": seeds_differ}), n_boot=200)
+
+
+def test_paired_table_detects_a_shift_at_every_level():
     results = _results({"a": [(90, 10, 5, 95)] * 3, "b": [(70, 30, 20, 80)] * 3})
     rng = np.random.default_rng(2)
     base = rng.uniform(0.4, 0.8, (3, 40))
     per_image = _per_image({"a": base + 0.1 + rng.normal(0, 0.02, base.shape), "b": base})
     row = stats.paired_table(results, per_image, n_boot=1000).iloc[0]
     assert row.iou_diff_mean == pytest.approx(0.1, abs=0.02)
-    assert row.iou_diff_ci_low > 0 and row.wilcoxon_p < 0.05
-    assert row.p_a_beats_b == 1.0
+    assert row.iou_diff_ci_low > 0 and row.image_ci_low > 0 and row.image_wilcoxon_p < 0.05
+    assert row.seeds_a_higher == 3 and row.p_a_better == 1.0 and row.seed_t_p < 0.05
     assert row.mean_iou_a - row.mean_iou_b == pytest.approx(row.iou_diff_mean)
+
+
+def test_paired_table_hand_values():
+    # 2 seeds x 4 images in 2 scenes. Per-seed means a: 0.6, 0.8; b: 0.7, 0.5.
+    a = np.array([[0.5, 0.7, 0.6, 0.6], [0.8, 0.8, 0.9, 0.7]])
+    b = np.array([[0.6, 0.8, 0.7, 0.7], [0.5, 0.5, 0.4, 0.6]])
+    results = _results({"a": [(90, 10, 5, 95)] * 2, "b": [(70, 30, 20, 80)] * 2})
+    per_image = _per_image({"a": a, "b": b}, scenes=2)  # scene0: images 0, 2; scene1: images 1, 3
+    row = stats.paired_table(results, per_image, n_boot=500).iloc[0]
+    assert (row.mean_iou_a, row.mean_iou_b, row.iou_diff_mean) == pytest.approx((0.7, 0.6, 0.1))
+    assert row.seeds_a_higher == 1.0  # seed 1 only
+    assert row.seed_t_p == pytest.approx(scipy.stats.ttest_rel([0.6, 0.8], [0.7, 0.5]).pvalue)
+    # Scene means (seed x scene): a [[.55, .65], [.85, .75]], b [[.65, .75], [.45, .55]]. Scene 0: .55 beats
+    # .45, .85 beats both -> 3/4; scene 1: .65 beats .55, .75 ties .75 and beats .55 -> 2.5/4. Mean 0.6875.
+    assert row.p_a_better == pytest.approx(0.6875)
+    image_diffs = (a - b).mean(axis=0)  # each image averaged over seeds
+    assert row.image_wilcoxon_p == pytest.approx(scipy.stats.wilcoxon(image_diffs).pvalue)
+
+
+# --- hierarchical bootstrap ------------------------------------------------------------------------------
+
+
+def _reference_replicates(a, b, strata, n_boot, seed):
+    """Explicit index resampling: seeds, then scenes, then images within each drawn scene (slow, clear)."""
+    rng = np.random.default_rng(seed)
+    scenes = [np.flatnonzero(strata == k) for k in np.unique(strata)]
+    out = []
+    for _ in range(n_boot):
+        seeds = rng.integers(0, a.shape[0], a.shape[0])
+        images = np.concatenate(
+            [rng.choice(scenes[k], scenes[k].size) for k in rng.integers(0, len(scenes), len(scenes))]
+        )
+        out.append((a[np.ix_(seeds, images)] - b[np.ix_(seeds, images)]).mean())
+    return np.array(out)
+
+
+def test_hierarchical_bootstrap_agrees_with_explicit_resampling():
+    rng = np.random.default_rng(5)
+    strata = np.repeat([0, 1, 2, 3], [3, 5, 8, 4])
+    seed_effect, scene_effect = rng.normal(0, 0.03, (4, 1)), rng.normal(0, 0.05, 4)[strata]
+    a = 0.7 + seed_effect + scene_effect + rng.normal(0, 0.05, (4, strata.size))
+    b = 0.68 + scene_effect + rng.normal(0, 0.05, (4, strata.size))
+    fast = stats.hierarchical_paired_bootstrap(a, b, strata, n_boot=6000, seed=1)
+    slow = np.quantile(_reference_replicates(a, b, strata, 6000, 2), [0.025, 0.975])
+    assert fast["diff"] == pytest.approx((a - b).mean())
+    assert [fast["diff_ci_low"], fast["diff_ci_high"]] == pytest.approx(slow, abs=0.006)
+    assert (fast["n_seeds"], fast["n_scenes"], fast["n_images"]) == (4, 4, 20)
+    assert fast == stats.hierarchical_paired_bootstrap(a, b, strata, n_boot=6000, seed=1)  # reproducible
+
+
+def test_hierarchical_interval_is_wider_than_the_image_level_one_when_seeds_disagree():
+    # The issue's situation: per-seed differences vary a lot, images are many. Image-level resampling of
+    # seed-averaged images sees none of the seed spread.
+    rng = np.random.default_rng(6)
+    strata = np.repeat(np.arange(5), 20)
+    b = rng.uniform(0.5, 0.9, (3, 100))
+    a = b + np.array([[-0.08], [0.0], [-0.02]]) + rng.normal(0, 0.02, (3, 100))
+    h = stats.hierarchical_paired_bootstrap(a, b, strata, n_boot=4000)
+    _, low, high = stats.paired_bootstrap_ci(a.mean(axis=0), b.mean(axis=0), n_boot=4000)
+    assert h["diff_ci_high"] - h["diff_ci_low"] > 3 * (high - low)
+    assert 0 <= h["p_improve_ci_low"] <= h["p_improve"] <= h["p_improve_ci_high"] <= 1
+
+
+def test_probability_of_improvement_hand_value_and_nan_refusal():
+    # One scene, seeds a = [0.9, 0.5], b = [0.7, 0.5]: pairs (.9>.7, .9>.5, .5<.7, .5=.5) -> (1+1+0+.5)/4.
+    a, b = np.array([[0.9], [0.5]]), np.array([[0.7], [0.5]])
+    assert stats.probability_of_improvement(a, b, ["s"]) == pytest.approx(0.625)
+    with pytest.raises(ValueError, match="NaN"):
+        stats.hierarchical_paired_bootstrap(np.array([[np.nan]]), np.array([[0.5]]), ["s"])

@@ -95,7 +95,7 @@ class TrackingConfig:
 class CompareConfig:
     """The final comparison: paired seeds and (optionally) a different epoch count."""
 
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    seeds: tuple[int, ...] = (1, 2, 3, 4, 5)  # fresh: not TrainConfig's default seed 0 (see _validate)
     epochs: int | None = None
     samples_in_figure: int = 6
     bootstrap_samples: int = 10000
@@ -358,6 +358,14 @@ def _validate(b: Benchmark) -> None:
         f"expected a non-empty list of integers, got {seeds!r}",
     )
     need(len(set(seeds)) == len(seeds), "compare.seeds", f"duplicate seeds in {seeds!r}")
+    # Every trial trains with train.seed, so the chosen config was selected on that seed: retraining it
+    # with the same seed reproduces the selected trial, whose score carries the selection's luck.
+    need(
+        t.seed not in seeds,
+        "compare.seeds",
+        f"must not include train.seed ({t.seed}), the seed the sweep selected configurations with; "
+        "retrain on fresh seeds",
+    )
     need(b.compare.epochs is None or b.compare.epochs >= 1, "compare.epochs", "must be >= 1")
 
 

@@ -18,7 +18,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from harness.report.format import fmt_p, fmt_signed, is_missing, label
+from harness.report.format import fmt_rate, fmt_signed, is_missing, label
 from harness.results import Results
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
@@ -195,7 +195,11 @@ def plot_samples(samples: dict, archs: list[str], per_image: pd.DataFrame | None
 
 
 def per_image_means(per_image: pd.DataFrame) -> pd.DataFrame:
-    """Return per-image IoU averaged over seeds, one column per arch (NaN IoUs skipped): the paired unit."""
+    """Return per-image IoU averaged over seeds, one column per arch, over the per-image IoU set.
+
+    The set (images whose ground truth has cloud; cloud-free ones have NaN IoU in per_image.csv) is
+    the same for every architecture and seed, so every mean here is over the same images and seeds.
+    """
     return per_image.pivot_table(index="name", columns="arch", values="iou", aggfunc="mean")
 
 
@@ -239,7 +243,7 @@ def _violins(ax, means: pd.DataFrame, archs: list[str], colours: dict[str, str])
             ax.scatter([i], [med], color="white", edgecolor="black", zorder=4, s=30)
             ax.hlines(values.mean(), i - 0.22, i + 0.22, color="black", lw=1.5, zorder=3)
     ax.set_xticks(range(len(archs)), [f"{label(a)}\n(n = {d.size})" for a, d in zip(archs, data, strict=True)])
-    ax.set(ylabel="IoU per test image (mean over seeds)", title="Per-image IoU", ylim=(-0.02, 1.02))
+    ax.set(ylabel="IoU per test image with cloud (mean over seeds)", title="Per-image IoU", ylim=(-0.02, 1.02))
     ax.legend(
         handles=[
             Line2D([], [], color="black", lw=4, label="interquartile range"),
@@ -283,7 +287,7 @@ def _paired_scatter(ax, means: pd.DataFrame, a: str, b: str, colours: dict[str, 
 
 
 def _difference_histogram(ax, means: pd.DataFrame, row, colours: dict[str, str]) -> None:
-    """Draw the histogram of per-image IoU differences a - b, with paired.csv's mean and CI on top."""
+    """Draw the histogram of per-image IoU differences a - b, with paired.csv's mean and hierarchical CI on top."""
     a, b = row.arch_a, row.arch_b
     diff = (means[a] - means[b]).dropna().to_numpy()
     if diff.size:
@@ -299,7 +303,8 @@ def _difference_histogram(ax, means: pd.DataFrame, row, colours: dict[str, str])
             alpha=0.35,
             lw=0,
             zorder=0,
-            label=f"95% CI [{fmt_signed(row.iou_diff_ci_low, 3)}, {fmt_signed(row.iou_diff_ci_high, 3)}]",
+            label=f"95% CI, seeds/scenes/images [{fmt_signed(row.iou_diff_ci_low, 3)}, "
+            f"{fmt_signed(row.iou_diff_ci_high, 3)}]",
         )
     ax.set(
         title=f"IoU difference per image ({label(a)} − {label(b)})",
@@ -312,7 +317,7 @@ def _difference_histogram(ax, means: pd.DataFrame, row, colours: dict[str, str])
         frameon=False,
         fontsize=8,
         loc="upper left",
-        title=f"Wilcoxon p = {fmt_p(row.wilcoxon_p)}",
+        title=f"P({label(a)} > {label(b)}) = {fmt_rate(row.p_a_better, 2)}",
         title_fontsize=8,
     )
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.report.format import fmt_ci, fmt_int, fmt_p, fmt_rate, fmt_signed, fmt_value, is_missing, label, md_table
+from harness.report.protocol import budget_text, cloud_free_text, paired_text, scene_notes, scored_on
 from harness.results import Results
 
 # Table 1 of the study, extended: (confusion_stats key, row label, is a count).
@@ -36,6 +37,7 @@ TABLE1_ROWS = [
 ]
 SEED_METRICS = [
     ("iou", "IoU"),
+    ("per_image_iou", "per-image IoU"),
     ("f1", "F1"),
     ("accuracy", "accuracy"),
     ("balanced_accuracy", "balanced acc."),
@@ -51,13 +53,22 @@ SCENE_KEYS = [
 IOU_ALIASES = 'IoU (the study\'s "threat score", 38-Cloud\'s "Jaccard index")'
 
 
+def _interval(low, high, digits: int = 4, fmt=fmt_signed) -> str:
+    return "no interval" if is_missing(low) or is_missing(high) else f"[{fmt(low, digits)}, {fmt(high, digits)}]"
+
+
 def headline(paired: pd.DataFrame) -> list[str]:
-    """Return one sentence per architecture pair, built from paired.csv only."""
+    """Return one sentence per architecture pair, built from paired.csv only.
+
+    It states the hierarchical (seeds, then scenes, then images) interval and the probability of
+    improvement, never an image-level test: images of one scene are not independent draws, and the
+    training seed is the unit of replication.
+    """
     sentences = []
     for r in paired.itertuples():
         a, b = r.arch_a, r.arch_b
         if is_missing(r.iou_diff_mean):
-            sentences.append(f"{label(a)} vs {label(b)}: no test image has an IoU for both; no comparison.")
+            sentences.append(f"{label(a)} vs {label(b)}: no test image has cloud in its ground truth; no comparison.")
             continue
         # Speak of the winner, so the difference is positive.
         flip = r.iou_diff_mean < 0
@@ -65,7 +76,10 @@ def headline(paired: pd.DataFrame) -> list[str]:
         win_iou, lose_iou = (r.mean_iou_b, r.mean_iou_a) if flip else (r.mean_iou_a, r.mean_iou_b)
         diff = -r.iou_diff_mean if flip else r.iou_diff_mean
         low, high = (-r.iou_diff_ci_high, -r.iou_diff_ci_low) if flip else (r.iou_diff_ci_low, r.iou_diff_ci_high)
-        p_win = 1 - r.p_a_beats_b if flip else r.p_a_beats_b
+        p, p_low, p_high = r.p_a_better, r.p_a_better_ci_low, r.p_a_better_ci_high
+        if flip:
+            p, p_low, p_high = 1 - p, 1 - p_high, 1 - p_low
+        seeds_won = r.n_seeds - r.seeds_a_higher if flip else r.seeds_a_higher
         if r.iou_diff_mean == 0:
             start = f"{label(a)} and {label(b)} have the same mean per-image test IoU ({fmt_rate(win_iou)})"
         else:
@@ -73,25 +87,35 @@ def headline(paired: pd.DataFrame) -> list[str]:
                 f"**{label(win)}** has the higher mean per-image test IoU: {fmt_rate(win_iou)} vs "
                 f"{fmt_rate(lose_iou)} for {label(lose)}, a difference of {fmt_signed(diff)}"
             )
+        basis = f"{int(r.n_images)} test images with cloud, {int(r.n_scenes)} scenes, {int(r.n_seeds)} paired seeds"
         if is_missing(low) or is_missing(high):
-            verdict = "too few images for an interval, so **no significant difference** can be claimed"
-            ci = "no CI"
+            verdict = "there is no interval, so **no difference is established**"
+        elif low > 0 or high < 0:
+            verdict = "the interval excludes 0"
         else:
-            ci = f"95% paired-bootstrap CI [{fmt_signed(low)}, {fmt_signed(high)}]"
-            verdict = (
-                "the CI excludes 0: the difference is significant at the 5% level"
-                if low > 0 or high < 0
-                else "the CI includes 0: **no significant difference**"
+            verdict = "the interval includes 0: **no difference is established**"
+        if r.n_seeds < 2:
+            verdict += " (one seed: the interval ignores seed-to-seed variation)"
+        prob = f"P({label(win)} > {label(lose)}) = {fmt_rate(p, 2)}"
+        if p in (0.0, 1.0):
+            # Every seed pair agrees on every scene: the bootstrap has nothing to vary, and a bare "1.00"
+            # from a handful of seeds would read as certainty.
+            w, l_ = label(win), label(lose)
+            prob += (
+                f" (every {w} seed beats every {l_} seed on every scene" if p == 1.0
+                else f" (no {w} seed beats any {l_} seed on any scene"
+            ) + "; the bootstrap puts no interval on a boundary value)"  # fmt: skip
+        else:
+            prob += (
+                f" {_interval(p_low, p_high, 2, fmt_rate)} (a {label(win)} seed beats a {label(lose)} seed on a "
+                "scene, averaged over scenes)"
             )
-        seeds = (
-            f" Over {r.n_seeds} paired seeds, {label(win)}'s pooled test IoU is the higher one with "
-            f"probability {fmt_rate(p_win, 2)}."
-            if not is_missing(p_win)
-            else ""
-        )
+        seeds = f"{label(win)} is higher in {seeds_won:g} of {int(r.n_seeds)} paired seeds"
+        if not is_missing(r.seed_t_p):
+            seeds += f" (paired t-test over seeds: p = {fmt_p(r.seed_t_p)})"
         sentences.append(
-            f"{start} ({ci}; Wilcoxon signed-rank p = {fmt_p(r.wilcoxon_p)}; {int(r.n_images)} test images, "
-            f"each averaged over {r.n_seeds} seeds); {verdict}.{seeds}"
+            f"{start} ({basis}; 95% CI {_interval(low, high)} from a hierarchical bootstrap over seeds, then "
+            f"scenes, then images); {verdict}. {prob}; {seeds}."
         )
     return sentences
 
@@ -131,11 +155,18 @@ def _paired_table(res: Results) -> str:
             fmt_rate(r.mean_iou_a),
             fmt_rate(r.mean_iou_b),
             fmt_signed(r.iou_diff_mean),
-            f"[{fmt_signed(r.iou_diff_ci_low)}, {fmt_signed(r.iou_diff_ci_high)}]",
-            fmt_p(r.wilcoxon_p),
-            fmt_rate(r.p_a_beats_b, 2),
-            fmt_int(r.n_images),
-            fmt_int(r.n_seeds),
+            _interval(r.iou_diff_ci_low, r.iou_diff_ci_high),
+            f"{fmt_rate(r.p_a_better, 2)} "
+            + (
+                "(no interval)"
+                if r.p_a_better in (0.0, 1.0)
+                else _interval(r.p_a_better_ci_low, r.p_a_better_ci_high, 2, fmt_rate)
+            ),
+            f"{r.seeds_a_higher:g} of {int(r.n_seeds)}",
+            fmt_p(r.seed_t_p),
+            _interval(r.image_ci_low, r.image_ci_high),
+            fmt_p(r.image_wilcoxon_p),
+            f"{int(r.n_images)} / {int(r.n_scenes)}",
         ]
         for r in res.paired.itertuples()
     ]
@@ -144,11 +175,13 @@ def _paired_table(res: Results) -> str:
         "mean IoU a",
         "mean IoU b",
         "difference",
-        "95% CI",
-        "Wilcoxon p",
-        "P(a beats b), seeds",
-        "images",
-        "seeds",
+        "95% CI, hierarchical",
+        "P(a > b) [95% CI]",
+        "seeds a higher",
+        "t-test p, seeds",
+        "95% CI, image-level",
+        "Wilcoxon p, image-level",
+        "images / scenes",
     ]
     return md_table(header, rows)
 
@@ -216,7 +249,7 @@ def _scene_tables(res: Results) -> str:
     scores = res.scene_scores
     keys = [key for key, _ in SCENE_KEYS]
     archs = [a for a in res.archs if a in set(scores.arch)]
-    # Official protocol: mean over scenes per seed; then mean over seeds.
+    # 38-Cloud's averaging: mean over scenes per seed; then mean over seeds.
     per_seed = scores.groupby(["arch", "seed"])[keys].mean().groupby("arch").mean()
     rows = [[label(a), *(fmt_rate(per_seed.loc[a, k], 2) for k in keys)] for a in archs]
     out = md_table(["architecture", *(name for _, name in SCENE_KEYS)], rows)
@@ -253,7 +286,7 @@ def render_markdown(res: Results, figures: dict[str, Path]) -> str:
     parts += [
         f"- Architectures: {', '.join(archs)}; seeds: {', '.join(map(str, seeds))} "
         "(paired: same seed and data order for every architecture).",
-        f"- Test split (sha256 of the manifest): {split}; every architecture is scored on exactly these images.",
+        f"- Test split (sha256 of the manifest): {split}; {scored_on(res)}.",
         f"- Device: {meta.get('device', 'n/a')}; run {meta.get('started_at', '?')} → {meta.get('finished_at', '?')}.",
         "",
         "## Pixel statistics on the test split",
@@ -265,10 +298,14 @@ def render_markdown(res: Results, figures: dict[str, Path]) -> str:
         "",
         "## Across seeds",
         "",
-        "Mean over seeds of each seed's pooled statistic, with a 95% percentile-bootstrap CI over seeds.",
+        f"Mean over the {len(seeds)} seeds of each seed's statistic, with a 95% Student-t interval over seeds "
+        "(mean ± t·sd/√n: the seed is the unit of replication; the interval assumes roughly normal seed-to-seed "
+        "variation and is wide for few seeds). IoU, F1 and accuracies are of each seed's pooled test pixels; "
+        "per-image IoU is each seed's mean over the per-image IoU set.",
         "",
         _seed_table(res),
         "",
+        *cloud_free_text(res),
         _per_seed_table(res),
         "",
     ]
@@ -276,10 +313,7 @@ def render_markdown(res: Results, figures: dict[str, Path]) -> str:
         parts += [
             "## Paired comparison on test images",
             "",
-            "Each image's IoU is averaged over the seeds first; the difference a − b is over images, with a "
-            "paired-bootstrap 95% CI and a two-sided Wilcoxon signed-rank test. P(a beats b) is the share of "
-            "paired seeds in which a's pooled IoU is higher (ties count one half).",
-            "",
+            *paired_text(res),
             _paired_table(res),
             "",
         ]
@@ -288,16 +322,15 @@ def render_markdown(res: Results, figures: dict[str, Path]) -> str:
         parts += [
             "## Tuning budget",
             "",
-            "Expected best validation IoU of n trials drawn from each sweep's trials (Dodge et al. 2019), "
-            "with the expected device-hours they cost.",
-            "",
+            *budget_text(res),
             _budget_table(res),
             "",
             fig("budget", "Expected best validation IoU vs trials and device-hours"),
         ]
     parts += ["## Chosen configurations", "", _config_table(res), ""]
-    if res.scene_scores is not None:
-        parts += ["## Scene-level scores (official protocol, ×100)", "", _scene_tables(res), ""]
+    if res.scene_scores is not None or res.meta.get("scene_protocol"):
+        parts += ["## Scene-level scores (38-Cloud stitching, argmax labels, ×100)", "", *scene_notes(res)]
+        parts += [_scene_tables(res), ""] if res.scene_scores is not None else []
     parts += ["## Figures", ""]
     for key, alt, caption in (
         ("curves", "Training curves", "Training and validation curves of the final retrains."),
