@@ -90,8 +90,14 @@ def _sweep(args: argparse.Namespace) -> int:
     bench = load_with_cli(args)
     for result in run_sweep(bench, address=args.address, resume=args.resume):
         _print_sweep_result(result)
-    print(f"MLflow: mlflow ui --backend-store-uri {bench.tracking.uri}")
+    print(f"MLflow: {_runs_view(bench)}")
     return EXIT_OK
+
+
+def _runs_view(bench) -> str:
+    from harness.tracking import resolve_uri, runs_view
+
+    return runs_view(resolve_uri(bench.tracking.uri), bench.tracking.experiment)
 
 
 def _print_sweep_result(result) -> None:
@@ -116,6 +122,7 @@ def _compare(args: argparse.Namespace) -> int:
     started = time.monotonic()
     report = run_compare(bench, sweeps, out, address=args.address)
     print(f"report: {report}  ({time.monotonic() - started:.0f} s)")
+    print(f"MLflow: {_runs_view(bench)}")
     return EXIT_OK
 
 
@@ -133,7 +140,12 @@ def _demo(args: argparse.Namespace) -> int:
     from harness.sweep import run_sweep
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    from harness.tracking import check_tracking_uri
+
     bench = load_benchmark(args.benchmark, args.set)
+    # Checked before Ray starts; resolved so the printed `mlflow ui` command works from anywhere.
+    tracking = dataclasses.replace(bench.tracking, uri=check_tracking_uri(bench.tracking.uri))
+    bench = dataclasses.replace(bench, tracking=tracking)
     # Each demo run writes a fresh sweep and keeps the earlier ones.
     bench = dataclasses.replace(
         bench, storage=str(Path(bench.storage).with_name(f"{Path(bench.storage).name}-{stamp}"))
@@ -148,7 +160,7 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"\nDemo finished in {time.monotonic() - started:.0f} s.")
     print(f"Report:    {report.resolve()}")
     print(f"Figures:   {(report.parent / 'figures').resolve()}")
-    print(f"Browse:    mlflow ui --backend-store-uri {bench.tracking.uri}")
+    print(f"Browse:    {_runs_view(bench)}")
     return EXIT_OK
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -34,22 +35,22 @@ from harness.config import Benchmark, TrainConfig, benchmark_from_dict, to_flat
 from harness.data.cache import open_cache
 from harness.data.layout import find_scene_gts
 from harness.data.prepare import PreparedData, prepare_data
+from harness.metrics import confusion_stats, per_image_scores
 from harness.report import write_report
-from harness.results import RetrainResult, write_results
+from harness.results import SCORING_VERSION, RetrainResult, write_results
 from harness.retrain import retrain_and_score
 from harness.sweep_result import SWEEP_RESULT_FILE, SweepResult
 from harness.tracking import (
+    ROLE_RETRAIN,
+    ComparisonRecorder,
     TrackingError,
     check_tracking_uri,
     download_artifacts,
-    find_final_runs,
     latest_sweep,
     load_dict,
-    log_run,
     sweep_parent_runs,
 )
-
-ROLE_RETRAIN = "final_retrain"
+from harness.train import model_from_config
 
 
 class CompareError(RuntimeError):
@@ -135,25 +136,97 @@ def run_compare(
     if bench.split.kind == "scene":
         scene_gts = {k: str(v) for k, v in find_scene_gts(source_root(bench)).items()}
     started = datetime.now(UTC).isoformat(timespec="seconds")
+    recorder = ComparisonRecorder(
+        uri, experiment, sweep_id=sweep_id, tags={"split_hash": data.split_hash, "benchmark": bench.name}
+    )
+    recorder.start({"seeds": list(bench.compare.seeds), "architectures": list(bench.architectures), "epochs": epochs})
+    try:
+        retrains = _retrain_all(
+            bench, data, chosen, sweep_id, epochs, sample_rows, scene_gts, recorder, address, progress
+        )
+        meta = {
+            "benchmark": bench.name,
+            "sweep_id": sweep_id,
+            "split_hash": data.split_hash,
+            "split_kind": bench.split.kind,
+            "seeds": list(bench.compare.seeds),
+            "architectures": list(bench.architectures),
+            "best_configs": {
+                arch: {
+                    "trial_id": sweeps[arch].best.trial_id,
+                    "run_id": sweeps[arch].best.run_id,
+                    "val_iou": sweeps[arch].best.val_iou,
+                    "config": to_flat(chosen[arch]),
+                }
+                for arch in bench.architectures
+            },
+            "device": retrains[(bench.architectures[0], bench.compare.seeds[0])].device,
+            "device_hours_unit": "GPU" if bench.resources.gpu > 0 else "CPU core",
+            "mlflow_run_id": recorder.run_id,
+            "started_at": started,
+        }
+        report = _write_atomically(out, bench, data, sweeps, retrains, sample_rows, meta)
+        recorder.finish(metrics=summary_metrics(report.parent), artifacts_dir=report.parent)
+    except BaseException:
+        recorder.fail()  # an interrupted or failed comparison is never taken as a result
+        raise
+    return report
 
+
+def summary_metrics(results_dir: Path) -> dict[str, float]:
+    """The comparison's headline numbers for MLflow, one unambiguous name per quantity.
+
+    ``<arch>_pooled_iou_*``: IoU of each seed's pooled test pixels, mean and interval over seeds;
+    ``<arch>_per_image_iou_mean``: IoU of each test image, averaged over images and seeds.
+    """
+    summary = pd.read_csv(results_dir / "summary.csv")
+    metrics = {}
+    for row in summary.itertuples():
+        for key in ("iou_mean", "iou_ci_low", "iou_ci_high"):
+            metrics[f"{row.arch}_pooled_{key}"] = getattr(row, key)
+        metrics[f"{row.arch}_pooled_f1_mean"] = row.f1_mean
+        metrics[f"{row.arch}_pooled_mcc"] = row.mcc
+    per_image = results_dir / "per_image.csv"
+    if per_image.is_file():
+        for arch, group in pd.read_csv(per_image).groupby("arch"):
+            metrics[f"{arch}_per_image_iou_mean"] = float(group["iou"].mean())
+    return metrics
+
+
+def test_metrics(result: RetrainResult) -> dict[str, float]:
+    """A retrain's test scores for MLflow: pooled statistics and the mean per-image IoU (cloudy images)."""
+    counts = np.asarray(result.per_image_counts, dtype=np.int64)
+    pooled = confusion_stats(*(int(x) for x in counts.sum(axis=0)))
+    per_image = per_image_scores(counts)["iou"]  # the ground-truth-chosen image set, as in the report
+    return {
+        "test_pooled_iou": pooled["iou"],
+        "test_pooled_f1": pooled["f1"],
+        "test_pooled_accuracy": pooled["accuracy"],
+        "test_pooled_mcc": pooled["mcc"],
+        "test_per_image_iou_mean": float(per_image.mean()),
+    }
+
+
+def _retrain_all(bench, data, chosen, sweep_id, epochs, sample_rows, scene_gts, recorder, address, progress):
+    """Every (architecture, seed) retrain: reused from MLflow when finished before, else run as Ray tasks."""
+    uri = bench.tracking.uri
     jobs, retrains = [], {}
     for arch in bench.architectures:
         for seed in bench.compare.seeds:
             config = dataclasses.replace(chosen[arch], seed=seed, epochs=epochs)
             tags = {
-                "role": ROLE_RETRAIN,
                 "sweep_id": sweep_id,
                 "arch": arch,
                 "seed": str(seed),
                 "config_hash": config_hash(config),
                 "split_hash": data.split_hash,
+                # A retrain scored by older code is not reused: it would lack what scoring now computes.
+                "scoring_version": str(SCORING_VERSION),
             }
-            cached = find_final_runs(uri, experiment, tags)
+            cached = recorder.finished_retrain({**tags, "role": ROLE_RETRAIN})
             if cached:
                 with tempfile.TemporaryDirectory() as tmp:
-                    retrains[(arch, seed)] = RetrainResult.load(
-                        download_artifacts(uri, cached[-1].info.run_id, "retrain", tmp)
-                    )
+                    retrains[(arch, seed)] = RetrainResult.load(download_artifacts(uri, cached, "retrain", tmp))
                 continue
             kwargs = {
                 "config": config,
@@ -163,77 +236,44 @@ def run_compare(
                 "scene_gts": scene_gts,
             }
             jobs.append((tags, kwargs))
-    if jobs:
-        bar = tqdm(total=len(jobs), desc="final retrains", disable=not progress, file=sys.stderr)
-        for i, result in run_tasks(
-            retrain_and_score,
-            [kwargs for _, kwargs in jobs],
-            cpu=bench.resources.cpu,
-            gpu=bench.resources.gpu,
-            max_retries=bench.failure.max_failures,
-            options=bench.ray,
-            address=address,
-        ):
-            tags = jobs[i][0]
-            if result.status != "completed":
-                raise CompareError(f"retrain of {result.arch} with seed {result.seed} {result.status}")
-            with tempfile.TemporaryDirectory() as tmp:
-                result.save(Path(tmp) / "retrain")
-                log_run(
-                    uri,
-                    experiment,
-                    run_name=f"retrain/{result.arch}/seed{result.seed}",
-                    tags=tags,
-                    params=to_flat(result.config),
-                    artifacts_dir=tmp,
-                )
-            retrains[(result.arch, result.seed)] = result
-            bar.update(1)
-        bar.close()
-
-    meta = {
-        "benchmark": bench.name,
-        "sweep_id": sweep_id,
-        "split_hash": data.split_hash,
-        "split_kind": bench.split.kind,
-        "seeds": list(bench.compare.seeds),
-        "architectures": list(bench.architectures),
-        "best_configs": {
-            arch: {
-                "trial_id": sweeps[arch].best.trial_id,
-                "run_id": sweeps[arch].best.run_id,
-                "val_iou": sweeps[arch].best.val_iou,
-                "config": to_flat(chosen[arch]),
-            }
-            for arch in bench.architectures
-        },
-        "device": retrains[(bench.architectures[0], bench.compare.seeds[0])].device,
-        "device_hours_unit": "GPU" if bench.resources.gpu > 0 else "CPU core",
-        "started_at": started,
-    }
-    report = _write_atomically(out, bench, data, sweeps, retrains, sample_rows, meta)
-    summary = pd.read_csv(report.parent / "summary.csv")
-    metrics = {
-        f"{r.arch}_{k}": getattr(r, k)
-        for r in summary.itertuples()
-        for k in ("iou_mean", "iou_ci_low", "iou_ci_high", "f1_mean", "mcc")
-    }
-    log_run(
-        uri,
-        experiment,
-        run_name=f"final_compare/{sweep_id}",
-        tags={
-            "role": "final_compare",
-            "final_compare": "true",
-            "sweep_id": sweep_id,
-            "split_hash": data.split_hash,
-            "benchmark": bench.name,
-        },
-        params={"seeds": list(bench.compare.seeds), "architectures": list(bench.architectures), "epochs": epochs},
-        metrics=metrics,
-        artifacts_dir=report.parent,
-    )
-    return report
+    if not jobs:
+        return retrains
+    patch = open_cache(data.cache_dir).patch_size
+    # Two patches, as the network sees them: the logged model's signature and input example.
+    example = np.zeros((2, 4, patch, patch), dtype=np.float32)
+    bar = tqdm(total=len(jobs), desc="final retrains", disable=not progress, file=sys.stderr)
+    for i, result in run_tasks(
+        retrain_and_score,
+        [kwargs for _, kwargs in jobs],
+        cpu=bench.resources.cpu,
+        gpu=bench.resources.gpu,
+        max_retries=bench.failure.max_failures,
+        options=bench.ray,
+        address=address,
+    ):
+        if result.status != "completed":
+            raise CompareError(f"retrain of {result.arch} with seed {result.seed} {result.status}")
+        model = model_from_config(result.config)
+        model.load_state_dict(result.model_state)
+        with tempfile.TemporaryDirectory() as tmp:
+            result.save(Path(tmp) / "retrain")
+            recorder.log_retrain(
+                run_name=f"{result.arch}/seed{result.seed}",
+                tags=jobs[i][0],
+                params=to_flat(result.config),
+                history=result.history,
+                test_metrics=test_metrics(result),
+                artifacts_dir=tmp,
+                model=model,
+                input_example=example,
+                registered_model_name=(
+                    f"{bench.compare.register_models}-{result.arch}" if bench.compare.register_models else None
+                ),
+            )
+        retrains[(result.arch, result.seed)] = dataclasses.replace(result, model_state=None)
+        bar.update(1)
+    bar.close()
+    return retrains
 
 
 def _write_atomically(out: Path, bench, data, sweeps, retrains, sample_rows, meta) -> Path:
@@ -241,6 +281,10 @@ def _write_atomically(out: Path, bench, data, sweeps, retrains, sample_rows, met
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    # mkdtemp makes the folder private (0700); the report is for sharing: the umask's usual mode instead.
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
     try:
         meta = {**meta, "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
         write_results(staging, build_results(staging, bench, data, sweeps, retrains, sample_rows, meta))

@@ -281,6 +281,9 @@ class RetrainResult:
     train_seconds: float
     train_images_per_second: float
     device: str
+    #: The trained weights (CPU tensors) on their way to MLflow as a model; not part of the saved folder
+    #: (the logged model is the copy that lasts).
+    model_state: dict[str, Any] | None = None
     #: How the scene scores were computed (:data:`SCORING_VERSION`); 0 for retrains saved before it existed.
     scoring_version: int = 0
 
@@ -299,7 +302,8 @@ class RetrainResult:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(folder / "retrain.npz", **{k: getattr(self, k) for k in _RETRAIN_ARRAYS})
-        meta = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _RETRAIN_ARRAYS}
+        skip = {*_RETRAIN_ARRAYS, "model_state"}
+        meta = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
         meta["config"] = to_flat(self.config)
         (folder / "retrain.json").write_text(json.dumps(meta, default=float))
         return folder

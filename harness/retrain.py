@@ -104,6 +104,7 @@ def retrain_and_score(
         train_seconds=float(sum(m["epoch_seconds"] for m in curves)),
         train_images_per_second=float(np.mean(ips)) if ips else float("nan"),
         device=str(device),
+        model_state={k: v.detach().cpu() for k, v in fitted.model.state_dict().items()},
     )
 
 

@@ -57,3 +57,12 @@ def test_module_forms_run_the_same_subcommands(tmp_path):
 
 def test_data_subcommand_takes_the_shared_data_flag(synthetic_root):
     assert main(["data", "verify", "--data", str(synthetic_root), "--quiet"]) == 0
+
+
+def test_every_data_option_has_help_text():
+    from harness.data.__main__ import build_parser as data_parser
+
+    subparsers = next(a for a in data_parser()._actions if a.dest == "command")
+    for name, sub in subparsers.choices.items():
+        for action in sub._actions:
+            assert action.help, f"cloudmask data {name}: {action.dest} has no help text"

@@ -5,14 +5,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
 import matplotlib.image as mpimg
+import mlflow.pytorch
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import SMOKE, smoke_overrides
 from mlflow.tracking import MlflowClient
 
@@ -50,6 +53,11 @@ def test_report_has_both_architectures_and_figures(compared):
         assert f"figures/{name}.png" in text
         img = mpimg.imread(png)
         assert img.shape[0] > 200 and img.shape[1] > 200 and float(np.std(img)) > 0.01
+    # Shared like any folder the user makes (mkdtemp's private 0700 is not kept), with the HTML page beside.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert (out / "report.html").is_file()
     meta = json.loads((out / "meta.json").read_text())
     assert meta["architectures"] == ["unet", "unetpp"]
     assert meta["split_hash"] == prepare_data(**bench.prepare_args()).split_hash
@@ -109,6 +117,19 @@ def test_mlflow_holds_the_final_compare_run_with_artifacts(compared):
         assert {"report.md", "results.csv", "figures"} <= artifacts
     _, retrains = _runs(bench, role="final_retrain")
     assert len(retrains) == len(bench.architectures) * len(bench.compare.seeds)
+    # Each retrain is nested under a comparison run, with its curves, test metrics and model.
+    parents = {r.info.run_id for r in runs}
+    for run in retrains:
+        assert run.data.tags["mlflow.parentRunId"] in parents
+        assert run.info.run_name == f"{run.data.tags['arch']}/seed{run.data.tags['seed']}"
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_iou")]
+        assert steps == list(range(1, len(steps) + 1)) and steps
+        assert 0 <= run.data.metrics["test_pooled_iou"] <= 1
+    model = mlflow.pytorch.load_model(f"runs:/{retrains[0].info.run_id}/model")
+    assert model(torch.zeros(2, 4, 32, 32)).shape == (2, 2, 32, 32)
+    # One name per quantity: pooled IoU and per-image IoU are told apart.
+    metrics = runs[0].data.metrics
+    assert {"unet_pooled_iou_mean", "unet_per_image_iou_mean", "unetpp_pooled_iou_mean"} <= set(metrics)
 
 
 def test_rerun_reuses_finished_retrains(compared):

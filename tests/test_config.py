@@ -170,3 +170,8 @@ def test_apply_overrides_creates_sections():
     assert out == {"a": {"b": 1, "c": 2}, "d": {"e": [1, 2]}}
     with pytest.raises(ConfigError, match="key.sub=value"):
         apply_overrides({}, ["novalue"])
+
+
+def test_empty_synthetic_section_means_the_generator_defaults(tmp_path):
+    bench = load_benchmark(_write(tmp_path, BASE), ["data.synthetic={}"])
+    assert bench.prepare_args()["synthetic"] == {} and bench.prepare_args()["root"] is None

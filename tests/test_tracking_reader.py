@@ -1,22 +1,17 @@
 """harness.tracking.reader against a real SQLite store: selecting sweeps, trials, JSON artifacts."""
 
-import math
 import time
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from harness.tracking import (
-    PARENT_TAG,
-    ROLE_TRIAL,
     TrackingError,
     TrialLogger,
     check_tracking_uri,
-    find_final_runs,
     latest_sweep,
     load_dict,
-    log_run,
-    read_sweep,
+    runs_view,
     sweep_parent_runs,
 )
 
@@ -64,34 +59,8 @@ def test_sweep_selection_errors_name_what_is_missing(uri):
         sweep_parent_runs(uri, "exp", "nope")
     with pytest.raises(TrackingError, match="no finished sweep of benchmark 'b'"):
         sweep_parent_runs(uri, "exp", benchmark="b")
-    with pytest.raises(TrackingError, match="no finished sweep of benchmark 'b'"):
-        read_sweep(uri, "exp", benchmark="b")
     with pytest.raises(TrackingError, match="no sweep with sweep_id 's1'"):
-        read_sweep(uri, "exp", "s1", benchmark="b")
-
-
-def test_read_sweep_returns_trials_with_typed_config_or_none(uri):
-    """Trials come back with their metrics and typed config; a run without config.json has config None."""
-    parents = _sweep(uri, "s1", "a", finish=False)
-    client = MlflowClient(uri)
-    exp_id = client.get_experiment_by_name("exp").experiment_id
-    # A child run logged before config.json existed: params only.
-    legacy = client.create_run(
-        exp_id, tags={"role": ROLE_TRIAL, PARENT_TAG: parents["unet"], "trial_id": "old", "stopped_by": "asha"}
-    ).info.run_id
-    client.log_param(legacy, "lr", "0.1")
-
-    (record,) = read_sweep(uri, "exp", "s1")
-    assert record.sweep_id == "s1" and record.arch == "unet" and record.parent_run_id == parents["unet"]
-    assert record.tags["benchmark"] == "a"
-    trials = {t.trial_id: t for t in record.trials}
-    new = trials["s1-unet-t1"]
-    assert new.config == {"lr": 1e-05, "augment": True} and type(new.config["lr"]) is float
-    assert new.params == {"lr": "1e-05", "augment": "True"}
-    assert (new.epochs, new.val_iou, new.seconds, new.stopped_by) == (1, 0.5, 2.0, "completed")
-    old = trials["old"]
-    assert old.config is None and old.params == {"lr": "0.1"}
-    assert old.epochs == 0 and math.isnan(old.val_iou) and old.stopped_by == "asha"
+        sweep_parent_runs(uri, "exp", "s1", benchmark="b")
 
 
 def test_load_dict_on_a_missing_artifact_names_the_run_and_file(uri):
@@ -104,27 +73,18 @@ def test_load_dict_on_a_missing_artifact_names_the_run_and_file(uri):
         load_dict(uri, run_id, "config.json")  # the parent run has none; its trials do
 
 
-def test_latest_sweep_and_final_runs(uri, tmp_path):
-    """latest_sweep finds the last finished sweep; find_final_runs lists finished runs with given tags."""
+def test_latest_sweep_is_the_last_finished_one(uri):
+    """latest_sweep finds the last finished sweep, whatever the experiment."""
     _sweep(uri, "s1", "a")
     s2 = _sweep(uri, "s2", "a")
     _sweep(uri, "s3", "a", finish=False)
     assert latest_sweep(uri) == ("exp", "s2", s2["unet"])
 
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "report.md").write_text("# report\n")
-    tags = {"role": "final_retrain", "sweep_id": "s2", "arch": "unet"}
-    rid = log_run(
-        uri,
-        "exp",
-        run_name="s2/unet/retrain",
-        tags=tags,
-        params={"epochs": 3},
-        metrics={"test_iou": 0.6, "broken": math.nan},
-        artifacts_dir=tmp_path / "out",
+
+def test_runs_view_names_the_command_and_the_experiment_page(uri):
+    _sweep(uri, "s1", "a")
+    exp_id = MlflowClient(uri).get_experiment_by_name("exp").experiment_id
+    assert (
+        runs_view(uri, "exp")
+        == f"mlflow ui --backend-store-uri {uri}  then open http://127.0.0.1:5000/#/experiments/{exp_id}"
     )
-    assert [r.info.run_id for r in find_final_runs(uri, "exp", tags)] == [rid]
-    assert find_final_runs(uri, "exp", {**tags, "arch": "fcn"}) == []
-    assert find_final_runs(uri, "absent", tags) == []
-    run = MlflowClient(uri).get_run(rid)
-    assert run.data.metrics == {"test_iou": 0.6} and run.data.params == {"epochs": "3"}

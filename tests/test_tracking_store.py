@@ -89,3 +89,34 @@ def test_experiment_keeps_artifacts_beside_sqlite_store_and_runs_are_found_by_al
     found = find_runs(client, exp_id, {"role": "sweep", "arch": "unet"})
     assert [r.info.run_id for r in found] == [first, second]
     assert len(find_runs(client, exp_id, {"arch": "unet's"})) == 1  # a quote in a value is escaped
+
+
+def test_checking_a_new_sqlite_store_creates_nothing(tmp_path):
+    uri = check_tracking_uri(f"sqlite:///{tmp_path}/deep/er/mlflow.db")
+    assert uri == f"sqlite:///{tmp_path}/deep/er/mlflow.db"
+    assert not (tmp_path / "deep").exists(), "a run refused after the check must leave no empty store"
+
+
+def test_an_unwritable_place_for_a_new_store_is_named(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(TrackingError, match="cannot create the store"):
+        check_tracking_uri(f"sqlite:///{tmp_path}/file/mlflow.db")
+
+
+def test_two_processes_creating_one_new_store_both_succeed(tmp_path):
+    """Separate processes race to build a new SQLite store's schema and log an experiment."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from harness.tracking import client_for, get_or_create_experiment; "
+        "uri = sys.argv[1]; print(get_or_create_experiment(client_for(uri), 'exp', uri))"
+    )
+    uri = f"sqlite:///{tmp_path}/race/mlflow.db"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, uri], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-800:] for _, err in outputs]
+    assert len({out.strip() for out, _ in outputs}) == 1, "one experiment, found by every process"

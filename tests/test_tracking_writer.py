@@ -20,7 +20,6 @@ from harness.tracking import (
     TrialLogger,
     check_tracking_uri,
     load_dict,
-    read_sweep,
 )
 
 
@@ -63,9 +62,10 @@ def test_one_child_per_trial_survives_restore_and_rereports(tmp_path):
     assert run.data.params["lr"] == "0.01" and run.data.params["depth"] == "2"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_iou")]
     assert sorted(steps) == [1, 2, 3]
-    sweep = read_sweep(uri, "exp")
-    assert [t.trial_id for t in sweep[0].trials] == ["t1"] and sweep[0].trials[0].epochs == 3
     assert tl2.run_id("t1") == run.info.run_id
+    # Readable names: the architecture first, then the trial's rank and Ray's id; standard context tags.
+    assert run.info.run_name == "unet/t01-t1" and "mlflow.user" in run.data.tags
+    assert client.get_run(parent).info.run_name.startswith("unet/")
 
 
 def test_child_config_json_round_trips_typed(tmp_path):

@@ -99,6 +99,8 @@ class CompareConfig:
     epochs: int | None = None
     samples_in_figure: int = 6
     bootstrap_samples: int = 10000
+    #: Register each retrained model in MLflow's model registry as ``<name>-<arch>`` (null: log only).
+    register_models: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,8 @@ class Benchmark:
         """Keyword arguments of :func:`harness.data.prepare.prepare_data` for this benchmark (absolute paths)."""
         return {
             "root": str(Path(self.data.root).resolve()) if self.data.root else None,
-            "synthetic": dict(self.data.synthetic) if self.data.synthetic else None,
+            # An empty synthetic section means "the generator's defaults", not "no data".
+            "synthetic": dict(self.data.synthetic) if self.data.synthetic is not None else None,
             "cache_dir": str(Path(self.data.cache_dir).resolve()),
             "split_kind": self.split.kind,
             "fractions": tuple(self.split.fractions),
@@ -176,6 +179,7 @@ _OPTIONAL_TYPES: dict[str, type] = {
     "data.synthetic": dict,
     "compare.epochs": int,
     "search.storage": str,
+    "compare.register_models": str,
     "ray.num_cpus": int,
     "ray.num_gpus": int,
 }

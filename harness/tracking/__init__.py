@@ -3,10 +3,11 @@
 - :mod:`~harness.tracking.store`: reaching the store (:func:`check_tracking_uri`), experiments, finding
   runs by tag, :func:`retry`, the role and tag names every run carries;
 - :mod:`~harness.tracking.writer`: :class:`TrialLogger` (one parent run per sweep and architecture, one
-  child run per trial with its params and a typed ``config.json``; queued, retried writes) and
-  :func:`log_run` for standalone runs such as the final comparison;
-- :mod:`~harness.tracking.reader`: reading sweeps back (:func:`read_sweep`, :func:`sweep_parent_runs`,
-  :func:`latest_sweep`), finished final runs, JSON artifacts (:func:`load_dict`) and other artifacts.
+  child run per trial with its params and a typed ``config.json``; queued, retried writes);
+- :mod:`~harness.tracking.comparison`: :class:`ComparisonRecorder` (the ``final_compare`` run with a nested
+  run per retrain: curves, test metrics, the retrained model);
+- :mod:`~harness.tracking.reader`: finding sweeps (:func:`sweep_parent_runs`, :func:`latest_sweep`), JSON
+  artifacts such as ``sweep_result.json`` (:func:`load_dict`) and other artifacts.
 
 Everything public is re-exported here, so callers import from ``harness.tracking``.
 """
@@ -21,6 +22,8 @@ from harness.tracking.store import (
     ROLE_TRIAL,
     TrackingError,
     check_tracking_uri,
+    client_for,
+    ensure_store,
     find_runs,
     get_or_create_experiment,
     git_commit,
@@ -29,40 +32,32 @@ from harness.tracking.store import (
 )
 
 # isort: split
-from harness.tracking.reader import (
-    SweepRecord,
-    TrialRecord,
-    download_artifacts,
-    find_final_runs,
-    latest_sweep,
-    load_dict,
-    read_sweep,
-    sweep_parent_runs,
-)
-from harness.tracking.writer import TrialLogger, log_run
+from harness.tracking.comparison import ROLE_RETRAIN, ComparisonRecorder
+from harness.tracking.reader import download_artifacts, latest_sweep, load_dict, runs_view, sweep_parent_runs
+from harness.tracking.writer import TrialLogger
 
 __all__ = [
     "CONFIG_ARTIFACT",
     "EPOCH_METRICS",
     "PARENT_TAG",
     "ROLE_FINAL",
+    "ROLE_RETRAIN",
     "ROLE_SWEEP",
     "ROLE_TRIAL",
-    "SweepRecord",
+    "ComparisonRecorder",
     "TrackingError",
     "TrialLogger",
-    "TrialRecord",
     "check_tracking_uri",
+    "client_for",
     "download_artifacts",
-    "find_final_runs",
+    "ensure_store",
     "find_runs",
     "get_or_create_experiment",
     "git_commit",
     "latest_sweep",
     "load_dict",
-    "log_run",
-    "read_sweep",
     "resolve_uri",
     "retry",
+    "runs_view",
     "sweep_parent_runs",
 ]

@@ -10,53 +10,22 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from urllib.parse import urlparse
 
 from mlflow.tracking import MlflowClient
 
 from harness.tracking.store import (
-    CONFIG_ARTIFACT,
-    PARENT_TAG,
     ROLE_SWEEP,
-    ROLE_TRIAL,
     TrackingError,
+    client_for,
     find_runs,
     resolve_uri,
 )
 
 
-@dataclass
-class TrialRecord:
-    """One trial of a sweep as MLflow holds it."""
-
-    run_id: str
-    trial_id: str
-    arch: str
-    params: dict[str, str]
-    stopped_by: str
-    epochs: int
-    val_iou: float
-    seconds: float
-    #: The trial's config with its JSON types, from the run's ``config.json``; None when it has none.
-    config: dict[str, Any] | None = None
-
-
-@dataclass
-class SweepRecord:
-    """One architecture's sweep: its parent run and trials."""
-
-    sweep_id: str
-    arch: str
-    parent_run_id: str
-    tags: dict[str, str]
-    trials: list[TrialRecord]
-
-
 def _client(uri: str) -> MlflowClient:
-    return MlflowClient(resolve_uri(uri))
+    return client_for(resolve_uri(uri))
 
 
 def _sweep_parents(
@@ -93,45 +62,6 @@ def sweep_parent_runs(
     _, sweep_id, parents = _sweep_parents(_client(uri), uri, experiment, sweep_id, benchmark)
     # Oldest first, so an architecture logged twice maps to its latest parent (the one TrialLogger reuses).
     return sweep_id, {p.data.tags["arch"]: p.info.run_id for p in parents}
-
-
-def read_sweep(
-    uri: str, experiment: str, sweep_id: str | None = None, *, benchmark: str | None = None
-) -> list[SweepRecord]:
-    """Return the parent runs of a sweep (the latest finished one when ``sweep_id`` is None) with their trials."""
-    client = _client(uri)
-    exp_id, sweep_id, parents = _sweep_parents(client, uri, experiment, sweep_id, benchmark)
-    out = []
-    for parent in parents:
-        children = find_runs(client, exp_id, {"role": ROLE_TRIAL, PARENT_TAG: parent.info.run_id})
-        trials = []
-        for run in children:
-            hist = client.get_metric_history(run.info.run_id, "val_iou")
-            secs = client.get_metric_history(run.info.run_id, "epoch_seconds")
-            last = max(hist, key=lambda m: m.step) if hist else None
-            trials.append(
-                TrialRecord(
-                    run_id=run.info.run_id,
-                    trial_id=run.data.tags.get("trial_id", ""),
-                    arch=parent.data.tags["arch"],
-                    params=dict(run.data.params),
-                    stopped_by=run.data.tags.get("stopped_by", ""),
-                    epochs=last.step if last else 0,
-                    val_iou=last.value if last else float("nan"),
-                    seconds=float(sum(m.value for m in secs)),
-                    config=_load_dict_or_none(client, uri, run.info.run_id, CONFIG_ARTIFACT),
-                )
-            )
-        out.append(
-            SweepRecord(
-                sweep_id=sweep_id,
-                arch=parent.data.tags["arch"],
-                parent_run_id=parent.info.run_id,
-                tags=dict(parent.data.tags),
-                trials=trials,
-            )
-        )
-    return out
 
 
 def _load_dict_or_none(client: MlflowClient, uri: str, run_id: str, artifact_file: str) -> dict | None:
@@ -190,22 +120,13 @@ def download_artifacts(uri: str, run_id: str, path: str, dst: str | Path) -> str
     return _client(uri).download_artifacts(run_id, path, str(dst))
 
 
-def find_final_runs(uri: str, experiment: str, tags: Mapping[str, str]) -> list:
-    """Return the finished runs of the experiment with these tags (used to skip finished retrains)."""
-    client = _client(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return []
-    return [r for r in find_runs(client, exp.experiment_id, tags) if r.info.status == "FINISHED"]
+def runs_view(uri: str, experiment: str, host: str = "http://127.0.0.1:5000") -> str:
+    """How to open the experiment's runs table: the ``mlflow ui`` command (local stores) and the page's URL."""
+    exp = _client(uri).get_experiment_by_name(experiment)
+    url = f"{host}/#/experiments/{exp.experiment_id}" if exp is not None else host
+    if urlparse(uri).scheme in ("http", "https"):
+        return f"open {uri.rstrip('/')}/#/experiments/{exp.experiment_id if exp else ''}"
+    return f"mlflow ui --backend-store-uri {uri}  then open {url}"
 
 
-__all__ = [
-    "SweepRecord",
-    "TrialRecord",
-    "download_artifacts",
-    "find_final_runs",
-    "latest_sweep",
-    "load_dict",
-    "read_sweep",
-    "sweep_parent_runs",
-]
+__all__ = ["download_artifacts", "latest_sweep", "load_dict", "runs_view", "sweep_parent_runs"]

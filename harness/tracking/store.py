@@ -7,6 +7,7 @@ before anything else that imports ``mlflow``.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import time
@@ -84,23 +85,63 @@ def check_tracking_uri(uri: str, *, timeout: float = 10.0, must_exist: bool = Fa
             raise TrackingError(f"tracking URI {uri} is unreachable: {exc}") from None
     elif scheme == "sqlite":
         db = Path(uri[len("sqlite:///") :])
-        try:
-            db.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise TrackingError(f"tracking URI {uri}: cannot create {db.parent}: {exc}") from None
+        if not db.exists():
+            # Nothing is created before the first run is written (ensure_store): a sweep refused
+            # later (bad data, no Ray) leaves no empty store behind. Can it be created there?
+            folder = next(p for p in (db.parent, *db.parent.parents) if p.exists())
+            if not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
+                raise TrackingError(f"tracking URI {uri}: cannot create the store under {folder}")
+            return uri
     try:
-        MlflowClient(uri).search_experiments(max_results=1)
+        client_for(uri).search_experiments(max_results=1)
+    except TrackingError:
+        raise
     except Exception as exc:
         raise TrackingError(f"tracking URI {uri} cannot be used: {type(exc).__name__}: {exc}") from None
     return uri
 
 
+_ENSURED: set[str] = set()
+
+
+def ensure_store(uri: str) -> None:
+    """Create a local SQLite store if it is not there yet, once, whatever the number of processes.
+
+    MLflow builds (or upgrades) a SQLite schema in several steps whenever a client is made for it; two
+    processes doing it at once fail (``CircularDependencyError``, alembic errors). An exclusive lock on
+    the store's folder makes the first build it and the others find it built.
+    """
+    if not uri.startswith("sqlite:///") or uri in _ENSURED:
+        return
+    db = Path(uri[len("sqlite:///") :])
+    # No shortcut on "the file exists": it exists as soon as another process starts building it.
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrackingError(f"tracking URI {uri}: cannot create {db.parent}: {exc}") from None
+    folder = os.open(db.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        MlflowClient(uri).search_experiments(max_results=1)  # builds the schema when absent
+        _ENSURED.add(uri)
+    finally:
+        fcntl.flock(folder, fcntl.LOCK_UN)
+        os.close(folder)
+
+
+def client_for(uri: str) -> MlflowClient:
+    """An MLflow client for ``uri``; a local SQLite store is built first, under a lock (:func:`ensure_store`)."""
+    ensure_store(uri)
+    return MlflowClient(uri)
+
+
 def get_or_create_experiment(client: MlflowClient, name: str, uri: str) -> str:
-    """Return the experiment's id, creating it if needed.
+    """Return the experiment's id, creating it (and a local store) if needed.
 
     A new experiment keeps its artifacts beside a local SQLite store, so the store and its artifacts
     move together.
     """
+    ensure_store(uri)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
@@ -179,3 +220,13 @@ __all__ = [
     "resolve_uri",
     "retry",
 ]
+
+
+def standard_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """``tags`` plus MLflow's standard context tags (``mlflow.user``, ``mlflow.source.*``, git commit).
+
+    The low-level client does not add them by itself; the fluent API does through the same registry.
+    """
+    from mlflow.tracking.context.registry import resolve_tags
+
+    return {k: str(v) for k, v in resolve_tags(dict(tags)).items()}

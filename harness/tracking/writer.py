@@ -24,21 +24,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from harness.tracking.store import (
     CONFIG_ARTIFACT,
     EPOCH_METRICS,
     PARENT_TAG,
-    ROLE_FINAL,
     ROLE_SWEEP,
     ROLE_TRIAL,
     TrackingError,
+    client_for,
     find_runs,
     get_or_create_experiment,
-    resolve_uri,
     retry,
+    standard_tags,
 )
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class TrialLogger:
     def client(self) -> MlflowClient:
         """The MLflow client, created on first use."""
         if self._client is None:
-            self._client = MlflowClient(self.uri)
+            self._client = client_for(self.uri)
         return self._client
 
     # -- the parent run -------------------------------------------------------------------------
@@ -135,10 +135,11 @@ class TrialLogger:
                 if found[-1].info.status != "RUNNING":
                     self.client.update_run(self.parent_run_id, status="RUNNING")
             else:
+                # The architecture first: the runs table cuts long names from the right.
                 run = self.client.create_run(
                     self._experiment_id,
-                    run_name=f"{self.sweep_id}/{self.arch}",
-                    tags={**tags, **self.parent_tags},
+                    run_name=f"{self.arch}/{self.sweep_id}",
+                    tags=standard_tags({**tags, **self.parent_tags}),
                 )
                 self.parent_run_id = run.info.run_id
         except TrackingError:
@@ -326,10 +327,11 @@ class TrialLogger:
             if found:
                 run_id = found[0].info.run_id
             else:
+                number = len(self._run_ids) + 1  # the trial's rank in this sweep, for a readable name
                 run = self.client.create_run(
                     self._experiment_id,
-                    run_name=trial_id,
-                    tags={**tags, "arch": self.arch, "sweep_id": self.sweep_id},
+                    run_name=f"{self.arch}/t{number:02d}-{trial_id}",
+                    tags=standard_tags({**tags, "arch": self.arch, "sweep_id": self.sweep_id}),
                 )
                 run_id = run.info.run_id
             self._run_ids[trial_id] = run_id
@@ -363,32 +365,4 @@ class TrialLogger:
                 fh.write(json.dumps({"kind": op.kind, "trial_id": op.trial_id, **op.payload}, default=str) + "\n")
 
 
-def log_run(
-    uri: str,
-    experiment: str,
-    *,
-    run_name: str,
-    tags: Mapping[str, str],
-    params: Mapping[str, Any] | None = None,
-    metrics: Mapping[str, float] | None = None,
-    artifacts_dir: str | Path | None = None,
-) -> str:
-    """Log a standalone run (the final comparison) with its artifacts; returns its run id."""
-    uri = resolve_uri(uri)
-    client = MlflowClient(uri)
-    exp_id = get_or_create_experiment(client, experiment, uri)
-    run = client.create_run(exp_id, run_name=run_name, tags=dict(tags))
-    rid = run.info.run_id
-    client.log_batch(
-        rid,
-        metrics=_finite_metrics(metrics or {}, int(time.time() * 1000), 0),
-        params=[Param(k, _param_value(v)) for k, v in (params or {}).items()],
-        tags=[RunTag("role", tags.get("role", ROLE_FINAL))],
-    )
-    if artifacts_dir is not None:
-        client.log_artifacts(rid, str(artifacts_dir))
-    client.set_terminated(rid, "FINISHED")
-    return rid
-
-
-__all__ = ["TrialLogger", "log_run"]
+__all__ = ["TrialLogger"]
