@@ -16,7 +16,7 @@ def test_html_report_embeds_every_figure_and_keeps_the_tables(tmp_path):
     linked = re.findall(r"\(figures/([^)]+\.png)\)", markdown_text)
     assert linked, "the Markdown report links figures"
     embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(embedded) == len(linked) and "src=\"figures/" not in page
+    assert len(embedded) == len(linked) and 'src="figures/' not in page
     for data, name in zip(embedded, linked, strict=True):
         assert base64.b64decode(data) == (root / "figures" / name).read_bytes()
     # Every Markdown table became an HTML table (the tables extension is on).
