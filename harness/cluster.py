@@ -7,7 +7,9 @@ tasks so a cluster runs every (architecture, seed) at once. No Tune here.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from harness.data.prepare import PreparedData, prepare_data
 
 
 class ClusterError(RuntimeError):
-    """Ray cannot be used as asked (unreachable address, resources no node has, other data on a node)."""
+    """Ray cannot be used as asked (unreachable address, refused token, resources no node has, other data)."""
 
 
 def start_ray(options: RayConfig, address: str | None) -> bool:
@@ -40,20 +42,98 @@ def start_ray(options: RayConfig, address: str | None) -> bool:
     try:
         ray.init(address=address, log_to_driver=True)
     except Exception as exc:
-        raise ClusterError(f"cannot connect to the Ray cluster at --address {address}: {exc}") from None
+        raise connection_error(address, exc) from None
     return True
 
 
+#: What Ray's exception chain says when the cluster's token authentication refused the driver.
+_AUTH_MARKERS = ("InvalidAuthToken", "AuthenticationError", "UNAUTHENTICATED", "Unauthenticated")
+TOKEN_HELP = (
+    "Run the driver with RAY_AUTH_MODE=token and the cluster's token, which Ray reads from RAY_AUTH_TOKEN, "
+    "else from the file RAY_AUTH_TOKEN_PATH names, else from ~/.ray/auth_token (`ray get-auth-token` on the "
+    "head prints it); or submit the driver to the cluster with `ray job submit --working-dir . -- python -m "
+    "harness.sweep … --address auto`, which runs it with the cluster's own settings"
+)
+
+
+def token_source() -> str | None:
+    """Where Ray would read this process's token from (in Ray's order of precedence), or None."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN"
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if path:
+        return f"RAY_AUTH_TOKEN_PATH={path}" + ("" if Path(path).is_file() else " (no such file)")
+    default = Path.home() / ".ray" / "auth_token"
+    return str(default) if default.is_file() else None
+
+
+def connection_error(address: str, exc: BaseException) -> ClusterError:
+    """A :class:`ClusterError` for a failed ``ray.init(address=…)`` that names the real cause.
+
+    Ray reports a refused token as "Failed to connect to Ray cluster at …"; the cause is further down
+    its exception chain, where :class:`ray.exceptions.AuthenticationError` names it.
+    """
+    chain: list[str] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(chain) < 5:
+        chain.append(str(cause))
+        cause = cause.__cause__ or cause.__context__
+    if not any(marker in text for text in chain for marker in _AUTH_MARKERS):
+        lines = chain[-1].strip().splitlines()
+        detail = f" ({lines[-1]})" if len(chain) > 1 and lines else ""
+        return ClusterError(f"cannot connect to the Ray cluster at --address {address}: {chain[0]}{detail}")
+    mode = os.environ.get("RAY_AUTH_MODE")
+    source = token_source()
+    if mode == "token" and source and "no such file" not in source:
+        what = f"the cluster uses token authentication and refused this driver's token (from {source}): a mismatch"
+    else:
+        have = f"RAY_AUTH_MODE={mode}" if mode else "RAY_AUTH_MODE is unset"
+        what = (
+            "the cluster uses token authentication and this driver has no token for it "
+            f"({have}; token: {source or 'none found'})"
+        )
+    return ClusterError(f"cannot connect to the Ray cluster at --address {address}: {what}. {TOKEN_HELP}")
+
+
+def _ray_address_file() -> Path:
+    """Ray's record of the last cluster ``ray start`` started on this machine (what ``auto`` reads)."""
+    tmp = os.environ.get("RAY_TMPDIR") or (os.environ.get("TMPDIR") if sys.platform.startswith("linux") else None)
+    return Path(tmp or "/tmp") / "ray" / "ray_current_cluster"
+
+
+def resolve_auto(address: str) -> tuple[str, str]:
+    """``(host:port, where it came from)`` for ``auto``, as Ray resolves it: RAY_ADDRESS, then its address file."""
+    env = os.environ.get("RAY_ADDRESS")
+    if env and env != "auto":
+        return env, "RAY_ADDRESS"
+    path = _ray_address_file()
+    text = path.read_text().strip() if path.is_file() else ""
+    if not text:
+        raise ClusterError(
+            f"--address {address}: no Ray cluster to join (RAY_ADDRESS is unset and {path} does not exist); "
+            "start one with `ray start --head`, or pass --address HOST:PORT"
+        )
+    return text, str(path)
+
+
 def check_reachable(address: str, timeout: float = 5.0) -> None:
-    """Fail in seconds, not minutes, when a ``host:port`` (or ``ray://host:port``) address does not answer."""
-    target = address.removeprefix("ray://")
-    host, sep, port = target.rpartition(":")
+    """Fail in seconds, not minutes, when the cluster address does not answer.
+
+    ``host:port`` and ``ray://host:port`` are tried as given; ``auto`` is first resolved as Ray does, so a
+    stale address file (left by a cluster that is gone) is named instead of Ray's minute of retries.
+    """
+    target, origin = address.removeprefix("ray://"), ""
+    if target == "auto":
+        target, source = resolve_auto(address)
+        origin = f" (resolved to {target} from {source})"
+    host, sep, port = target.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit():
-        return  # "auto" and friends: Ray resolves them itself
+        return  # not a host:port: Ray resolves it itself
     try:
         socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
     except OSError as exc:
-        raise ClusterError(f"cannot connect to the Ray cluster at --address {address}: {exc}") from None
+        stale = "; that file is stale (its cluster is gone): `ray stop` removes it" if "ray_current" in origin else ""
+        raise ClusterError(f"cannot connect to the Ray cluster at --address {address}{origin}: {exc}{stale}") from None
 
 
 @contextlib.contextmanager
@@ -77,6 +157,46 @@ def check_resources(cpu: float, gpu: float) -> None:
             f"resources: each trial asks for cpu={cpu:g}, gpu={gpu:g}, but no node of the Ray cluster has "
             f"that (cluster: {total.get('CPU', 0):g} CPU, {total.get('GPU', 0):g} GPU on {len(nodes)} "
             "node(s)); lower resources.cpu/resources.gpu or add nodes"
+        )
+
+
+def check_loader_workers(
+    num_workers: int,
+    concurrency: int,
+    cpu_per_trial: float,
+    gpu_per_trial: float = 0.0,
+    *,
+    nodes: list[dict[str, Any]] | None = None,
+) -> None:
+    """Refuse data-loader processes that would outnumber a node's CPUs, before hours of work start.
+
+    Every trial starts ``num_workers`` DataLoader processes (``train.num_workers``). On each alive node
+    that can run a trial, the trials it runs at once are ``concurrency`` (``search.max_concurrent``)
+    or fewer, as its CPUs (``cpu_per_trial`` each) and GPUs (``gpu_per_trial`` each, fractional
+    allowed) fit; those trials' loader processes must not exceed the node's CPUs, else every trial
+    waits on the others' loaders. The trial processes themselves are not counted. ``nodes`` is
+    ``ray.nodes()`` unless given. Raises :class:`ClusterError` naming both settings and what fits.
+    """
+    if num_workers <= 0:
+        return
+    for node in ray.nodes() if nodes is None else nodes:
+        if not node.get("Alive"):
+            continue
+        cpus, gpus = node["Resources"].get("CPU", 0.0), node["Resources"].get("GPU", 0.0)
+        trials = concurrency
+        for have, need in ((cpus, cpu_per_trial), (gpus, gpu_per_trial)):
+            if need > 0:
+                trials = min(trials, int(have / need + 1e-9))  # the epsilon keeps 1 / 0.25 GPU at 4 trials
+        if trials < 1 or num_workers * trials <= cpus:
+            continue  # a node that runs no trial (a head with CPU: 0) starts no loader either
+        fixes = [f"train.num_workers <= {int(cpus // trials)}"] if cpus >= trials else ["train.num_workers=0"]
+        if num_workers <= cpus:
+            fixes.append(f"search.max_concurrent <= {int(cpus // num_workers)}")
+        raise ClusterError(
+            f"train.num_workers={num_workers} loader processes per trial x {trials} trial(s) at once "
+            f"(search.max_concurrent={concurrency}, resources.cpu={cpu_per_trial:g}, resources.gpu={gpu_per_trial:g}) "
+            f"is {num_workers * trials} processes for the {cpus:g} CPUs of node "
+            f"{node.get('NodeManagerAddress', node.get('NodeID', '?'))}: set {' or '.join(fixes)}"
         )
 
 

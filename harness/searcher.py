@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
+from ray.tune import ExperimentAnalysis
 from ray.tune.search import Searcher
 
 from harness.search import make_sampler, trial_outcome
@@ -203,6 +205,22 @@ class OptunaStudySearcher(Searcher):
             state = json.load(f)
         self.study_name, self.storage = state["study_name"], state["storage"]
         self._suggested = list(state["ray_trial_ids"])
-        self._known = set(self._suggested)
+        self._known = restored_trial_ids(os.path.dirname(checkpoint_path)) or set(self._suggested)
         self._reset()
         self._connect()
+
+
+def restored_trial_ids(experiment_dir: str) -> set[str] | None:
+    """The Ray trial ids of the experiment state Tune restores from ``experiment_dir`` (None if unreadable).
+
+    Tune saves its experiment state and this searcher's state side by side, but copies them to the storage
+    one after the other: after a SIGKILL either may be the newer one. What Tune resumes is its experiment
+    state, so that (read with Ray's public :class:`~ray.tune.ExperimentAnalysis`) says which trials exist.
+    """
+    try:
+        return {trial.trial_id for trial in ExperimentAnalysis(experiment_dir).trials}
+    except Exception as exc:  # no state there: fall back to the ids this searcher saved
+        log.warning(
+            "could not read the restored experiment in %s (%s); using the searcher's saved ids", experiment_dir, exc
+        )
+        return None

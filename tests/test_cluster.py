@@ -8,7 +8,7 @@ import shutil
 import pytest
 from conftest import SMOKE
 
-from harness.cluster import ClusterError, check_reachable, check_resources, data_on_node, run_tasks
+from harness.cluster import ClusterError, check_reachable, check_resources, data_on_node, run_tasks, token_source
 from harness.config import load_benchmark
 from harness.data.prepare import prepare_data
 from harness.metrics import confusion_stats
@@ -43,3 +43,33 @@ def test_a_node_without_the_cache_prepares_the_same_split(tmp_path):
     other = dataclasses.replace(data, split_hash="0" * 64)
     with pytest.raises(ClusterError, match="split hash on this node"):
         data_on_node(other, {"cache_dir": str(tmp_path / "c" / "cache"), **args, "split_seed": 1})
+
+
+def test_address_auto_with_a_stale_address_file_fails_in_seconds_naming_it(tmp_path, monkeypatch):
+    """`ray start` left its address in RAY_TMPDIR/ray/ray_current_cluster, then the cluster went away."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text("127.0.0.1:1\n")
+    with pytest.raises(ClusterError, match=r"resolved to 127\.0\.0\.1:1 from .*ray_current_cluster.*stale"):
+        check_reachable("auto", timeout=2)
+    (tmp_path / "ray" / "ray_current_cluster").unlink()
+    with pytest.raises(ClusterError, match="no Ray cluster to join"):
+        check_reachable("auto", timeout=2)
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # Ray reads RAY_ADDRESS first, and so do we
+    with pytest.raises(ClusterError, match="from RAY_ADDRESS"):
+        check_reachable("auto", timeout=2)
+
+
+def test_token_source_follows_rays_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for var in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    assert token_source() is None
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("t")
+    assert token_source() == str(tmp_path / ".ray" / "auth_token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "missing"))
+    assert token_source().endswith("(no such file)")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "t")
+    assert token_source() == "RAY_AUTH_TOKEN"

@@ -230,6 +230,8 @@ def test_driver_sigkill_then_resume(ray_cluster, tmp_path, data_cache_dir):
     proc.wait(timeout=30)
     resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # The restored searcher read which trials the restored experiment holds from Tune's experiment state.
+    assert "could not read the restored experiment" not in resumed.stderr
     client, parents, children = mlflow_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "cloudmask-smoke")
     assert len(parents) == 1
     assert len(children) == 4
