@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 import tifffile
 
 from harness.data.cache import IMAGES, PATCH_COLUMNS, cache_bytes, check_free_space, ingest, open_cache, verify
+from harness.data.decode import read_plain_tiff
 from harness.data.layout import BANDS, DatasetError, discover_patches, read_csv_names
 from harness.data.synth import TEST_DIR, TRAIN_DIR
 
@@ -75,7 +77,10 @@ def test_second_ingest_reuses_and_a_changed_source_file_invalidates(synthetic_ro
     assert _leftovers(tmp_path) == []
 
 
-def test_broken_tree_reports_every_problem_with_its_path_and_leaves_no_cache(synthetic_root, copy_tree, tmp_path):
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
+def test_broken_tree_reports_every_problem_with_its_path_and_leaves_no_cache(
+    synthetic_root, copy_tree, tmp_path, processes
+):
     root = copy_tree(synthetic_root)
     train = discover_patches(root, subset="train")
     p = [train[i] for i in (1, 5, 9, 13, 17)]
@@ -113,23 +118,44 @@ def test_broken_tree_reports_every_problem_with_its_path_and_leaves_no_cache(syn
         for path, needle in expected.items():
             assert any(needle in m for m in by_path[path]), (path, by_path[path])
 
-    check(verify(root))
+    check(verify(root, processes=processes))
     cache_dir = tmp_path / "cache"
     with pytest.raises(DatasetError) as err:
-        ingest(root, cache_dir, progress=False)
+        ingest(root, cache_dir, progress=False, processes=processes)
     check(err.value.problems)
     assert all(str(path) in str(err.value) for path in expected)
     assert not cache_dir.exists() and _leftovers(tmp_path) == []
 
 
-def test_a_file_problem_found_while_decoding_leaves_no_cache(synthetic_root, copy_tree, tmp_path):
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
+def test_a_file_problem_found_while_decoding_leaves_no_cache(synthetic_root, copy_tree, tmp_path, processes):
     # Only a decode-time problem (the tree's structure is fine): the temp folder must go too.
     root = copy_tree(synthetic_root / TRAIN_DIR)
     bad = discover_patches(root)[-1].bands["nir"]
     bad.write_bytes(bad.read_bytes()[:200])
     cache_dir = tmp_path / "cache"
     with pytest.raises(DatasetError, match="nir_patch"):
-        ingest(root, cache_dir, progress=False)
+        ingest(root, cache_dir, progress=False, processes=processes)
+    assert not cache_dir.exists() and _leftovers(tmp_path) == []
+
+
+def test_worker_processes_build_the_cache_the_threads_build(synthetic_root, synthetic_cache, tmp_path):
+    """Decoding in worker processes (what a large tree gets) writes the same bytes and patch table."""
+    threads = open_cache(synthetic_cache)
+    cache = open_cache(ingest(synthetic_root, tmp_path / "cache", progress=False, processes=True, workers=3))
+    np.testing.assert_array_equal(cache.images, threads.images)
+    np.testing.assert_array_equal(cache.masks, threads.masks)
+    assert cache.patches.equals(threads.patches)
+    assert cache.source == {**threads.source, "root": cache.source["root"]}
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_decoding_process_that_dies_is_an_error_and_leaves_no_cache(synthetic_root, tmp_path, monkeypatch):
+    # A worker that exits before answering (here: an "interpreter" that exits at once with status 1).
+    monkeypatch.setattr(sys, "executable", shutil.which("false"))
+    cache_dir = tmp_path / "cache"
+    with pytest.raises(RuntimeError, match="decoding worker process died"):
+        ingest(synthetic_root, cache_dir, progress=False, processes=True)
     assert not cache_dir.exists() and _leftovers(tmp_path) == []
 
 
@@ -215,3 +241,67 @@ def test_a_cache_path_that_is_a_file_is_refused(synthetic_root, tmp_path):
     (tmp_path / "cache").write_text("not a folder")
     with pytest.raises(FileExistsError, match="is a file"):
         ingest(synthetic_root, tmp_path / "cache", progress=False)
+
+
+def test_worker_processes_never_rerun_the_callers_main(synthetic_root, tmp_path):
+    """An unguarded script (no ``if __name__ == "__main__"``) ingests once: workers do not re-import it."""
+    runs = tmp_path / "runs.txt"
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from harness.data.cache import ingest\n"
+        f"with open({str(runs)!r}, 'a') as f:\n"
+        "    f.write('ran\\n')\n"
+        f"ingest({str(synthetic_root)!r}, {str(tmp_path / 'cache')!r}, progress=False, processes=True)\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    subprocess.run([sys.executable, str(script)], check=True, env=env, cwd=tmp_path, timeout=300)
+    assert runs.read_text() == "ran\n"
+    assert len(open_cache(tmp_path / "cache")) == len(discover_patches(synthetic_root, subset="train"))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "options"),
+    [
+        (np.uint16, {"compression": "packbits"}),  # what 38/95-Cloud and the synthetic trees hold
+        (np.uint8, {"compression": "packbits", "rowsperstrip": 5}),  # a ground truth, a short last strip
+        (np.uint16, {}),  # uncompressed, one strip
+        (np.uint16, {"compression": "packbits", "byteorder": ">"}),  # big-endian
+    ],
+)
+def test_plain_tiffs_are_read_as_tifffile_reads_them(tmp_path, dtype, options):
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, np.iinfo(dtype).max, (48, 40), dtype=dtype)
+    array[:10] = 0  # runs, so PackBits has something to compress
+    path = tmp_path / "band.TIF"
+    tifffile.imwrite(path, array, photometric="minisblack", metadata=None, **options)
+    read = read_plain_tiff(path, dtype, (48, 40))
+    assert read is not None and read.dtype == np.dtype(dtype) and read.dtype.isnative
+    np.testing.assert_array_equal(read, tifffile.imread(path))
+
+
+def test_real_patch_files_are_read_as_tifffile_reads_them(real_sample_root):
+    (pf,) = discover_patches(real_sample_root)
+    for path in pf.paths():
+        dtype = np.uint8 if path == pf.gt else np.uint16
+        np.testing.assert_array_equal(read_plain_tiff(path, dtype, (384, 384)), tifffile.imread(path))
+
+
+@pytest.mark.parametrize(
+    "case", ["lzw", "tiled", "float32", "predictor", "other shape", "truncated", "not a tiff", "bigtiff"]
+)
+def test_other_tiffs_are_left_to_tifffile(tmp_path, case):
+    path = tmp_path / "band.TIF"
+    array = np.arange(48 * 40, dtype=np.uint16).reshape(48, 40)
+    options = {
+        "lzw": {"compression": "lzw"},
+        "tiled": {"tile": (16, 16)},
+        "predictor": {"compression": "zlib", "predictor": True},
+        "bigtiff": {"bigtiff": True},
+    }.get(case, {})
+    tifffile.imwrite(path, array.astype(np.float32) if case == "float32" else array, metadata=None, **options)
+    if case == "truncated":
+        path.write_bytes(path.read_bytes()[:-100])
+    if case == "not a tiff":
+        path.write_bytes(b"PNG and more bytes")
+    assert read_plain_tiff(path, np.uint16, (40, 48) if case == "other shape" else (48, 40)) is None

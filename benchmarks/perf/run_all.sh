@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run every perf script; JSON into benchmarks/perf/results/, logs next to it.
-#   bash benchmarks/perf/run_all.sh [--quick]      (--quick: all of them in ~10 min on 2 CPU cores)
+#   bash benchmarks/perf/run_all.sh [--quick]      (--quick: all of them in ~15 min on 2 CPU cores)
 # PYTHON=... picks the interpreter (default .venv/bin/python); RESULTS=... another output folder.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -10,7 +10,7 @@ mkdir -p "$OUT"
 MODE=()
 [[ "${1:-}" == "--quick" ]] && MODE=(--quick)
 status=0
-for script in overhead data_path compute scheduling search_efficiency gpu_throughput; do
+for script in overhead data_path compute scheduling search_efficiency scale gpu_throughput; do
     echo "== $script ${MODE[*]}" >&2
     start=$(date +%s)
     if "$PY" "benchmarks/perf/$script.py" "${MODE[@]}" --json "$OUT/$script.json" >"$OUT/$script.log" 2>&1; then

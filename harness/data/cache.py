@@ -13,42 +13,26 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import uuid
-from collections import Counter
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from numpy.lib.format import open_memmap
-from tqdm import tqdm
 
-from .layout import (
-    BANDS,
-    DatasetError,
-    PatchFiles,
-    Problem,
-    is_nonempty,
-    read_tiff,
-    scan_tree,
-    tiff_shape,
-)
+# DEFAULT_WORKERS, PROCESS_MIN_PATCHES and read_patch are re-exported: they were defined here.
+from .decode import DEFAULT_PROCESSES as DEFAULT_PROCESSES
+from .decode import DEFAULT_WORKERS as DEFAULT_WORKERS
+from .decode import PROCESS_MIN_PATCHES as PROCESS_MIN_PATCHES
+from .decode import decode_all, patch_shape
+from .decode import read_patch as read_patch
+from .layout import BANDS, DatasetError, PatchFiles, Problem, scan_tree
 
 FORMAT_VERSION = 1
 IMAGES, MASKS, PATCHES, SOURCE = "images.npy", "masks.npy", "patches.csv", "source.json"
 PATCH_COLUMNS = ["name", "scene_id", "row", "col", "nonempty"]
-#: How many patches' headers are read to decide the dataset's patch size before decoding.
-_SHAPE_SAMPLE = 32
-#: Patches in flight at once while decoding.
-_WINDOW = 2048
-#: Decoding threads when the caller does not say. Decoding is mostly tifffile's pure-Python header
-#: parsing, which holds the GIL: threads only overlap the file reads, and many of them contend for the
-#: GIL (with Python's default of cores + 4 threads, ingest took 1.2-2.4x as long on 2 cores as with 2;
-#: benchmarks/perf/RESULTS.md).
-DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
 
 @dataclass
@@ -88,107 +72,29 @@ def _read_source(cache_dir: Path) -> dict | None:
         return None
 
 
-# ----------------------------------------------------------------------------------- decoding
-def _patch_shape(patches: Sequence[PatchFiles]) -> tuple[int, int] | None:
-    """The most common (H, W) among the first patches' headers; files that differ are reported later."""
-    shapes: Counter[tuple[int, ...]] = Counter()
-    for pf in patches[:_SHAPE_SAMPLE]:
-        for path in pf.paths():
-            shape = tiff_shape(path)
-            if shape is not None and len(shape) == 2:
-                shapes[shape] += 1
-    if not shapes:
-        return None
-    best = max(shapes.values())
-    h, w = min(s for s, n in shapes.items() if n == best)  # ties: smallest, so the choice is stable
-    return h, w
-
-
-def _reason(e: Exception) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    if isinstance(e, ValueError) and text:
-        return text  # read_tiff's own messages (dtype, shape, truncated) are already clear
-    return f"unreadable ({type(e).__name__}: {text})" if text else f"unreadable ({type(e).__name__})"
-
-
-def read_patch(pf: PatchFiles, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None, list[Problem]]:
-    """Decode and check one patch: (bands (4, H, W) uint16, mask (H, W) uint8 0/1 or None, problems).
-
-    Every file is read even after a failure so that all problems of the patch are reported.
-    """
-    problems: list[Problem] = []
-    image = np.zeros((len(BANDS), *shape), np.uint16)
-    for i, band in enumerate(BANDS):
-        path = pf.bands.get(band)
-        if path is None:
-            continue  # scan_tree already reported it as missing
-        try:
-            image[i] = read_tiff(path, dtype=np.uint16, shape=shape)
-        except Exception as e:  # any decoder failure is one "unreadable" problem for this file
-            problems.append(Problem(path, _reason(e)))
-    mask = None
-    if pf.gt is not None:
-        try:
-            gt = read_tiff(pf.gt, dtype=np.uint8, shape=shape)
-            bad = (gt != 0) & (gt != 255)
-            if bad.any():
-                values = ", ".join(str(v) for v in np.unique(gt[bad])[:5])
-                problems.append(Problem(pf.gt, f"ground truth values other than 0/255: {values}"))
-            mask = (gt == 255).astype(np.uint8)
-        except Exception as e:
-            problems.append(Problem(pf.gt, _reason(e)))
-    return image, mask, problems
-
-
-def _decode_all(
-    patches: Sequence[PatchFiles],
-    shape: tuple[int, int],
-    sink: Callable[[int, np.ndarray, np.ndarray | None], None] | None,
-    *,
-    workers: int | None,
-    progress: bool,
-    desc: str,
-) -> tuple[list[Problem], list[bool]]:
-    """Decode every patch in a pool of `workers` threads (default `DEFAULT_WORKERS`), handing rows to `sink`."""
-    problems: list[Problem] = []
-    nonempty = [False] * len(patches)
-
-    def work(i: int) -> list[Problem]:
-        image, mask, probs = read_patch(patches[i], shape)
-        if not probs and sink is not None:
-            sink(i, image, mask)  # disjoint rows of a memmap: safe from several threads
-        nonempty[i] = is_nonempty(image)
-        return probs
-
-    with (
-        ThreadPoolExecutor(max_workers=workers or DEFAULT_WORKERS) as pool,
-        tqdm(total=len(patches), desc=desc, unit="patch", file=sys.stderr, disable=not progress) as bar,
-    ):
-        # Submit in windows so that 100k-patch trees do not hold 100k futures at once.
-        for start in range(0, len(patches), _WINDOW):
-            window = range(start, min(start + _WINDOW, len(patches)))
-            for fut in as_completed([pool.submit(work, i) for i in window]):
-                problems.extend(fut.result())
-                bar.update()
-    return problems, nonempty
-
-
 def verify(
-    root: str | Path, *, subset: str | None = None, workers: int | None = None, progress: bool = False
+    root: str | Path,
+    *,
+    subset: str | None = None,
+    workers: int | None = None,
+    processes: bool | None = None,
+    progress: bool = False,
 ) -> list[Problem]:
     """Every problem of the tree under `root` (structure, CSVs, and each file decoded), sorted by path.
 
     An empty list means every patch is complete and readable. `subset` ("train"/"test") limits the
-    decoded patches; structural problems are always reported.
+    decoded patches; structural problems are always reported. `workers`/`processes` as for `ingest`.
     """
     scan = scan_tree(root)
     patches = [p for p in scan.patches if subset is None or p.kind == subset]
     problems = list(scan.problems)
-    shape = _patch_shape(patches)
+    shape = patch_shape(patches)
     if patches and shape is None:
         problems.append(Problem(Path(root), "no readable patch file to learn the patch size from"))
     elif patches:
-        decode_problems, _ = _decode_all(patches, shape, None, workers=workers, progress=progress, desc="verify")
+        decode_problems, _ = decode_all(
+            patches, shape, None, workers=workers, processes=processes, progress=progress, desc="verify"
+        )
         problems.extend(decode_problems)
     return sorted(set(problems))
 
@@ -219,6 +125,7 @@ def ingest(
     cache_dir: str | Path,
     *,
     workers: int | None = None,
+    processes: bool | None = None,
     progress: bool = True,
     subset: str = "train",
 ) -> Path:
@@ -227,8 +134,10 @@ def ingest(
     `subset="train"` (default) takes training patches (38-Cloud and 95-Cloud trees, merged) and
     requires their ground truth; `subset="test"` takes test-tree patches, which have no ground truth,
     so that cache has no `masks.npy` (this is the explicit opt-in for gt-less data). An existing cache
-    with the same source fingerprint is reused at once. Raises `DatasetError` listing every problem
-    (nothing is left at `cache_dir` then), FileExistsError when `cache_dir` is a non-empty non-cache.
+    with the same source fingerprint is reused at once. Files are decoded by `workers` worker processes
+    (`processes=True`; the default from `PROCESS_MIN_PATCHES` patches on) or threads (`processes=False`).
+    Raises `DatasetError` listing every problem (nothing is left at `cache_dir` then), FileExistsError
+    when `cache_dir` is a non-empty non-cache.
     """
     if subset not in ("train", "test"):
         raise ValueError(f"subset must be 'train' or 'test', got {subset!r}")
@@ -244,12 +153,14 @@ def ingest(
         )
     if not patches:
         raise DatasetError(scan.problems, f"nothing to ingest under {root}")
-    shape = _patch_shape(patches)
+    shape = patch_shape(patches)
     if shape is None:
         raise DatasetError([*scan.problems, Problem(root, "no readable patch file to learn the patch size from")])
     if scan.problems:
         # Decode everything anyway so the error lists every problem, not just the structural ones.
-        found, _ = _decode_all(patches, shape, None, workers=workers, progress=progress, desc="verify")
+        found, _ = decode_all(
+            patches, shape, None, workers=workers, processes=processes, progress=progress, desc="verify"
+        )
         raise DatasetError(sorted(set(scan.problems + found)), f"cannot ingest {root}: the tree has problems")
 
     if cache_dir.exists() and not cache_dir.is_dir():
@@ -267,7 +178,7 @@ def ingest(
     tmp = cache_dir.parent / f".{cache_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        _build(tmp, root, patches, shape, subset, fp, workers=workers, progress=progress)
+        _build(tmp, root, patches, shape, subset, fp, workers=workers, processes=processes, progress=progress)
         _install(tmp, cache_dir, fp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # after a successful install tmp no longer exists
@@ -283,25 +194,22 @@ def _build(
     fp: str,
     *,
     workers: int | None,
+    processes: bool | None,
     progress: bool,
 ) -> None:
     n = len(patches)
     has_masks = subset == "train"
-    # open_memmap writes through the page cache: memory stays bounded however large the dataset.
+    # Sized (sparse) .npy files with their headers; the decoders write rows into them through the page
+    # cache, so memory stays bounded however large the dataset.
     images = open_memmap(tmp / IMAGES, mode="w+", dtype=np.uint16, shape=(n, len(BANDS), *shape))
     masks = open_memmap(tmp / MASKS, mode="w+", dtype=np.uint8, shape=(n, *shape)) if has_masks else None
-
-    def sink(i: int, image: np.ndarray, mask: np.ndarray | None) -> None:
-        images[i] = image
-        if masks is not None:
-            masks[i] = mask
-
-    problems, nonempty = _decode_all(patches, shape, sink, workers=workers, progress=progress, desc="ingest")
+    targets = ((tmp / IMAGES, images.offset), (tmp / MASKS, masks.offset) if masks is not None else None)
+    del images, masks  # unmapped: the rows are written with pwrite
+    problems, nonempty = decode_all(
+        patches, shape, targets, workers=workers, processes=processes, progress=progress, desc="ingest"
+    )
     if problems:
         raise DatasetError(sorted(set(problems)), f"cannot ingest {root}: files have problems")
-    images.flush()  # the memmaps are closed when this function returns, before the rename
-    if masks is not None:
-        masks.flush()
 
     table = pd.DataFrame(
         {
