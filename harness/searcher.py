@@ -9,9 +9,14 @@ only Optuna's public API:
   (a restored driver may replay results of a trial an earlier driver had already told);
 - ``on_trial_complete``: :func:`harness.search.trial_outcome` decides, ``study.tell`` records; an
   ASHA-stopped trial stays PRUNED with its per-epoch values, the stopping epoch's included;
-- ``save``/``restore``: *which* study (name and storage) and the Ray trial ids Tune knew at that
-  moment, never a pickle of the study. On restore, Optuna trials still RUNNING whose Ray trial id the
-  restored experiment does not know (asked just before a driver died) are told FAIL.
+- ``save``/``restore``: *which* study (name and storage) and the Ray trial ids asked so far, never a
+  pickle of the study. On restore, Optuna trials still RUNNING whose Ray trial id the restored experiment
+  does not know (asked just before a driver died) are told FAIL;
+- the budget: ``suggest`` returns ``FINISHED`` once the experiment holds ``budget`` trials, counted from the
+  trials the restored experiment holds plus those asked since. Tune's own sample counter is saved in a
+  file of its own, which after a SIGKILL can be newer than the experiment state it restores (it would
+  then stop short of the budget) or older (it would overrun it); the sweep runs Tune with unlimited
+  samples and lets this count decide.
 
 An SQLite study file in an object store (``s3://…/optuna.db``) is worked on as a local copy and uploaded
 by every ``save``, which Tune calls right before it uploads its own experiment state.
@@ -63,6 +68,7 @@ class OptunaStudySearcher(Searcher):
         self.sampler_name, self.seed, self.budget = sampler, seed, budget
         self._suggested: list[str] = []  # Ray trial ids, in the order they were asked for
         self._known: set[str] | None = None  # set by restore(): the ids the restored experiment knows
+        self._live: set[str] = set()  # the trials of this experiment: restored ones and those asked since
         self._reset()
 
     def _reset(self) -> None:
@@ -76,7 +82,7 @@ class OptunaStudySearcher(Searcher):
     # settings travel, the connection to the study is made again wherever the driver runs.
     def __getstate__(self) -> dict[str, Any]:
         keep = ("space", "study_name", "storage", "sampler_name", "seed", "budget", "_metric", "_mode")
-        return {k: self.__dict__[k] for k in keep} | {"_suggested": [], "_known": None}
+        return {k: self.__dict__[k] for k in keep} | {"_suggested": [], "_known": None, "_live": set()}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -157,13 +163,19 @@ class OptunaStudySearcher(Searcher):
         """Accept Tune's metric/mode only where they agree with ours (the space is given at construction)."""
         return (metric in (None, self._metric)) and (mode in (None, self._mode))
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        """Ask the study for a configuration and record the Ray trial id on the new Optuna trial."""
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        """Ask the study for a configuration and record the Ray trial id on the new Optuna trial.
+
+        Returns ``Searcher.FINISHED`` once the experiment holds ``budget`` trials.
+        """
+        if len(self._live) >= self.budget:
+            return Searcher.FINISHED
         trial = self.study.ask(self.space)
         trial.set_user_attr(RAY_TRIAL_ID, trial_id)
         self._trials[trial_id] = trial
         self._numbers[trial_id] = trial.number
         self._suggested.append(trial_id)
+        self._live.add(trial_id)
         return dict(trial.params)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -206,6 +218,7 @@ class OptunaStudySearcher(Searcher):
         self.study_name, self.storage = state["study_name"], state["storage"]
         self._suggested = list(state["ray_trial_ids"])
         self._known = restored_trial_ids(os.path.dirname(checkpoint_path)) or set(self._suggested)
+        self._live = set(self._known)
         self._reset()
         self._connect()
 

@@ -1,12 +1,15 @@
 """The Ray Tune driver: one Tune run per architecture, same budget, TPE + ASHA, every trial in MLflow.
 
-With :mod:`harness.cluster`, the only modules that import ``ray``. For each architecture of a benchmark
-it runs a ``Tuner`` with the same number of trials, the same seeded TPE sampler settings, the same ASHA
-schedule and the same per-trial resources; every trial trains with :func:`harness.train.fit` and reports
-every epoch (with a checkpoint) to Tune, to the scheduler, to Optuna and, through a driver-side callback, to MLflow.
+With :mod:`harness.cluster` and :mod:`harness.searcher`, the only modules that import ``ray``. For each
+architecture of a benchmark it runs a ``Tuner`` with the same number of trials, the same seeded TPE
+sampler settings, the same ASHA schedule and the same per-trial resources; every trial trains with
+:func:`harness.train.fit` and reports every epoch (with a checkpoint) to Tune, to the scheduler, to Optuna
+(:class:`~harness.searcher.OptunaStudySearcher`) and, through a driver-side callback, to MLflow.
+Everything a resume needs is in the sweep's storage (:mod:`harness.sweep_storage`).
 
-Everything that can be checked is checked before Ray starts: the benchmark file, the search spaces,
-the tracking URI, the storage path, the data. With no ``--address`` a private local Ray instance is
+Everything that can be checked is checked before ``sweep.json`` is written: the benchmark file, the
+search spaces, the storage (scheme, reachability, credentials), the tracking URI and its artifact store,
+the data, the Ray cluster (address, token, resources). With no ``--address`` a private local Ray instance is
 started (never a stale cluster left on the machine); with one, the sweep joins that cluster and
 refuses per-trial resources no node of it can provide. Each architecture's answer is one
 :class:`~harness.sweep_result.SweepResult`, chosen by :func:`~harness.sweep_result.select_best` and
@@ -188,7 +191,9 @@ def _tuner(bench: Benchmark, arch: str, data: PreparedData, state: dict, storage
         # A new worker per trial costs ~2 s of imports; reusing actors halves per-trial scheduling
         # overhead (benchmarks/perf/RESULTS.md, search_efficiency.py --reuse-actors).
         reuse_actors=True,
-        num_samples=bench.search.num_samples,
+        # Unlimited for Tune: the searcher ends the sweep at search.num_samples trials (FINISHED), counted
+        # from the experiment Tune restores, which Tune's own sample counter may not match after a SIGKILL.
+        num_samples=-1,
         search_alg=ConcurrencyLimiter(searcher, max_concurrent=bench.search.max_concurrent),
         scheduler=ASHAScheduler(
             time_attr="training_iteration",

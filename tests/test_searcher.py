@@ -137,3 +137,17 @@ def test_study_file_round_trips_through_a_storage(tmp_path):
     second = StudyFile(storage.child("optuna.db"))
     assert second.local != first.local
     assert len(study(second.pull(), "x").trials) == 1
+
+
+def test_the_budget_counts_the_trials_of_this_experiment(storage, tmp_path):
+    """FINISHED after `budget` trials; a restored searcher counts the trials the experiment holds."""
+    s = OptunaStudySearcher(SPACE, study_name="b", storage=storage, metric="val_iou", mode="max", budget=2)
+    assert s.suggest("a") and s.suggest("b")
+    assert s.suggest("c") == OptunaStudySearcher.FINISHED
+    s.save(str(tmp_path / "state.json"))
+    restored = pickle.loads(pickle.dumps(s))
+    restored.restore(str(tmp_path / "state.json"))  # no experiment state beside it: its saved ids
+    assert restored.suggest("d") == OptunaStudySearcher.FINISHED
+    # A fresh experiment on a study left by an earlier attempt has its own whole budget.
+    again = OptunaStudySearcher(SPACE, study_name="b", storage=storage, metric="val_iou", mode="max", budget=2)
+    assert again.suggest("e") and again.suggest("f") and again.suggest("g") == OptunaStudySearcher.FINISHED

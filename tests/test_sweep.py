@@ -229,6 +229,7 @@ def test_driver_sigkill_then_resume(ray_cluster, tmp_path, data_cache_dir):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    (tmp_path / "resumed.log").write_text(resumed.stdout + resumed.stderr)  # kept by pytest for a post-mortem
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     # The restored searcher read which trials the restored experiment holds from Tune's experiment state.
     assert "could not read the restored experiment" not in resumed.stderr
