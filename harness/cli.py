@@ -1,11 +1,12 @@
-"""``cloudmask``: one command line for the whole harness (``sweep``, ``compare``, ``report``, ``demo``, ``data``).
+"""``cloudmask``: one command line for the harness (``sweep``, ``compare``, ``report``, ``replay``, ``demo``, ``data``).
 
 The ``python -m harness.sweep`` / ``harness.final_compare`` / ``harness.demo`` / ``harness.data`` /
 ``harness.report`` forms run the same subcommands. Options shared by the subcommands that take a
 benchmark (``--data``, ``--tracking-uri``, ``--storage``, ``--address``, ``--set``) mean the same everywhere.
 
 Exit codes: 0 success; 2 bad command-line usage (argparse); 3 bad input (a benchmark file, override,
-search space, dataset or results directory that is invalid; the message names the key or file);
+search space, dataset or results directory that is invalid, or a sweep ``replay`` cannot use; the message
+names the key, file or trials);
 4 a runtime failure (tracking store, Ray cluster, sweep state or comparison that cannot go on).
 """
 
@@ -64,6 +65,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmark", default=str(DEMO_BENCHMARK), help="benchmark file (default: benchmarks/demo.yaml)")
     p.add_argument("--address", help="Ray cluster address to join (default: a private local Ray instance)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a benchmark key")
+
+    p = sub.add_parser("replay", help="replay ASHA schedules over a finished full-length sweep's curves (no training)")
+    p.add_argument("benchmark", nargs="?", help="benchmark YAML whose sweep to replay (default: the latest sweep)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the benchmark's, else sqlite:///mlflow.db)")
+    p.add_argument("--experiment", help="MLflow experiment (default: the benchmark's, else the latest sweep's)")
+    p.add_argument("--sweep-id", help="replay this sweep instead of the latest finished one")
+    p.add_argument("--grace-periods", type=_numbers, help="comma-separated epochs (default: 1,2,4,...)")
+    p.add_argument("--reduction-factors", type=_numbers, default=[2, 3, 4], help="comma-separated (default: 2,3,4)")
+    p.add_argument("--orders", type=int, default=200, help="random arrival orders replayed per schedule (default: 200)")
+    p.add_argument("--concurrency", type=int, help="trials at a time (default: the sweep's search.max_concurrent)")
+    p.add_argument(
+        "--timing",
+        choices=("recorded", "equal"),
+        default="recorded",
+        help="epoch durations that order the results: each trial's recorded epoch_seconds (default), or all equal",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the random arrival orders (default: 0)")
+    p.add_argument("--out", help="summary CSV (default: replay-<sweep id>.csv); per-order rows go to <out>-runs.csv")
 
     p = sub.add_parser("data", help="dataset tools: synth, verify, ingest, split, preview (see `cloudmask data -h`)")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the data command")
@@ -124,6 +143,23 @@ def _compare(args: argparse.Namespace) -> int:
     print(f"report: {report}  ({time.monotonic() - started:.0f} s)")
     print(f"MLflow: {_runs_view(bench)}")
     return EXIT_OK
+
+
+def _numbers(text: str) -> list[float]:
+    """A comma-separated list of positive numbers (an option value), e.g. ``1,2,4``."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    return [int(v) if v.is_integer() else v for v in values]
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from harness.replay import replay_command
+
+    return replay_command(args)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -190,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         return data_main(argv[1:], prog="cloudmask data")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    command = {"sweep": _sweep, "compare": _compare, "report": _report, "demo": _demo}[args.command]
+    command = {"sweep": _sweep, "compare": _compare, "report": _report, "demo": _demo, "replay": _replay}[args.command]
     bad_input, runtime = _errors()
     try:
         return command(args)

@@ -39,6 +39,7 @@ from harness.metrics import confusion_stats, per_image_scores
 from harness.report import write_report
 from harness.results import SCORING_VERSION, RetrainResult, write_results
 from harness.retrain import retrain_and_score
+from harness.sweep_curves import protocol_audit
 from harness.sweep_result import SWEEP_RESULT_FILE, SweepResult
 from harness.tracking import (
     ROLE_RETRAIN,
@@ -287,7 +288,9 @@ def _write_atomically(out: Path, bench, data, sweeps, retrains, sample_rows, met
     staging.chmod(0o777 & ~umask)
     try:
         meta = {**meta, "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
-        write_results(staging, build_results(staging, bench, data, sweeps, retrains, sample_rows, meta))
+        results = build_results(staging, bench, data, sweeps, retrains, sample_rows, meta)
+        results.protocol_audit = protocol_audit(bench, sweeps)  # was the tuning fair? (harness.audit)
+        write_results(staging, results)
         write_report(staging)
         if out.exists():
             shutil.rmtree(out)

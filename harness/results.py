@@ -74,10 +74,24 @@ Optional (the matching section or figure is left out when absent or empty)
     A few test patches for the figure grid: ``rgb`` (K,H,W,3; float in 0-1 or uint8), ``gt`` (K,H,W; 0/1),
     ``pred_<arch>`` (K,H,W; 0/1) per arch, ``names`` (K,; str, the patch names of per_image.csv), and
     ``seed`` (int scalar, the seed whose models made the predictions). Stored without pickles.
+``protocol_audit.csv``, ``protocol_audit.json``, ``sweep_curves.csv``
+    "Was the tuning fair?" (:mod:`harness.audit`, from the sweeps' per-epoch MLflow curves; all three or
+    none). ``protocol_audit.csv``, one row per (arch, ASHA rung): ``arch, rung`` (the epoch ASHA decides
+    at), ``n_full`` (trials that ran every epoch), ``spearman, spearman_ci_low, spearman_ci_high`` (rank
+    correlation of those trials' validation IoU at the rung with their last epoch's; 95 % percentile
+    bootstrap over trials; NaN below ``harness.audit.MIN_TRIALS`` trials), ``n_stopped`` (trials ASHA
+    stopped at the rung), ``n_stopped_within_top_k`` (of those, the ones whose score there was at least
+    the lowest rung score of the final top-k trials). ``protocol_audit.json``: the schedule
+    (``asha_enabled, grace_period, reduction_factor, max_epochs, rungs``), ``top_k, n_boot, min_trials,
+    rho_gap, rho_ok``, ``archs`` ({arch: {n_trials, n_full, n_stopped, n_failed}}), ``gaps`` (per rung the
+    largest difference between two architectures' rho, with a bootstrap interval), ``verdict`` (fair |
+    biased | possibly biased | cannot tell | single architecture), ``flagged`` (bool), ``advice`` ([str]).
+    ``sweep_curves.csv``, one row per (arch, sweep trial, epoch): ``arch, trial_id, stopped_by, epoch,
+    val_iou``.
 
 Output of the report
 --------------------
-``report.md`` and ``figures/{curves,samples,per_image_iou,budget}.png`` in the results directory, linked
+``report.md`` and ``figures/{curves,samples,per_image_iou,budget,fairness}.png`` in the results directory, linked
 relatively from the report; re-rendering overwrites them and touches no input file.
 """
 
@@ -94,6 +108,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.audit import AUDIT_COLUMNS, CURVE_COLUMNS, ProtocolAudit
 from harness.config.train import TrainConfig, from_flat, to_flat
 from harness.stats import PAIRED_COLUMNS, SEED_METRICS
 
@@ -106,8 +121,11 @@ CURVES = "curves.csv"
 BUDGET = "budget.csv"
 SCENE_SCORES = "scene_scores.csv"
 SAMPLES = "samples.npz"
+PROTOCOL_AUDIT = "protocol_audit.csv"
+PROTOCOL_AUDIT_JSON = "protocol_audit.json"
+SWEEP_CURVES = "sweep_curves.csv"
 REQUIRED_FILES = (META, RESULTS, SUMMARY, PAIRED)
-OPTIONAL_FILES = (PER_IMAGE, CURVES, BUDGET, SCENE_SCORES, SAMPLES)
+OPTIONAL_FILES = (PER_IMAGE, CURVES, BUDGET, SCENE_SCORES, SAMPLES, PROTOCOL_AUDIT, PROTOCOL_AUDIT_JSON, SWEEP_CURVES)
 REPORT = "report.md"
 FIGURES_DIR = "figures"
 
@@ -122,6 +140,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     CURVES: ("arch", "seed", "epoch", "train_loss", "val_loss", "val_iou"),
     BUDGET: ("arch", "n_trials", "expected_best_val_iou", "device_hours"),
     SCENE_SCORES: ("arch", "seed", "scene_id", "precision", "recall", "specificity", "iou", "overall_accuracy"),
+    PROTOCOL_AUDIT: AUDIT_COLUMNS,
+    SWEEP_CURVES: CURVE_COLUMNS,
 }
 SAMPLE_KEYS = ("rgb", "gt")
 
@@ -151,6 +171,8 @@ class Results:
     budget: pd.DataFrame | None
     scene_scores: pd.DataFrame | None
     samples: dict[str, np.ndarray] | None
+    #: protocol_audit.csv + protocol_audit.json + sweep_curves.csv (``harness.audit``); None when absent.
+    protocol_audit: ProtocolAudit | None = None
 
     @property
     def archs(self) -> list[str]:
@@ -185,6 +207,7 @@ def load_results(results_dir: str | os.PathLike) -> Results:
         budget=_read_csv(root / BUDGET, optional=True),
         scene_scores=_read_csv(root / SCENE_SCORES, optional=True),
         samples=_read_samples(root / SAMPLES),
+        protocol_audit=_read_audit(root),
     )
 
 
@@ -215,6 +238,15 @@ def _read_csv(path: Path, *, optional: bool = False) -> pd.DataFrame | None:
     if absent:
         raise ResultsError(f"{path}: missing column(s) {', '.join(absent)}")
     return frame
+
+
+def _read_audit(root: Path) -> ProtocolAudit | None:
+    if not (root / PROTOCOL_AUDIT_JSON).is_file():
+        return None
+    table, curves = _read_csv(root / PROTOCOL_AUDIT, optional=True), _read_csv(root / SWEEP_CURVES, optional=True)
+    if table is None or curves is None:
+        raise ResultsError(f"{root}: {PROTOCOL_AUDIT_JSON} needs {PROTOCOL_AUDIT} and {SWEEP_CURVES} beside it")
+    return ProtocolAudit(table, curves, _read_meta(root / PROTOCOL_AUDIT_JSON))
 
 
 def _read_samples(path: Path) -> dict[str, np.ndarray] | None:
@@ -251,6 +283,10 @@ def write_results(root: str | os.PathLike, results: Results) -> Path:
             frame.to_csv(root / name, index=False)
     if results.samples is not None:
         np.savez_compressed(root / SAMPLES, **results.samples)
+    if results.protocol_audit is not None:
+        results.protocol_audit.table.to_csv(root / PROTOCOL_AUDIT, index=False)
+        results.protocol_audit.curves.to_csv(root / SWEEP_CURVES, index=False)
+        (root / PROTOCOL_AUDIT_JSON).write_text(json.dumps(results.protocol_audit.summary, indent=2), encoding="utf-8")
     return root
 
 

@@ -46,6 +46,7 @@ FIGURE_FILES = {
     "samples": "samples.png",
     "per_image": "per_image_iou.png",
     "budget": "budget.png",
+    "fairness": "fairness.png",
 }
 
 
@@ -63,6 +64,10 @@ def render_figures(res: Results, fig_dir: Path) -> dict[str, Path]:
             figures["per_image"] = plot_per_image(res.per_image, res.paired, res.archs, paths["per_image"])
         if res.budget is not None and len(res.budget):
             figures["budget"] = plot_budget(res.budget, res.archs, paths["budget"])
+        if res.protocol_audit is not None and len(res.protocol_audit.curves):
+            from harness.report.fairness import plot_fairness  # imported here: it imports this module
+
+            figures["fairness"] = plot_fairness(res.protocol_audit, res.archs, paths["fairness"])
     return figures
 
 

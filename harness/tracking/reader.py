@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
@@ -120,6 +121,26 @@ def download_artifacts(uri: str, run_id: str, path: str, dst: str | Path) -> str
     return _client(uri).download_artifacts(run_id, path, str(dst))
 
 
+def trial_curves(uri: str, run_ids: Iterable[str], metric: str = "val_iou") -> dict[str, list[tuple[int, float]]]:
+    """Each run's per-epoch history of ``metric`` as ``[(step, value), ...]`` sorted by step (step = epoch).
+
+    A run that logged no such metric maps to an empty list; a step logged twice keeps its first value. The
+    protocol audit and the replay read the sweep's trial curves through this.
+    """
+    client = _client(uri)
+    out = {}
+    for run_id in run_ids:
+        try:
+            history = client.get_metric_history(run_id, metric)
+        except Exception as exc:
+            raise TrackingError(f"tracking URI {uri}: cannot read {metric!r} of run {run_id}: {exc}") from exc
+        first: dict[int, float] = {}
+        for m in sorted(history, key=lambda m: (m.step, m.timestamp)):
+            first.setdefault(int(m.step), float(m.value))  # a step logged twice keeps its first value
+        out[run_id] = sorted(first.items())
+    return out
+
+
 def runs_view(uri: str, experiment: str, host: str = "http://127.0.0.1:5000") -> str:
     """How to open the experiment's runs table: the ``mlflow ui`` command (local stores) and the page's URL."""
     exp = _client(uri).get_experiment_by_name(experiment)
@@ -129,4 +150,4 @@ def runs_view(uri: str, experiment: str, host: str = "http://127.0.0.1:5000") ->
     return f"mlflow ui --backend-store-uri {uri}  then open {url}"
 
 
-__all__ = ["download_artifacts", "latest_sweep", "load_dict", "runs_view", "sweep_parent_runs"]
+__all__ = ["download_artifacts", "latest_sweep", "load_dict", "runs_view", "sweep_parent_runs", "trial_curves"]
