@@ -80,7 +80,7 @@ def test_pruned_trial_keeps_intermediate_values_in_optuna():
 
 
 def test_tpe_leaves_random_start_up_within_a_small_budget():
-    assert tpe_startup_trials(8) == 2 and tpe_startup_trials(32) == 8 and tpe_startup_trials(400) == 10
+    assert tpe_startup_trials(8) == 4 and tpe_startup_trials(32) == 8 and tpe_startup_trials(400) == 10
     sampler = make_sampler("tpe", 0, budget=8)
     assert isinstance(sampler, optuna.samplers.TPESampler)
     assert isinstance(make_sampler("random", 0), optuna.samplers.RandomSampler)

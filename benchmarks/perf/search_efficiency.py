@@ -1,123 +1,212 @@
-"""Search efficiency: TPE + ASHA vs random search at full budget, same trial count, several searcher seeds.
+"""Search efficiency with confidence: TPE + ASHA, TPE alone, ASHA alone and random search over many seeds.
 
-Both are ``harness.sweep.run_sweep`` on smoke.yaml (synthetic data, its search space for U-Net: lr and
-depth), differing only in ``search.sampler`` (tpe | random) and ``asha.enabled`` (true | false). For each
-searcher seed, from MLflow (``harness.tracking.read_sweep``):
+Benchmark: ``benchmarks/search-efficiency.yaml`` (U-Net, 8 epochs, a finite space of 72 configurations:
+6 learning rates x 3 depths x 2 widths x 2 norms, from dead ones at IoU 0 to the best at 0.89). Every
+configuration is trained once (``search_pool.py``; its curves are kept in ``results/search_pool.json``).
+A sweep of this benchmark that runs one trial at a time is then a deterministic function of its searcher
+seed, and :func:`harness.replay_search.replay_search` replays it exactly: the same Optuna sampler the
+sweep builds (:func:`harness.search.make_sampler`), the same intermediate values and PRUNED / COMPLETE
+states, Ray's ASHA rule. ``--check-trials N`` runs one real sweep (``harness.sweep.run_sweep``, TPE + ASHA)
+and compares it with its replay: the same configurations in the same order, the same stops, its MLflow
+curves equal to the pool's.
 
-- ``search_iou_gap`` = best validation IoU of TPE+ASHA - best of random full budget (best among the
-  trials that ran every epoch: what the sweep itself would pick), averaged over seeds;
-- ``search_epochs_fraction`` = epochs run by TPE+ASHA / epochs run by random full budget (summed over seeds).
+Per strategy and searcher seed (``--seeds``), ``trials`` trials per sweep:
 
-One Ray instance serves every sweep (``run_sweep`` reuses it), each sweep has its own MLflow store.
+- ``search_iou_gap`` = best final validation IoU the sweep finds (``select_best``'s rule: trials that ran
+  every epoch) - best final validation IoU of any configuration in the space (<= 0; 0 = found the best);
+- ``search_epochs_fraction`` = epochs run / (trials x epochs);
+- ``gap_vs_random``: best found - random search's best at the same seed (paired);
+- ``equal_epochs_gap_vs_random``: the ASHA strategies get random search's epochs (trials x epochs) and run
+  up to 4x the trials (the sampler set up for that many); best found within them - random search's best.
+
+Each is reported as the mean over seeds with a 95 % percentile-bootstrap interval over seeds. A grid of
+TPE + ASHA settings (grace period x TPE start-up trials) is what the shipped defaults are chosen from.
 
     python benchmarks/perf/search_efficiency.py --quick --json benchmarks/perf/results/search_efficiency.json
 """
 
 from __future__ import annotations
 
-import json
+import math
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import perfutil
+import search_pool
 
-ARCH = "unet"
-
-
-def one_sweep(workdir: Path, name: str, seed: int, trials: int, epochs: int, baseline: bool) -> dict:
-    """Run one sweep and return its trials' epochs and IoUs as MLflow holds them."""
-    from harness import sweep
-    from harness.config import load_benchmark
-
-    uri, experiment = f"sqlite:///{workdir / name / 'mlflow.db'}", "perf-search"
-    overrides = [
-        f"name=perf-search-{name}",
-        f"data.synthetic={json.dumps(perfutil.synthetic(32))}",
-        f"data.cache_dir={perfutil.cache_dir(32)}",
-        f"architectures=[{ARCH}]",
-        f"search.seed={seed}",
-        f"search.num_samples={trials}",
-        f"train.epochs={epochs}",
-        "train.device=cpu",
-        f"search.sampler={'random' if baseline else 'tpe'}",
-        f"asha.enabled={'false' if baseline else 'true'}",
-        f"tracking.uri={uri}",
-        f"tracking.experiment={experiment}",
-        f"storage={workdir / name / 'sweep'}",
-    ]
-    bench = load_benchmark(perfutil.SMOKE, overrides)
-    start = time.perf_counter()
-    (outcome,) = sweep.run_sweep(bench)
-    wall = time.perf_counter() - start
-    trials_ = [{"epochs": t.epochs, "val_iou": t.val_iou, "stopped_by": t.stopped_by} for t in outcome.trials]
-    complete = [t["val_iou"] for t in trials_ if t["epochs"] == epochs]
-    return {
-        "wall_s": wall,
-        "epochs": int(sum(t["epochs"] for t in trials_)),
-        "best_val_iou": max(complete) if complete else float("nan"),
-        "best_val_iou_any": max(t["val_iou"] for t in trials_),
-        "trials": trials_,
-    }
+#: name: (sampler, ASHA grace period or None); "configured" is the benchmark's asha.grace_period.
+STRATEGIES = {
+    "tpe_asha": ("tpe", "configured"),
+    "tpe_asha_grace2": ("tpe", 2),
+    "tpe_asha_grace4": ("tpe", 4),
+    "tpe": ("tpe", None),
+    "random_asha": ("random", "configured"),
+    "random": ("random", None),
+}
 
 
-def reuse_actors() -> None:
-    """Make ``harness.sweep`` ask Tune to reuse trial actors (a proposed change to its ``TuneConfig``)."""
-    import functools
+def mean_ci(values, *, n_boot: int = 10000, seed: int = 0) -> dict[str, float]:
+    """Mean with a 95 % percentile-bootstrap interval over the values (searcher seeds)."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if not len(x):
+        return {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0}
+    boot = x[np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
+    low, high = np.quantile(boot, [0.025, 0.975])
+    return {"mean": float(x.mean()), "ci_low": float(low), "ci_high": float(high), "n": len(x)}
 
-    from ray import tune
 
-    tune.TuneConfig = functools.partial(tune.TuneConfig, reuse_actors=True)
+def _pool(pool: dict) -> tuple[dict, float]:
+    curves = {k: c["val_iou"] for k, c in search_pool.pool_curves(pool).items()}
+    max_epochs = pool["max_epochs"]
+    return curves, max(v[-1] for v in curves.values() if len(v) == max_epochs and math.isfinite(v[-1]))
+
+
+def run_strategies(pool: dict, seeds: list[int], trials: int, grace: int, rf: int) -> dict[str, dict]:
+    """Replay every strategy for every seed; per strategy: per-seed values and their summaries."""
+    from harness.replay_search import replay_search
+
+    curves, optimum = _pool(pool)
+    max_epochs, space = pool["max_epochs"], pool["space"]
+    budget = trials * max_epochs
+    per_seed: dict[str, dict[str, list]] = {name: {"best": [], "epochs": [], "best_eq": []} for name in STRATEGIES}
+    for seed in seeds:
+        for name, (sampler, g) in STRATEGIES.items():
+            asha = None if g is None else (grace if g == "configured" else g, rf)
+            kw = {"space": space, "sampler": sampler, "seed": seed, "asha": asha, "max_epochs": max_epochs}
+            run = replay_search(curves, trials=trials, **kw)
+            per_seed[name]["best"].append(run.best)
+            per_seed[name]["epochs"].append(sum(run.epochs))
+            # Equal epochs: an ASHA sweep set up for 4x the trials, cut when it has spent random search's epochs.
+            eq = replay_search(curves, trials=4 * trials, **kw).best_within(budget) if asha else run.best
+            per_seed[name]["best_eq"].append(eq)
+    random_best = np.array(per_seed["random"]["best"])
+    out = {}
+    for name, values in per_seed.items():
+        best, best_eq = np.array(values["best"]), np.array(values["best_eq"])
+        out[name] = {
+            "search_iou_gap": mean_ci(best - optimum),
+            "search_epochs_fraction": mean_ci(np.array(values["epochs"]) / budget),
+            "gap_vs_random": mean_ci(best - random_best),
+            "equal_epochs_gap_vs_random": mean_ci(best_eq - random_best),
+            "found_optimum": float(np.mean(best >= optimum)),
+            "per_seed_best": [float(v) for v in best],
+            "per_seed_epochs": values["epochs"],
+            "per_seed_best_equal_epochs": [float(v) for v in best_eq],
+        }
+    return {"optimum": optimum, "strategies": out}
+
+
+def default_grid(pool: dict, seeds: list[int], trials: int, graces, startups, rf: int) -> list[dict]:
+    """TPE (+ ASHA) per (grace period or None, start-up trials): gap, epochs, and the paired difference to
+    the same grace period with today's start-up (``harness.search.tpe_startup_trials``)."""
+    from harness.replay_search import replay_search
+    from harness.search import tpe_startup_trials
+
+    curves, optimum = _pool(pool)
+    max_epochs = pool["max_epochs"]
+    shipped = tpe_startup_trials(trials)
+    rows, gaps = [], {}
+    for grace in graces:
+        for startup in sorted({*startups, shipped}):
+            best, epochs = [], []
+            for seed in seeds:
+                run = replay_search(
+                    curves, space=pool["space"], sampler="tpe", seed=seed, trials=trials,
+                    asha=None if grace is None else (grace, rf), max_epochs=max_epochs, startup_trials=startup,
+                )  # fmt: skip
+                best.append(run.best - optimum)
+                epochs.append(sum(run.epochs) / (trials * max_epochs))
+            gaps[(grace, startup)] = np.array(best)
+            rows.append(
+                {
+                    "grace_period": grace,
+                    "startup_trials": startup,
+                    "search_iou_gap": mean_ci(best),
+                    "search_epochs_fraction": mean_ci(epochs),
+                }
+            )
+    for row in rows:
+        row["gap_vs_shipped_startup"] = mean_ci(
+            gaps[(row["grace_period"], row["startup_trials"])] - gaps[(row["grace_period"], shipped)]
+        )
+    return rows
+
+
+def rank_correlations(pool: dict) -> dict[int, float]:
+    """Spearman correlation of each epoch's validation IoU with the last epoch's, over the configurations."""
+    from harness.audit import spearman
+
+    max_epochs = pool["max_epochs"]
+    full = [c["val_iou"] for c in pool["configs"] if len(c["val_iou"]) == max_epochs]
+    return {e: spearman([c[e - 1] for c in full], [c[-1] for c in full]) for e in range(1, max_epochs)}
+
+
+def _fmt(s: dict, digits: int = 3) -> str:
+    return f"{s['mean']:+.{digits}f} [{s['ci_low']:+.{digits}f}, {s['ci_high']:+.{digits}f}]"
 
 
 def main() -> None:
     p = perfutil.parser(__doc__)
-    p.add_argument(
-        "--reuse-actors",
-        action="store_true",
-        help="run the sweeps with Tune's reuse_actors=True (harness.sweep does not set it today)",
-    )
+    p.add_argument("--seeds", type=int, help="searcher seeds (default: 100 quick, 400 full)")
+    p.add_argument("--trials", default="8,16", help="comma-separated trials per sweep (default: 8,16)")
+    p.add_argument("--check-trials", type=int, default=8, help="trials of the real sweep checked (0: no check)")
+    p.add_argument("--workers", type=int, default=2, help="processes recording the pool when it is missing")
     args = p.parse_args()
     perfutil.quiet_logs()
-    import ray
-
-    if args.reuse_actors:
-        reuse_actors()
+    from harness.config import load_benchmark
+    from harness.search import tpe_startup_trials
 
     started = time.perf_counter()
-    seeds = [0, 1] if args.quick else [0, 1, 2, 3, 4]
-    trials, epochs = (8, 4) if args.quick else (16, 8)
-    perfutil.prepare(32)
-    per_seed = []
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
+    bench = load_benchmark(search_pool.BENCHMARK)
+    pool = search_pool.record_pool(bench, workers=args.workers)
+    seeds = list(range(args.seeds or (100 if args.quick else 400)))
+    grace, rf = bench.asha.grace_period, bench.asha.reduction_factor
+    budgets = [int(t) for t in args.trials.split(",")]
+    results = {n: run_strategies(pool, seeds, n, grace, rf) for n in budgets}
+    grid = {n: default_grid(pool, seeds, n, (1, 2, 4, None), (2, 4, 8), rf) for n in budgets}
+    check = None
+    if args.check_trials:
         with tempfile.TemporaryDirectory(prefix="perf-search-") as tmp:
-            for seed in seeds:
-                tpe = one_sweep(Path(tmp), f"tpe-asha-{seed}", seed, trials, epochs, baseline=False)
-                rnd = one_sweep(Path(tmp), f"random-full-{seed}", seed, trials, epochs, baseline=True)
-                per_seed.append({"seed": seed, "tpe_asha": tpe, "random_full": rnd})
-    finally:
-        ray.shutdown()
-    gaps = [s["tpe_asha"]["best_val_iou"] - s["random_full"]["best_val_iou"] for s in per_seed]
-    results = {
-        "search_iou_gap": float(np.mean(gaps)),
-        "search_iou_gap_per_seed": gaps,
-        "search_epochs_fraction": sum(s["tpe_asha"]["epochs"] for s in per_seed)
-        / sum(s["random_full"]["epochs"] for s in per_seed),
-        "wall_fraction": sum(s["tpe_asha"]["wall_s"] for s in per_seed)
-        / sum(s["random_full"]["wall_s"] for s in per_seed),
+            check = search_pool.check_real_sweep(bench, pool, Path(tmp), seed=0, trials=args.check_trials)
+    ranks = rank_correlations(pool)
+    print("Spearman, epoch e vs epoch 8 over the space:", ", ".join(f"{e}: {r:.2f}" for e, r in ranks.items()))
+    for n in budgets:
+        print(f"\n{n} trials, {len(seeds)} seeds; optimum of the space {results[n]['optimum']:.4f}")
+        for name, r in results[n]["strategies"].items():
+            print(
+                f"{name:16s} gap {_fmt(r['search_iou_gap'])}  epochs {r['search_epochs_fraction']['mean']:.2f}  "
+                f"vs random {_fmt(r['gap_vs_random'])}  at equal epochs {_fmt(r['equal_epochs_gap_vs_random'])}"
+            )
+        for row in grid[n]:
+            asha = "no ASHA " if row["grace_period"] is None else f"grace {row['grace_period']}"
+            print(
+                f"TPE {asha:8s} startup {row['startup_trials']:2d}: gap {_fmt(row['search_iou_gap'])} "
+                f"epochs {row['search_epochs_fraction']['mean']:.2f}  vs shipped start-up "
+                f"{_fmt(row['gap_vs_shipped_startup'])}"
+            )
+    payload = {
+        "budgets": {str(n): results[n] for n in budgets},
+        "pool_spearman_vs_last_epoch": {str(e): r for e, r in ranks.items()},
+        "defaults_grid": {str(n): grid[n] for n in budgets},
+        "check_real_sweep": check,
         "config": {
-            "arch": ARCH,
-            "trials": trials,
-            "epochs": epochs,
-            "seeds": seeds,
-            "data": "smoke (32 px)",
-            "reuse_actors": args.reuse_actors,
+            "benchmark": str(search_pool.BENCHMARK.relative_to(search_pool.REPO)),
+            "arch": pool["arch"],
+            "configurations": len(pool["configs"]),
+            "trials": budgets,
+            "epochs": pool["max_epochs"],
+            "seeds": len(seeds),
+            "asha": {"grace_period": grace, "reduction_factor": rf},
+            "tpe_startup_trials": {str(n): tpe_startup_trials(n) for n in budgets},
+            "equal_epochs_trials": {str(n): 4 * n for n in budgets},
+            "pool_record_seconds": pool["record_seconds"],
+            "pool_fingerprint": pool["fingerprint"],
         },
-        "per_seed": per_seed,
     }
-    perfutil.finish(args, results, started)
+    perfutil.finish(args, payload, started)
 
 
 if __name__ == "__main__":
