@@ -75,9 +75,10 @@ def read_plain_tiff(path: Path, dtype: np.dtype | type, shape: tuple[int, int]) 
     """The image of a plain strip TIFF read without tifffile; None whenever ``read_tiff`` should decide.
 
     38/95-Cloud patches are classic TIFFs of one unsigned band in uncompressed or PackBits strips.
-    For those this is ~4x faster than tifffile, whose per-file Python overhead was 80 % of ingest.
-    Anything else (another layout, compression, dtype or shape; a truncated or inconsistent file)
-    returns None, and ``read_tiff`` decodes it or names the problem, so messages stay tifffile's.
+    For those it takes a third to a half of tifffile's time, whose per-file Python overhead dominated
+    ingest (benchmarks/perf/RESULTS.md, section 8). Anything else (another layout, compression, dtype
+    or shape; a truncated or inconsistent file) returns None, and ``read_tiff`` decodes it or names the
+    problem, so messages stay tifffile's.
     """
     try:
         data = path.read_bytes()
