@@ -37,7 +37,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
-from harness.cluster import check_resources, data_on_node, ray_session
+from harness.cluster import check_loader_workers, check_resources, data_on_node, ray_session
 from harness.config import Benchmark, from_flat, to_flat
 from harness.data.prepare import PreparedData, prepare_data
 from harness.search import stopped_by, to_optuna
@@ -275,6 +275,16 @@ def run_architecture(
     return result
 
 
+def _most_loader_workers(bench: Benchmark) -> int:
+    """The most DataLoader workers any trial may start: ``train.num_workers`` or its search-space maximum."""
+    most = bench.train.num_workers
+    for space in bench.search_spaces.values():
+        spec = space.get("num_workers")
+        if spec is not None:
+            most = max(most, *(spec.get("choices") or (spec["high"],)))
+    return int(most)
+
+
 def run_sweep(bench: Benchmark, *, address: str | None = None, resume: bool = False) -> list[SweepResult]:
     """Check everything, prepare the data once, then sweep each architecture in turn.
 
@@ -293,6 +303,9 @@ def run_sweep(bench: Benchmark, *, address: str | None = None, resume: bool = Fa
     workdir = _workdir(bench, storage)
     with ray_session(bench.ray, address):
         check_resources(bench.resources.cpu, bench.resources.gpu)
+        check_loader_workers(
+            _most_loader_workers(bench), bench.search.max_concurrent, bench.resources.cpu, bench.resources.gpu
+        )
         if state is None:
             state = _new_state(bench, storage, data)
             storage.write_json(SWEEP_FILE, state)

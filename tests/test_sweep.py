@@ -242,3 +242,13 @@ def test_driver_sigkill_then_resume(ray_cluster, tmp_path, data_cache_dir):
     assert len(finished) == 4
     # A trial asked for just before the kill, which the restored sweep replaced, is FAIL, not left RUNNING.
     assert all(t.state != TrialState.RUNNING for t in study.trials)
+
+
+def test_more_loader_workers_than_cpus_is_refused_before_any_trial(ray_cluster, tmp_path, data_cache_dir):
+    bench = load_benchmark(
+        SMOKE,
+        smoke_overrides(tmp_path, data_cache_dir, **{"train.num_workers": 2, "search.max_concurrent": 4}),
+    )
+    with pytest.raises(ClusterError, match="train.num_workers"):
+        run_sweep(bench)
+    assert not (tmp_path / "storage" / "sweep.json").exists(), "a refused sweep leaves no state to resume"
