@@ -9,7 +9,7 @@ A search-space file maps a training key to a distribution::
 
 Types: ``loguniform`` / ``uniform`` / ``float`` (``log: true`` allowed, ``step`` optional), ``int``
 (``log``, ``step``), ``categorical`` (``choices``). No Ray here: the Ray searcher in
-:mod:`harness.sweep` asks :func:`trial_outcome` what to tell Optuna, so that logic is tested without
+:mod:`harness.searcher` asks :func:`trial_outcome` what to tell Optuna, so that logic is tested without
 training anything.
 """
 

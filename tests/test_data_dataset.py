@@ -113,3 +113,15 @@ def test_bad_indices_and_gt_less_caches(synthetic_root, synthetic_cache, tmp_pat
         CloudPatchDataset(test_cache, [0])
     with pytest.raises(ValueError, match="at least one"):
         band_stats(synthetic_cache, [])
+
+
+def test_row_reader_reads_the_rows_of_the_cache_exactly(synthetic_cache):
+    from harness.data.dataset import RowReader
+
+    images = np.load(synthetic_cache / "images.npy", mmap_mode="r")
+    reader = RowReader(synthetic_cache / "images.npy")
+    assert len(reader) == len(images)
+    for row in (0, len(images) // 2, len(images) - 1):
+        np.testing.assert_array_equal(reader[row], images[row])
+    with pytest.raises(IndexError, match="outside"):
+        reader[len(images)]

@@ -6,6 +6,7 @@ process reads, so pickling it to DataLoader workers copies no pixels.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,45 @@ def band_stats(
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
     return mean, np.maximum(std, 1e-6)
+
+
+class RowReader:
+    """Reads rows of a ``.npy`` array with ``pread``: a copy per row, nothing mapped into the process.
+
+    Indexing a memmap maps the pages it touches into the reader, where they stay and count as the
+    process's own memory (USS) until it exits: a trial would seem to grow with the dataset it read
+    (benchmarks/perf/RESULTS.md, "Scale"). The kernel's page cache still holds the file for every reader.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        """Learn the array's layout from its header; the file stays open for reading."""
+        mapped = np.load(path, mmap_mode="r")
+        if not mapped.flags.c_contiguous:
+            raise ValueError(f"{path}: expected a C-ordered array")
+        self.path = str(path)
+        self.shape = mapped.shape
+        self.dtype = mapped.dtype
+        self.offset = mapped.offset
+        self.row_bytes = int(np.prod(mapped.shape[1:], dtype=np.int64)) * mapped.dtype.itemsize
+        del mapped
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        """Row ``row`` as a new array of shape ``shape[1:]``."""
+        if not 0 <= row < self.shape[0]:
+            raise IndexError(f"row {row} outside 0..{self.shape[0] - 1} of {self.path}")
+        data = os.pread(self._fd, self.row_bytes, self.offset + row * self.row_bytes)
+        if len(data) != self.row_bytes:
+            raise OSError(f"{self.path}: short read at row {row} (the file is truncated)")
+        return np.frombuffer(data, dtype=self.dtype).reshape(self.shape[1:])
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
 
 
 def dihedral(array: np.ndarray, k: int) -> np.ndarray:
@@ -107,8 +147,8 @@ class CloudPatchDataset(Dataset):
             self._mean, self._inv_std = mean, (1.0 / std).astype(np.float32)
         else:
             self._mean = self._inv_std = None
-        self._images: np.ndarray | None = None
-        self._masks: np.ndarray | None = None
+        self._images: RowReader | None = None
+        self._masks: RowReader | None = None
 
     def __len__(self) -> int:
         return int(self.indices.size)
@@ -124,8 +164,8 @@ class CloudPatchDataset(Dataset):
 
     def _open(self) -> None:
         root = Path(self.cache_dir)
-        self._images = np.load(root / IMAGES, mmap_mode="r")
-        self._masks = np.load(root / MASKS, mmap_mode="r")
+        self._images = RowReader(root / IMAGES)
+        self._masks = RowReader(root / MASKS)
 
     def symmetry(self, i: int) -> int:
         """The dihedral symmetry (0..7) item i gets in the current epoch (0 without augmentation)."""

@@ -58,7 +58,7 @@ def sweep_parent_runs(
 ) -> tuple[str, dict[str, str]]:
     """Return ``(sweep_id, {arch: parent run id})`` of a sweep (the latest finished one when ``sweep_id`` is None).
 
-    The selection and its errors are those of :func:`read_sweep`; no trial is read.
+    Without ``sweep_id`` the latest FINISHED sweep (of ``benchmark`` when given) is chosen; no trial is read.
     """
     _, sweep_id, parents = _sweep_parents(_client(uri), uri, experiment, sweep_id, benchmark)
     # Oldest first, so an architecture logged twice maps to its latest parent (the one TrialLogger reuses).
