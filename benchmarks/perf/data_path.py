@@ -84,13 +84,7 @@ def ingest_vs_raw(source: Path, workdir: Path) -> dict:
 
     files = [p for pf in scan_tree(source).patches if pf.kind == "train" for p in pf.paths()]
     megabytes = sum(p.stat().st_size for p in files) / 1e6
-    raw_seconds = []
-    for _ in range(2):  # the first pass also warms the page cache for ingest
-        start = time.perf_counter()
-        for path in files:
-            with open(path, "rb") as fh:
-                fh.read()
-        raw_seconds.append(time.perf_counter() - start)
+    raw_seconds = perfutil.raw_read_seconds(files)  # the first pass also warms the page cache for ingest
     start = time.perf_counter()
     ingest(source, workdir / "cache", progress=False)  # the default thread count
     ingest_seconds = time.perf_counter() - start

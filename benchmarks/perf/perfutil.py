@@ -112,6 +112,18 @@ def prepare(patch_size: int, *, scenes: int = 10, grid: tuple[int, int] = (8, 8)
     )
 
 
+def raw_read_seconds(files: list[Path], passes: int = 2) -> list[float]:
+    """Seconds to read every file whole, per pass (the first pass also warms the page cache)."""
+    seconds = []
+    for _ in range(passes):
+        start = time.perf_counter()
+        for path in files:
+            with open(path, "rb") as fh:
+                fh.read()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
 def quiet_logs() -> None:
     """Keep Ray/MLflow/Optuna chatter out of the figures (errors still show)."""
     import logging

@@ -189,13 +189,7 @@ def ingest_vs_raw(source: Path, rounds: int) -> dict:
     patches = [pf for pf in scan_tree(source).patches if pf.kind == "train"]
     files = [p for pf in patches for p in pf.paths()]
     megabytes = sum(p.stat().st_size for p in files) / 1e6
-    raw = []
-    for _ in range(2):  # the first pass also warms the page cache for ingest
-        start = time.perf_counter()
-        for path in files:
-            with open(path, "rb") as fh:
-                fh.read()
-        raw.append(time.perf_counter() - start)
+    raw = perfutil.raw_read_seconds(files)  # the first pass also warms the page cache for ingest
     work = perfutil.DATA_ROOT / "scale-ingest"
     # The harness before worker processes (run from a copy of it, see RESULTS.md) has threads only.
     modes = ("threads", "processes") if "processes" in inspect.signature(cache.ingest).parameters else ("threads",)
