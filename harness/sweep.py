@@ -215,6 +215,24 @@ def _tuner(bench: Benchmark, arch: str, data: PreparedData, state: dict, storage
     return trainable, tune_config, run_config, fixed, trial_logger
 
 
+def _restorable(exp_path: str) -> bool:
+    """Whether Tune can resume the experiment: it has a state, and its newest state file is whole.
+
+    Tune copies its experiment state to a local or shared storage file by file, not atomically: a driver
+    killed mid-copy leaves a truncated file, from which ``Tuner.restore`` silently starts a different,
+    one-trial run. Such an architecture starts again instead (its lost trials' MLflow runs are retired at
+    the end, their Optuna trials told FAIL or kept as finished evaluations).
+    """
+    if not tune.Tuner.can_restore(exp_path):
+        return False
+    try:
+        tune.ExperimentAnalysis(exp_path)
+    except Exception as exc:
+        log.warning("%s: Tune's experiment state is unreadable (%s); this architecture starts again", exp_path, exc)
+        return False
+    return True
+
+
 def _trial_summary(result, run_id: str | None) -> TrialSummary:
     """One Tune result as a row of the sweep's trial table."""
     metrics = result.metrics or {}
@@ -236,7 +254,7 @@ def run_architecture(
     """Run (or resume) one architecture's Tune experiment; choose and record its :class:`SweepResult`."""
     trainable, tune_config, run_config, fixed, trial_logger = _tuner(bench, arch, data, state, storage, workdir)
     exp_path = storage.child(arch)
-    if resume and tune.Tuner.can_restore(exp_path):
+    if resume and _restorable(exp_path):
         tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(trainable, param_space=fixed, tune_config=tune_config, run_config=run_config)
