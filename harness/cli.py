@@ -33,7 +33,7 @@ def _benchmark_options(p: argparse.ArgumentParser, *, benchmark_optional: bool =
         p.add_argument("benchmark", help="benchmark YAML file, e.g. benchmarks/smoke.yaml")
     p.add_argument("--data", help="dataset root (a 38-Cloud/95-Cloud tree); replaces the benchmark's data section")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the benchmark's tracking.uri)")
-    p.add_argument("--storage", help="sweep storage: a local folder, a shared path or an s3:// URI")
+    p.add_argument("--storage", help="sweep storage: a local folder, a shared path, or an s3:// or gs:// URI")
     p.add_argument("--address", help="Ray cluster address to join (default: start a private local Ray instance)")
     p.add_argument(
         "--set",
