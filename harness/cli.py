@@ -7,7 +7,8 @@ benchmark (``--data``, ``--tracking-uri``, ``--storage``, ``--address``, ``--set
 Exit codes: 0 success; 2 bad command-line usage (argparse); 3 bad input (a benchmark file, override,
 search space, dataset or results directory that is invalid, or a sweep ``replay`` cannot use; the message
 names the key, file or trials);
-4 a runtime failure (tracking store, Ray cluster, sweep state or comparison that cannot go on).
+4 a runtime failure (tracking store, Ray cluster, sweep state or comparison that cannot go on);
+130 / 143 a sweep stopped by Ctrl-C (SIGINT) / SIGTERM: its state is saved, ``--resume`` continues it.
 """
 
 from __future__ import annotations
@@ -228,8 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     command = {"sweep": _sweep, "compare": _compare, "report": _report, "demo": _demo, "replay": _replay}[args.command]
     bad_input, runtime = _errors()
+    from harness.sweep import SweepInterrupted
+
     try:
         return command(args)
+    except SweepInterrupted as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     except bad_input as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -86,8 +86,30 @@ def load_sweep_results(bench: Benchmark, sweep_id: str | None = None) -> dict[st
         try:
             out[arch] = SweepResult.from_dict(load_dict(uri, parents[arch], SWEEP_RESULT_FILE))
         except (TrackingError, ValueError) as exc:
-            raise CompareError(f"sweep {sweep_id}, {arch}: no usable {SWEEP_RESULT_FILE}: {exc}") from None
+            raise CompareError(
+                f"sweep {sweep_id}, {arch}: no usable {SWEEP_RESULT_FILE} (an interrupted sweep has none: "
+                f"finish it with `cloudmask sweep --resume`): {exc}"
+            ) from None
+    check_equal_budgets(out)
     return out
+
+
+def check_equal_budgets(results: dict[str, SweepResult]) -> None:
+    """Refuse a comparison whose architectures were not tuned with the same budget on the same split.
+
+    The protocol's fairness rests on it: an architecture given 6 trials beats one given 2 by search alone.
+    """
+    budgets = {arch: (len(r.trials), r.max_epochs) for arch, r in results.items()}
+    if len(set(budgets.values())) > 1:
+        described = ", ".join(f"{arch}: {n} trials of up to {e} epochs" for arch, (n, e) in budgets.items())
+        sweep_ids = sorted({r.sweep_id for r in results.values()})
+        raise CompareError(
+            f"sweep {', '.join(sweep_ids)}: the architectures were not tuned with the same budget ({described}); "
+            "finish the sweep with `cloudmask sweep --resume`, or run a new one"
+        )
+    splits = {arch: r.split_hash for arch, r in results.items()}
+    if len(set(splits.values())) > 1:
+        raise CompareError(f"the architectures were tuned on different splits: {splits}")
 
 
 def sample_indices(data: PreparedData, k: int) -> list[int]:

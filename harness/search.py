@@ -214,8 +214,9 @@ def trial_outcome(
     Ray's stock searcher reports every trial it did not see fail as COMPLETE with its last score,
     so a trial ASHA stopped after one epoch teaches TPE its truncated score as if it were final.
     Here only a trial whose training loop said ``status == "completed"`` (it ran every epoch) is
-    COMPLETE; a diverged or errored trial is FAIL; anything else was stopped early by the
-    scheduler and is PRUNED (Optuna keeps its intermediate values, reported per epoch).
+    COMPLETE; a diverged or errored trial (Tune's error, or ``status == "error"``: a configuration the
+    trial found it cannot run) is FAIL; anything else was stopped early by the scheduler and is PRUNED
+    (Optuna keeps its intermediate values, reported per epoch).
     """
     if error:
         return TrialState.FAIL, None
@@ -225,7 +226,7 @@ def trial_outcome(
         if value is None or not math.isfinite(float(value)):
             return TrialState.FAIL, None
         return TrialState.COMPLETE, float(value)
-    if status == "diverged":
+    if status in ("diverged", "error"):
         return TrialState.FAIL, None
     return TrialState.PRUNED, None
 
@@ -235,6 +236,6 @@ def stopped_by(last_result: Mapping[str, Any] | None, *, error: bool) -> str:
     if error:
         return "error"
     status = (last_result or {}).get("status")
-    if status in ("completed", "diverged"):
+    if status in ("completed", "diverged", "error"):
         return status
     return "asha"

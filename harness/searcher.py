@@ -10,8 +10,14 @@ only Optuna's public API:
 - ``on_trial_complete``: :func:`harness.search.trial_outcome` decides, ``study.tell`` records; an
   ASHA-stopped trial stays PRUNED with its per-epoch values, the stopping epoch's included;
 - ``save``/``restore``: *which* study (name and storage) and the Ray trial ids asked so far, never a
-  pickle of the study. On restore, Optuna trials still RUNNING whose Ray trial id the restored experiment
-  does not know (asked just before a driver died) are told FAIL;
+  pickle of the study. On restore the study is reconciled with the experiment Tune restores (the two are
+  uploaded one after the other, so after a SIGKILL either may be the newer): Optuna trials still RUNNING
+  whose Ray trial id the restored experiment does not know (asked just before a driver died) are told
+  FAIL; Ray trials the study does not hold are added to it with their configs; trials the restored
+  experiment shows finished but the study shows RUNNING are told how they ended;
+- links: where the sweep driver registered a function in :data:`TRIAL_LINKS` for the study, what it
+  returns for a Ray trial id (its MLflow run id) becomes user attributes of the Optuna trial, set while
+  the trial runs (Optuna refuses changes to a finished trial);
 - the budget: ``suggest`` returns ``FINISHED`` once the experiment holds ``budget`` trials, counted from the
   trials the restored experiment holds plus those asked since. Tune's own sample counter is saved in a
   file of its own, which after a SIGKILL can be newer than the experiment state it restores (it would
@@ -29,7 +35,8 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -43,6 +50,19 @@ from harness.sweep_storage import StudyFile, is_object_store_file
 
 log = logging.getLogger("harness.searcher")
 RAY_TRIAL_ID = "ray_trial_id"
+#: Study name -> a function from a Ray trial id to more ids of that trial (e.g. ``{"mlflow_run_id": …}``),
+#: registered by the sweep driver in its own process: a function does not pickle with the searcher, and a
+#: searcher Tune restores from its experiment is another object than the one the driver built.
+TRIAL_LINKS: dict[str, Callable[[str], Mapping[str, str]]] = {}
+
+
+@dataclass(frozen=True)
+class RestoredTrial:
+    """What the experiment Tune restores says about one of its trials."""
+
+    config: Mapping[str, Any]
+    status: str  # Ray's Trial status: PENDING, RUNNING, PAUSED, TERMINATED or ERROR
+    last_result: Mapping[str, Any]
 
 
 class OptunaStudySearcher(Searcher):
@@ -68,6 +88,7 @@ class OptunaStudySearcher(Searcher):
         self.sampler_name, self.seed, self.budget = sampler, seed, budget
         self._suggested: list[str] = []  # Ray trial ids, in the order they were asked for
         self._known: set[str] | None = None  # set by restore(): the ids the restored experiment knows
+        self._restored: dict[str, RestoredTrial] = {}  # set by restore(): its trials, where readable
         self._live: set[str] = set()  # the trials of this experiment: restored ones and those asked since
         self._reset()
 
@@ -77,12 +98,14 @@ class OptunaStudySearcher(Searcher):
         self._file: StudyFile | None = None
         self._trials: dict[str, optuna.Trial] = {}
         self._numbers: dict[str, int] = {}
+        self._linked: set[str] = set()  # Ray trial ids whose links are set
 
     # Tune pickles the searcher into its experiment (tuner.pkl) before the first trial: only the
     # settings travel, the connection to the study is made again wherever the driver runs.
     def __getstate__(self) -> dict[str, Any]:
         keep = ("space", "study_name", "storage", "sampler_name", "seed", "budget", "_metric", "_mode")
-        return {k: self.__dict__[k] for k in keep} | {"_suggested": [], "_known": None, "_live": set()}
+        fresh = {"_suggested": [], "_known": None, "_restored": {}, "_live": set()}
+        return {k: self.__dict__[k] for k in keep} | fresh
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -119,6 +142,7 @@ class OptunaStudySearcher(Searcher):
             if ray_id is not None:
                 self._numbers[ray_id] = frozen.number
         self._fail_orphans()
+        self._reconcile_restored()
 
     def _direction(self) -> str:
         return "maximize" if self._mode == "max" else "minimize"
@@ -139,6 +163,28 @@ class OptunaStudySearcher(Searcher):
                     frozen.user_attrs.get(RAY_TRIAL_ID),
                 )
                 self._study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
+
+    def _reconcile_restored(self) -> None:
+        """Bring the study up to the restored experiment where the experiment is the newer of the two.
+
+        Tune uploads its experiment state in the background after the searcher has pushed the study, and
+        may upload a state written after a later push began: a driver killed then leaves an experiment
+        that knows a trial the stored study lacks, or shows finished a trial the study shows RUNNING.
+        """
+        assert self._study is not None
+        for ray_id, restored in self._restored.items():
+            if ray_id not in self._numbers:
+                params = {key: restored.config[key] for key in self.space if key in restored.config}
+                if len(params) != len(self.space):
+                    log.warning("Ray trial %s lacks searched keys in its config; not added to the study", ray_id)
+                    continue
+                log.info("Ray trial %s is missing from study %s: added with its config", ray_id, self.study_name)
+                self._study.enqueue_trial(params, user_attrs={RAY_TRIAL_ID: ray_id})
+                trial = self._study.ask(self.space)
+                self._trials[ray_id], self._numbers[ray_id] = trial, trial.number
+                self._suggested.append(ray_id)
+            if restored.status == "TERMINATED":  # Tune will not report this trial again
+                self.on_trial_complete(ray_id, dict(restored.last_result))
 
     def _trial(self, ray_id: str) -> tuple[optuna.Trial, dict[int, float]] | None:
         """The live Optuna trial of a Ray trial and its reported values; None once the study shows it finished."""
@@ -188,9 +234,23 @@ class OptunaStudySearcher(Searcher):
         if value is None or step is None or not math.isfinite(float(value)):
             return  # a diverged epoch's NaN would become a pruned trial's value for TPE
         live = self._trial(trial_id)
+        if live is None:
+            return
+        self._link(trial_id, live[0])
         # A resumed trial repeats the epochs after its checkpoint: keep the first value of each.
-        if live is not None and int(step) not in live[1]:
+        if int(step) not in live[1]:
             live[0].report(float(value), int(step))
+
+    def _link(self, trial_id: str, trial: optuna.Trial) -> None:
+        """Set the trial's links (:data:`TRIAL_LINKS`) as user attributes, once they are known."""
+        links = TRIAL_LINKS.get(self.study_name)
+        if trial_id in self._linked or links is None:
+            return
+        found = links(trial_id)
+        for key, value in found.items():
+            trial.set_user_attr(key, value)
+        if found:
+            self._linked.add(trial_id)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """Tell the study how the trial ended (:func:`harness.search.trial_outcome`), once."""
@@ -198,8 +258,10 @@ class OptunaStudySearcher(Searcher):
         # on_trial_result: report it first, so a pruned trial keeps its value at the stopping epoch.
         if not error:
             self._report(trial_id, result)
-        if self._trial(trial_id) is None:
+        live = self._trial(trial_id)
+        if live is None:
             return
+        self._link(trial_id, live[0])
         state, value = trial_outcome(result, metric=self.metric, error=error)
         self.study.tell(self._numbers[trial_id], value, state=state, skip_if_finished=True)
 
@@ -217,21 +279,25 @@ class OptunaStudySearcher(Searcher):
             state = json.load(f)
         self.study_name, self.storage = state["study_name"], state["storage"]
         self._suggested = list(state["ray_trial_ids"])
-        self._known = restored_trial_ids(os.path.dirname(checkpoint_path)) or set(self._suggested)
+        self._restored = restored_trials(os.path.dirname(checkpoint_path)) or {}
+        self._known = set(self._restored) or set(self._suggested)
         self._live = set(self._known)
         self._reset()
         self._connect()
 
 
-def restored_trial_ids(experiment_dir: str) -> set[str] | None:
-    """The Ray trial ids of the experiment state Tune restores from ``experiment_dir`` (None if unreadable).
+def restored_trials(experiment_dir: str) -> dict[str, RestoredTrial] | None:
+    """The trials of the experiment state Tune restores from ``experiment_dir``, by Ray id (None if unreadable).
 
     Tune saves its experiment state and this searcher's state side by side, but copies them to the storage
     one after the other: after a SIGKILL either may be the newer one. What Tune resumes is its experiment
     state, so that (read with Ray's public :class:`~ray.tune.ExperimentAnalysis`) says which trials exist.
     """
     try:
-        return {trial.trial_id for trial in ExperimentAnalysis(experiment_dir).trials}
+        return {
+            trial.trial_id: RestoredTrial(dict(trial.config), str(trial.status), dict(trial.last_result or {}))
+            for trial in ExperimentAnalysis(experiment_dir).trials
+        }
     except Exception as exc:  # no state there: fall back to the ids this searcher saved
         log.warning(
             "could not read the restored experiment in %s (%s); using the searcher's saved ids", experiment_dir, exc

@@ -19,12 +19,19 @@ line is in :mod:`harness.cli` (``cloudmask sweep`` / ``python -m harness.sweep``
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import copy
 import dataclasses
 import hashlib
 import logging
 import math
 import os
+import posixpath
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +39,18 @@ from typing import Any
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
+import pyarrow.fs as pafs
 import yaml
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from harness.cluster import check_loader_workers, check_resources, data_on_node, ray_session
-from harness.config import Benchmark, from_flat, to_flat
+from harness.config import Benchmark, ConfigError, from_flat, to_flat
+from harness.data.cache import open_cache
 from harness.data.prepare import PreparedData, prepare_data
 from harness.search import stopped_by, to_optuna
-from harness.searcher import OptunaStudySearcher
+from harness.searcher import TRIAL_LINKS, OptunaStudySearcher
 from harness.sweep_result import SWEEP_RESULT_FILE, SweepResult, TrialSummary, select_best
 from harness.sweep_storage import SWEEP_FILE, StorageError, SweepError, SweepStorage
 from harness.tracking import TrialLogger, check_tracking_uri, git_commit
@@ -49,7 +58,72 @@ from harness.tracking.server import check_artifact_store
 
 log = logging.getLogger("harness.sweep")
 METRIC, MODE = "val_iou", "max"
-__all__ = ["SWEEP_FILE", "StorageError", "SweepError", "run_sweep"]
+__all__ = ["SWEEP_FILE", "StorageError", "SweepError", "SweepInterrupted", "run_sweep"]
+
+
+class SweepInterrupted(SweepError):
+    """A stop signal ended the sweep before its budget was spent: it is resumable and never counts as finished."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _graceful_stop() -> Iterator[list[int]]:
+    """Turn the first SIGINT (Ctrl-C) or SIGTERM into Tune's graceful stop; yields the signals received.
+
+    Tune stops an experiment cleanly (trials paused, its state saved) on SIGINT or SIGUSR1 and then simply
+    returns, as if the experiment had ended; SIGTERM, what schedulers and ``kill`` send, it does not catch
+    at all. Here both become SIGUSR1 for Tune, and the caller sees that a signal came. A second signal
+    acts as it would without this handler (Ctrl-C raises KeyboardInterrupt, SIGTERM ends the process).
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received  # signal handlers can only be set from the main thread
+        return
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in stop_signals}
+    tune_sigint = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+
+    def restore_handlers() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        restore_handlers()
+        log.warning(
+            "%s: stopping the sweep once Tune has saved its state (send it again to stop at once); "
+            "continue later with --resume",
+            signal.Signals(signum).name,
+        )
+        if callable(signal.getsignal(signal.SIGUSR1)):  # Tune's handler; outside tune.run, the check below
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # SIGINT stays ours: Tune would swallow it
+    for sig in stop_signals:
+        signal.signal(sig, on_signal)
+    try:
+        yield received
+    finally:
+        restore_handlers()
+        if tune_sigint is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = tune_sigint
+
+
+def _check_not_interrupted(received: list[int], storage: SweepStorage, arch: str, unfinished: int = 0) -> None:
+    """Raise :class:`SweepInterrupted` if a stop signal came or Tune left trials unfinished."""
+    if received or unfinished:
+        signum = received[0] if received else signal.SIGINT
+        name = signal.Signals(signum).name if received else "a stop request"
+        raise SweepInterrupted(
+            f"sweep interrupted by {name} during {arch}; nothing is reported "
+            f"as a result. Its state is saved in {storage.uri}: continue it with --resume",
+            signum,
+        )
 
 
 # -- the MLflow bridge ----------------------------------------------------------------------------
@@ -58,6 +132,7 @@ class MlflowTrialCallback(tune.Callback):
 
     def __init__(self, trial_logger: TrialLogger) -> None:
         self.trial_logger = trial_logger
+        self._running: set[str] = set()  # trials started in this session and not ended yet
 
     def setup(self, **info: Any) -> None:
         """Open (or find again) the architecture's parent run."""
@@ -65,6 +140,7 @@ class MlflowTrialCallback(tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         """Create or reopen the trial's child run with its config."""
+        self._running.add(trial.trial_id)
         self.trial_logger.trial_started(trial.trial_id, dict(trial.config))
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
@@ -72,17 +148,29 @@ class MlflowTrialCallback(tune.Callback):
         self.trial_logger.trial_result(trial.trial_id, result)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        """Mark the trial's run finished with how it stopped."""
-        self.trial_logger.trial_finished(trial.trial_id, stopped_by(trial.last_result, error=False))
+        """Mark the trial's run finished with how it stopped (and why, for a configuration that cannot run)."""
+        self._running.discard(trial.trial_id)
+        self.trial_logger.trial_finished(
+            trial.trial_id, stopped_by(trial.last_result, error=False), (trial.last_result or {}).get("error")
+        )
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         """Mark the trial's run failed."""
+        self._running.discard(trial.trial_id)
         self.trial_logger.trial_finished(trial.trial_id, "error")
 
     def on_experiment_end(self, trials, **info) -> None:
-        """Retire runs of trials the sweep lost, flush and close the parent run."""
+        """Retire runs of trials the sweep lost, flush and close the parent run.
+
+        Tune calls this also when a stop signal ended the experiment early: the unfinished trials' runs
+        and the parent run are then KILLED (a resume reopens them), never FINISHED. Tune's clean-up marks
+        the trials it stops TERMINATED without a completion event, so the events say which are unfinished.
+        """
         self.trial_logger.retire_unknown_trials(t.trial_id for t in trials)
-        self.trial_logger.close()
+        unfinished = sorted(self._running | {t.trial_id for t in trials if t.status in ("PENDING", "PAUSED")})
+        for trial_id in unfinished:
+            self.trial_logger.trial_interrupted(trial_id)
+        self.trial_logger.close("KILLED" if unfinished else "FINISHED")
 
 
 # -- the trainable --------------------------------------------------------------------------------
@@ -100,14 +188,23 @@ def train_trial(config: dict[str, Any], data: PreparedData, prepare_args: dict[s
         if not first_epoch:
             first_epoch.append(int(metrics["epoch"]))
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        tune.report({**metrics, "restored_at_epoch": first_epoch[0] - 1}, checkpoint=checkpoint)
+        # training_iteration = epoch, also after a restore from a checkpoint newer than the one Tune's
+        # state names (see _recover_lost_checkpoints): the scheduler and Optuna count epochs, not reports.
+        extra = {"restored_at_epoch": first_epoch[0] - 1, "training_iteration": int(metrics["epoch"])}
+        tune.report({**metrics, **extra}, checkpoint=checkpoint)
 
     checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        train.fit(train_config, data, report)
-    else:
-        with checkpoint.as_directory() as resume_dir:
-            train.fit(train_config, data, report, checkpoint_dir=resume_dir)
+    try:
+        if checkpoint is None:
+            train.fit(train_config, data, report)
+        else:
+            with checkpoint.as_directory() as resume_dir:
+                train.fit(train_config, data, report, checkpoint_dir=resume_dir)
+    except ValueError as exc:  # ConfigError, DatasetError, a model that cannot take the patches: it would recur
+        # Ended as a result, not raised: Tune retries every raised error max_failures times, and a retry
+        # of the same configuration on the same data fails the same way. The trial is FAIL in Optuna and
+        # FAILED in MLflow with the message (stopped_by "error").
+        tune.report({"epoch": 0, METRIC: math.nan, "status": "error", "error": f"{type(exc).__name__}: {exc}"})
 
 
 # -- the driver -----------------------------------------------------------------------------------
@@ -119,7 +216,7 @@ def _workdir(bench: Benchmark, storage: SweepStorage) -> Path:
     return Path(storage.uri) if not storage.remote else (Path("runs") / bench.name / "driver").resolve()
 
 
-def _existing_state(storage: SweepStorage, resume: bool, data: PreparedData) -> dict[str, Any] | None:
+def _existing_state(storage: SweepStorage, resume: bool, data: PreparedData, bench: Benchmark) -> dict[str, Any] | None:
     """The stored sweep state, checked against the command (read only: nothing is written here)."""
     state = storage.read_json(SWEEP_FILE)
     if state is not None and not resume:
@@ -134,7 +231,60 @@ def _existing_state(storage: SweepStorage, resume: bool, data: PreparedData) -> 
             f"{storage.child(SWEEP_FILE)}: the sweep was started on split {state['split_hash'][:12]}, "
             f"this data gives {data.split_hash[:12]}; refusing to mix them"
         )
+    if state is not None:
+        _check_same_benchmark(state.get("config"), bench, storage)
+        _check_restorable(storage, bench.architectures)
     return state
+
+
+#: Settings a resumed sweep may change: where things are and how much hardware runs them, never what is measured.
+RESUMABLE_CHANGES = ("data.root", "data.cache_dir", "storage", "tracking.uri", "ray.", "resources.", "failure.")
+RESUMABLE_CHANGES += ("search.max_concurrent", "compare.")
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        return {k: v for key, value in obj.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): obj}
+
+
+def _check_same_benchmark(stored: dict[str, Any] | None, bench: Benchmark, storage: SweepStorage) -> None:
+    """Refuse a resume whose benchmark changes what the sweep measures (naming each key, then and now)."""
+    if stored is None:
+        return
+    before, now = _flatten(stored), _flatten(bench.to_dict())
+    changed = [
+        key
+        for key in sorted(set(before) | set(now))
+        if before.get(key) != now.get(key) and not key.startswith(RESUMABLE_CHANGES)
+    ]
+    if changed:
+        listed = ", ".join(f"{k} ({before.get(k)!r} -> {now.get(k)!r})" for k in changed)
+        raise SweepError(
+            f"--resume: the benchmark differs from the one sweep {storage.child(SWEEP_FILE)} was started with, in "
+            f"{listed}; a resumed sweep must measure what it started measuring. Resume with the original settings, "
+            "or start a new sweep with another --storage"
+        )
+
+
+def _check_restorable(storage: SweepStorage, architectures: tuple[str, ...]) -> None:
+    """Refuse a resume whose Tune experiment state exists but cannot be read, naming the file.
+
+    Restoring from it would silently start that architecture again. A driver killed while Tune copied the
+    state to the storage leaves such a file; moving it aside is the user's call (the message says how).
+    """
+    for arch in architectures:
+        exp_path = storage.child(arch)
+        if not tune.Tuner.can_restore(exp_path):
+            continue
+        try:
+            tune.ExperimentAnalysis(exp_path)
+        except Exception as exc:
+            raise SweepError(
+                f"--resume: Tune's experiment state in {exp_path} cannot be read ({type(exc).__name__}: "
+                f"{str(exc)[:300]}). Restoring would start {arch} again from nothing. To do that deliberately, "
+                f"move {exp_path} aside and --resume again (its trials' MLflow runs are then retired)"
+            ) from None
 
 
 def _new_state(bench: Benchmark, storage: SweepStorage, data: PreparedData) -> dict[str, Any]:
@@ -180,6 +330,11 @@ def _tuner(bench: Benchmark, arch: str, data: PreparedData, state: dict, storage
             "max_epochs": str(bench.train.epochs),
         },
         pending_path=str(workdir / f"mlflow-pending-{arch}.jsonl"),
+    )
+    # The Optuna trial names its MLflow run (optuna-dashboard shows user attributes beside each trial).
+    link_logger = copy.deepcopy(trial_logger)  # its own client and caches: it runs inside the searcher
+    TRIAL_LINKS[searcher.study_name] = lambda ray_id: (
+        {"mlflow_run_id": run_id} if (run_id := link_logger.lookup_run_id(ray_id)) else {}
     )
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, data=data, prepare_args=bench.prepare_args()),
@@ -233,6 +388,44 @@ def _restorable(exp_path: str) -> bool:
     return True
 
 
+def _recover_lost_checkpoints(exp_path: str) -> None:
+    """Put back, under the name the stored experiment state gives, each unfinished trial's lost checkpoint.
+
+    With ``num_to_keep=1`` Tune deletes a trial's previous checkpoint as soon as it registers the next one,
+    but uploads its experiment state in the background, later: a driver killed in between leaves a state
+    that names a checkpoint no longer in the storage, and every retry of that trial then fails with
+    "Could not recover from checkpoint as it does not exist on storage anymore". The trial's newest
+    checkpoint is moved to the name the state expects; it carries its own epoch, and trials report
+    ``training_iteration = epoch``, so the trial resumes where it really was.
+    """
+    for trial in tune.ExperimentAnalysis(exp_path).trials:
+        checkpoint = trial.checkpoint
+        if checkpoint is None or trial.status == "TERMINATED":
+            continue
+        fs = checkpoint.filesystem
+        if fs.get_file_info(checkpoint.path).type != pafs.FileType.NotFound:
+            continue
+        trial_dir = posixpath.dirname(checkpoint.path)
+        found = fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
+        newest = max(
+            (i.path for i in found if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")),
+            default=None,
+        )
+        if newest is None:
+            log.warning("trial %s: its checkpoint %s is gone and no other exists", trial.trial_id, checkpoint.path)
+            continue
+        log.warning(
+            "trial %s: the saved experiment state names %s, deleted after %s was written (the driver died "
+            "between the two uploads); resuming from %s",
+            trial.trial_id,
+            posixpath.basename(checkpoint.path),
+            posixpath.basename(newest),
+            posixpath.basename(newest),
+        )
+        pafs.copy_files(newest, checkpoint.path, source_filesystem=fs, destination_filesystem=fs)
+        fs.delete_dir(newest)
+
+
 def _trial_summary(result, run_id: str | None) -> TrialSummary:
     """One Tune result as a row of the sweep's trial table."""
     metrics = result.metrics or {}
@@ -249,16 +442,29 @@ def _trial_summary(result, run_id: str | None) -> TrialSummary:
 
 
 def run_architecture(
-    bench: Benchmark, arch: str, data: PreparedData, state: dict, storage: SweepStorage, workdir: Path, resume: bool
+    bench: Benchmark,
+    arch: str,
+    data: PreparedData,
+    state: dict,
+    storage: SweepStorage,
+    workdir: Path,
+    resume: bool,
+    stop_signals: list[int] | None = None,
 ) -> SweepResult:
-    """Run (or resume) one architecture's Tune experiment; choose and record its :class:`SweepResult`."""
+    """Run (or resume) one architecture's Tune experiment; choose and record its :class:`SweepResult`.
+
+    Raises :class:`SweepInterrupted` when a stop signal (``stop_signals``, from :func:`_graceful_stop`)
+    or anything else left trials unfinished: nothing is chosen or recorded then.
+    """
     trainable, tune_config, run_config, fixed, trial_logger = _tuner(bench, arch, data, state, storage, workdir)
     exp_path = storage.child(arch)
     if resume and _restorable(exp_path):
+        _recover_lost_checkpoints(exp_path)
         tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(trainable, param_space=fixed, tune_config=tune_config, run_config=run_config)
     grid = tuner.fit()
+    _check_not_interrupted(stop_signals or [], storage, arch, len(grid) - grid.num_terminated - grid.num_errors)
 
     # The callback Tune ran is its own copy: open our logger (it finds the runs by their tags).
     trial_logger.start()
@@ -317,7 +523,8 @@ def run_sweep(bench: Benchmark, *, address: str | None = None, resume: bool = Fa
     check_artifact_store(uri, bench.tracking.experiment)
     bench = dataclasses.replace(bench, tracking=dataclasses.replace(bench.tracking, uri=uri))
     data = prepare_data(**bench.prepare_args(), progress=True)
-    state = _existing_state(storage, resume, data)
+    check_trials_can_run(bench, int(open_cache(data.cache_dir).images.shape[-1]))
+    state = _existing_state(storage, resume, data, bench)
     workdir = _workdir(bench, storage)
     with ray_session(bench.ray, address):
         check_resources(bench.resources.cpu, bench.resources.gpu)
@@ -328,12 +535,54 @@ def run_sweep(bench: Benchmark, *, address: str | None = None, resume: bool = Fa
             state = _new_state(bench, storage, data)
             storage.write_json(SWEEP_FILE, state)
         results = []
-        for arch in bench.architectures:
-            log.info("sweeping %s: %d trials", arch, bench.search.num_samples)
-            results.append(run_architecture(bench, arch, data, state, storage, workdir, resume))
+        with _graceful_stop() as stop_signals:
+            for arch in bench.architectures:
+                _check_not_interrupted(stop_signals, storage, arch)
+                log.info("sweeping %s: %d trials", arch, bench.search.num_samples)
+                results.append(run_architecture(bench, arch, data, state, storage, workdir, resume, stop_signals))
     state["finished"] = time.strftime("%Y%m%d-%H%M%S")
     storage.write_json(SWEEP_FILE, state)
+    _check_every_architecture_chose(results)
     return results
+
+
+def _check_every_architecture_chose(results: list[SweepResult]) -> None:
+    """Raise :class:`SweepError` when an architecture has no trial that ran every epoch (nothing to compare)."""
+    empty = [r for r in results if r.best is None]
+    if not empty:
+        return
+    lines = []
+    for r in empty:
+        ends = collections.Counter(t.stopped_by for t in r.trials)
+        lines.append(f"{r.arch}: none of its {len(r.trials)} trials ran all {r.max_epochs} epochs ({dict(ends)})")
+    raise SweepError(
+        f"sweep {empty[0].sweep_id} spent its budget, but {'; '.join(lines)}; the final comparison would have "
+        "nothing to retrain. See the trials' MLflow runs (tags stopped_by, error) and the trial logs"
+    )
+
+
+def check_trials_can_run(bench: Benchmark, patch_size: int) -> None:
+    """Refuse, before any trial, configurations every trial would fail on (ConfigError naming the key).
+
+    Depth: a patch must halve ``depth`` times evenly (``2**depth`` divides the patch size). Device: a
+    trial asking for CUDA needs ``resources.gpu`` > 0, or Ray gives it no GPU.
+    """
+    for arch in bench.architectures:
+        config, space = bench.trial_config(arch), bench.search_spaces[arch]
+        depth_spec = space.get("depth")
+        depths = (depth_spec.get("choices") or (depth_spec["high"],)) if depth_spec else (config.depth,)
+        key = f"search_spaces.{arch}.depth" if depth_spec else "train.depth"
+        deepest = max(int(d) for d in depths)
+        if patch_size % 2**deepest:
+            raise ConfigError(
+                f"{key}: depth {deepest} needs patches divisible by 2**{deepest} = {2**deepest}; "
+                f"this dataset's patches are {patch_size} px"
+            )
+    if bench.train.device.startswith("cuda") and bench.resources.gpu <= 0:
+        raise ConfigError(
+            f"train.device={bench.train.device} but resources.gpu is {bench.resources.gpu}: Ray would give the "
+            "trials no GPU; set resources.gpu (e.g. 0.25 to share one GPU by four trials) or train.device=auto"
+        )
 
 
 if __name__ == "__main__":

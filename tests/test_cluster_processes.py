@@ -198,6 +198,7 @@ def sweep_cmd(c: Cluster, *extra: str) -> list[str]:
         "architectures": "[unet]",
         "search.num_samples": 3,
         "train.epochs": 4,
+        "asha.grace_period": 2,  # the first trial past epoch 2 runs every epoch: the sweep always has a result
         "tracking.experiment": EXPERIMENT,
         "data.cache_dir": c.cache,
         "compare.bootstrap_samples": 200,
@@ -300,8 +301,11 @@ def test_sweep_killed_resumed_elsewhere_node_lost_then_compared(cluster, tmp_pat
     db = tmp_path / "optuna.db"
     db.write_bytes(_get_object(cluster, "smoke/optuna.db"))
     study = optuna.load_study(study_name=None, storage=f"sqlite:///{db}")
-    assert all(t.state != TrialState.RUNNING for t in study.trials)
-    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) == 3
+    states = [(t.number, t.user_attrs.get("ray_trial_id"), t.state.name) for t in study.trials]
+    assert all(t.state != TrialState.RUNNING for t in study.trials), states
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) == 3, (
+        f"{states}\n{cluster.log('driver1')}\n{cluster.log('driver2')}"
+    )
     state = json.loads(_get_object(cluster, "smoke/sweep.json"))
     assert state["finished"] and state["study_storage"] == f"{STORAGE}/optuna.db"
 

@@ -185,3 +185,22 @@ def test_scene_protocol_lists_test_scenes_without_ground_truth(tmp_path, synthet
     assert protocol["stale_retrains"] == []  # nothing to score: no retrain is stale
     random = SimpleNamespace(split=SimpleNamespace(kind="random"), data=bench.data)
     assert "random patch split" in _scene_scores(random, data, retrains, [])[1]["not_scored"]
+
+
+def test_a_comparison_of_unequal_budgets_is_refused():
+    """6 U-Net trials against 2 UNet++ trials (an interrupted sweep) would compare search effort, not networks."""
+    from harness.compare import check_equal_budgets
+    from harness.config import TrainConfig
+    from harness.sweep_result import SweepResult, TrialSummary, select_best
+
+    def sweep(arch: str, n: int, epochs: int = 4, split: str = "abc") -> SweepResult:
+        trials = tuple(TrialSummary(f"{arch}{i}", None, TrainConfig(), "completed", epochs, 0.5, 1.0) for i in range(n))
+        return SweepResult("s-1", "smoke", arch, split, epochs, select_best(trials, epochs), trials)
+
+    check_equal_budgets({"unet": sweep("unet", 6), "unetpp": sweep("unetpp", 6)})
+    with pytest.raises(CompareError, match=r"unet: 6 trials of up to 4 epochs, unetpp: 2 trials.*--resume"):
+        check_equal_budgets({"unet": sweep("unet", 6), "unetpp": sweep("unetpp", 2)})
+    with pytest.raises(CompareError, match="not tuned with the same budget"):
+        check_equal_budgets({"unet": sweep("unet", 6), "unetpp": sweep("unetpp", 6, epochs=8)})
+    with pytest.raises(CompareError, match="different splits"):
+        check_equal_budgets({"unet": sweep("unet", 6), "unetpp": sweep("unetpp", 6, split="xyz")})

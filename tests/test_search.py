@@ -60,6 +60,7 @@ def test_allowed_keys_and_patch_size_are_enforced():
         ({"status": "running", "val_iou": 0.3}, False, TrialState.PRUNED, None, "asha"),
         ({"status": "diverged", "val_iou": float("nan")}, False, TrialState.FAIL, None, "diverged"),
         ({"status": "running", "val_iou": 0.3}, True, TrialState.FAIL, None, "error"),
+        ({"status": "error", "val_iou": float("nan"), "error": "ValueError: …"}, False, TrialState.FAIL, None, "error"),
         (None, False, TrialState.PRUNED, None, "asha"),
     ],
 )

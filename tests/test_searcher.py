@@ -8,8 +8,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from harness import searcher as searcher_module
 from harness.search import load_search_space, to_optuna
-from harness.searcher import RAY_TRIAL_ID, OptunaStudySearcher
+from harness.searcher import RAY_TRIAL_ID, TRIAL_LINKS, OptunaStudySearcher, RestoredTrial
 from harness.sweep_storage import StudyFile, SweepStorage
 
 SPACE = to_optuna(
@@ -111,6 +112,34 @@ def test_restore_fails_the_trials_asked_after_the_saved_state(storage, tmp_path)
     assert restored.suggest("c") and len(study(storage).trials) == 3
 
 
+def test_restore_adds_trials_the_experiment_knows_and_the_study_lacks(storage, tmp_path, monkeypatch):
+    """Tune uploads its experiment state after the study; a SIGKILL can leave the experiment the newer one.
+
+    The restored experiment knows trial "late" (asked after the study was last pushed) and shows "a" finished
+    while the study still shows it RUNNING: the study gets "late" with its config, and "a" is told PRUNED.
+    """
+    first = make(storage)
+    first.suggest("a")
+    first.on_trial_result("a", epoch(1, 0.2))
+    first.save(str(tmp_path / "searcher.json"))
+    restored_experiment = {
+        "a": RestoredTrial({"lr": 1e-3, "depth": 2, "epochs": 3}, "TERMINATED", epoch(2, 0.25)),
+        "late": RestoredTrial({"lr": 5e-3, "depth": 3, "epochs": 3}, "PENDING", {}),
+    }
+    monkeypatch.setattr(searcher_module, "restored_trials", lambda _dir: restored_experiment)
+    restored = pickle.loads(pickle.dumps(make(storage)))
+    restored.restore(str(tmp_path / "searcher.json"))
+    trials = {t.user_attrs[RAY_TRIAL_ID]: t for t in study(storage).trials}
+    assert trials["a"].state == TrialState.PRUNED and trials["a"].intermediate_values == {1: 0.2, 2: 0.25}
+    assert trials["late"].state == TrialState.RUNNING and trials["late"].params == {"lr": 5e-3, "depth": 3}
+    restored.on_trial_result("late", epoch(1, 0.5))
+    restored.on_trial_complete("late", epoch(2, 0.6, "completed"))
+    late = study(storage).trials[trials["late"].number]
+    assert late.state == TrialState.COMPLETE and late.value == pytest.approx(0.6)
+    # Both count towards the budget of 8: six more, then FINISHED.
+    assert all(restored.suggest(f"n{i}") for i in range(6)) and restored.suggest("x") == OptunaStudySearcher.FINISHED
+
+
 def test_a_fresh_experiment_fails_running_trials_left_in_its_study(storage):
     """A study that outlived its Tune experiment (killed before Tune saved anything): nothing stays RUNNING."""
     make(storage).suggest("orphan")
@@ -151,3 +180,17 @@ def test_the_budget_counts_the_trials_of_this_experiment(storage, tmp_path):
     # A fresh experiment on a study left by an earlier attempt has its own whole budget.
     again = OptunaStudySearcher(SPACE, study_name="b", storage=storage, metric="val_iou", mode="max", budget=2)
     assert again.suggest("e") and again.suggest("f") and again.suggest("g") == OptunaStudySearcher.FINISHED
+
+
+def test_the_sweep_driver_links_each_optuna_trial_to_its_mlflow_run(storage, monkeypatch):
+    """Set while the trial runs (a finished Optuna trial cannot change), once the run exists."""
+    runs = {}
+    monkeypatch.setitem(TRIAL_LINKS, "s", lambda ray_id: {"mlflow_run_id": runs[ray_id]} if ray_id in runs else {})
+    s = make(storage)
+    s.suggest("a")
+    s.on_trial_result("a", epoch(1, 0.2))  # the run is not created yet: no link, no error
+    runs["a"] = "0123abcd"
+    s.on_trial_complete("a", epoch(2, 0.3, "completed"))
+    (trial,) = study(storage).trials
+    assert trial.user_attrs == {RAY_TRIAL_ID: "a", "mlflow_run_id": "0123abcd"}
+    assert trial.intermediate_values == {1: 0.2, 2: 0.3}  # the last epoch too

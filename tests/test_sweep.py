@@ -23,6 +23,8 @@ from harness.sweep import run_sweep
 from harness.sweep_result import SWEEP_RESULT_FILE, SweepResult
 from harness.tracking import load_dict
 
+RESUMABLE = {"architectures": "[unet]", "train.epochs": 4, "asha.grace_period": 2}
+
 
 def trials_with_checkpoints(experiment_dir: Path) -> int:
     """How many trials of a Tune experiment have written at least one checkpoint."""
@@ -110,6 +112,14 @@ def test_asha_stopped_trials_are_pruned_in_optuna(smoke_sweep):
             if t.state == TrialState.PRUNED:
                 assert t.intermediate_values, "a pruned trial keeps its per-epoch values"
                 assert max(t.intermediate_values) < bench.train.epochs
+        # Each Optuna trial names its Ray trial and its MLflow run; a completed one has every epoch's value.
+        run_of = {r.data.tags["trial_id"]: r.info.run_id for r in children}
+        assert {t.user_attrs["ray_trial_id"]: t.user_attrs["mlflow_run_id"] for t in study.trials}.items() <= (
+            run_of.items()
+        )
+        for t in study.trials:
+            if t.state == TrialState.COMPLETE:
+                assert sorted(t.intermediate_values) == list(range(1, bench.train.epochs + 1))
 
 
 def test_gpu_request_on_cpu_cluster_fails_fast(ray_cluster, tmp_path, data_cache_dir):
@@ -208,13 +218,15 @@ def test_worker_node_killed_mid_sweep(ray_cluster, tmp_path, data_cache_dir):
     client, _, children = mlflow_runs(bench.tracking.uri, bench.tracking.experiment)
     assert len(children) == 2
     assert_one_run_per_trial_with_contiguous_steps(client, children)
-    restored = [r for r in children if r.data.metrics.get("restored_at_epoch", 0) >= 1]
+    restored = [r for r in children if int(r.data.tags.get("restored_at_epoch", "0")) >= 1]
     assert restored, "the hit trial should have resumed from a checkpointed epoch, not from scratch"
 
 
 def test_driver_sigkill_then_resume(ray_cluster, tmp_path, data_cache_dir):
     """SIGKILL the sweep process mid-sweep; --resume finishes exactly the requested trials, no duplicates."""
-    overrides = smoke_overrides(tmp_path, data_cache_dir, **{"architectures": "[unet]", "train.epochs": 4})
+    # grace_period 2 of 4 epochs: ASHA's one rung is epoch 2, and the first trial past it always runs every
+    # epoch, so the sweep has a result to choose (a sweep without one exits non-zero).
+    overrides = smoke_overrides(tmp_path, data_cache_dir, **RESUMABLE)
     cmd = [sys.executable, "-m", "harness.sweep", str(SMOKE), "--address", ray_cluster.address]
     for o in overrides:
         cmd += ["--set", o]
@@ -229,6 +241,12 @@ def test_driver_sigkill_then_resume(ray_cluster, tmp_path, data_cache_dir):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    if resumed.returncode != 0 and "cannot be read" in resumed.stderr:
+        # The kill truncated Tune's experiment state mid-copy: --resume refuses, naming it; a user moves it aside
+        # as the message says and resumes again, which starts the architecture again.
+        assert str(tmp_path / "storage" / "unet") in resumed.stderr
+        (tmp_path / "storage" / "unet").rename(tmp_path / "unet-truncated")
+        resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=600)
     (tmp_path / "resumed.log").write_text(resumed.stdout + resumed.stderr)  # kept by pytest for a post-mortem
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     # The restored searcher read which trials the restored experiment holds from Tune's experiment state.
@@ -247,6 +265,41 @@ def test_driver_sigkill_then_resume(ray_cluster, tmp_path, data_cache_dir):
     assert all(t.state != TrialState.RUNNING for t in study.trials)
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_stop_signal_ends_the_sweep_unfinished_and_resumable(ray_cluster, tmp_path, data_cache_dir, stop):
+    """Ctrl-C or SIGTERM: exit 128+signal, nothing marked finished, nothing left RUNNING; --resume completes it."""
+    # grace_period 2 of 4 epochs: ASHA's one rung is epoch 2, and the first trial past it always runs every
+    # epoch, so the sweep has a result to choose (a sweep without one exits non-zero).
+    overrides = smoke_overrides(tmp_path, data_cache_dir, **RESUMABLE)
+    cmd = [sys.executable, "-m", "harness.sweep", str(SMOKE), "--address", ray_cluster.address]
+    for o in overrides:
+        cmd += ["--set", o]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and trials_with_checkpoints(tmp_path / "storage" / "unet") < 1:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the sweep finished before it could be stopped"
+    proc.send_signal(stop)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + stop, stderr[-3000:]
+    assert "continue it with --resume" in stderr
+    state = json.loads((tmp_path / "storage" / "sweep.json").read_text())
+    assert "finished" not in state
+    client, parents, children = mlflow_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "cloudmask-smoke")
+    assert [p.info.status for p in parents] == ["KILLED"] and "best_val_iou" not in parents[0].data.metrics
+    assert children and all(r.info.status != "RUNNING" for r in children)
+    assert any(r.data.tags.get("stopped_by") == "interrupted" and r.info.status == "KILLED" for r in children)
+    if stop == signal.SIGTERM:
+        return
+    resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "finished" in json.loads((tmp_path / "storage" / "sweep.json").read_text())
+    client, parents, children = mlflow_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "cloudmask-smoke")
+    assert [p.info.status for p in parents] == ["FINISHED"] and len(children) == 4
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert_one_run_per_trial_with_contiguous_steps(client, children)
+
+
 def test_more_loader_workers_than_cpus_is_refused_before_any_trial(ray_cluster, tmp_path, data_cache_dir):
     bench = load_benchmark(
         SMOKE,
@@ -255,6 +308,31 @@ def test_more_loader_workers_than_cpus_is_refused_before_any_trial(ray_cluster, 
     with pytest.raises(ClusterError, match="train.num_workers"):
         run_sweep(bench)
     assert not (tmp_path / "storage" / "sweep.json").exists(), "a refused sweep leaves no state to resume"
+
+
+def test_resume_refuses_a_changed_benchmark_naming_each_key(tmp_path, data_cache_dir):
+    from harness.sweep import SweepError, SweepStorage, _check_same_benchmark
+
+    storage = SweepStorage.parse(str(tmp_path / "storage"))
+    started = load_benchmark(SMOKE, smoke_overrides(tmp_path, data_cache_dir))
+    moved = smoke_overrides(tmp_path / "elsewhere", data_cache_dir, **{"resources.cpu": 2, "ray.num_cpus": 4})
+    _check_same_benchmark(started.to_dict(), load_benchmark(SMOKE, moved), storage)  # where and on what: fine
+    changed = load_benchmark(SMOKE, [*moved, "train.epochs=8", "asha.grace_period=2"])
+    with pytest.raises(SweepError, match=r"asha.grace_period \(1 -> 2\), train.epochs \(4 -> 8\); a resumed"):
+        _check_same_benchmark(started.to_dict(), changed, storage)
+
+
+def test_resume_refuses_an_unreadable_experiment_state_naming_it(tmp_path):
+    from harness.sweep import SweepError, SweepStorage, _check_restorable
+
+    storage = SweepStorage.parse(str(tmp_path / "storage"))
+    exp = tmp_path / "storage" / "unet"
+    exp.mkdir(parents=True)
+    _check_restorable(storage, ("unet", "unetpp"))  # nothing saved yet: a fresh start, nothing to refuse
+    (exp / "tuner.pkl").write_bytes(b"")
+    (exp / "experiment_state-2026-01-01_00-00-00.json").write_text("")
+    with pytest.raises(SweepError, match=f"experiment state in {exp} cannot be read.*move {exp} aside"):
+        _check_restorable(storage, ("unet", "unetpp"))
 
 
 def test_a_truncated_experiment_state_is_not_restored(tmp_path):
@@ -267,3 +345,35 @@ def test_a_truncated_experiment_state_is_not_restored(tmp_path):
     (exp / "tuner.pkl").write_bytes(b"")
     (exp / "experiment_state-2026-01-01_00-00-00.json").write_text("")
     assert not _restorable(str(exp))
+
+
+def test_configurations_no_trial_can_run_are_refused_before_ray(tmp_path, data_cache_dir):
+    """Depth too deep for the patches, CUDA without GPUs: a ConfigError naming the key, no sweep state."""
+    from harness.config import ConfigError
+    from harness.sweep import check_trials_can_run
+
+    # The smoke search spaces reach depth 3: real patches of 36 px (known only once the data is read) do not halve
+    # three times.
+    smoke = load_benchmark(SMOKE, smoke_overrides(tmp_path, data_cache_dir))
+    check_trials_can_run(smoke, 32)
+    with pytest.raises(ConfigError, match=r"search_spaces.unet.depth: depth 3 needs patches divisible by 2\*\*3"):
+        check_trials_can_run(smoke, 36)
+    cuda = load_benchmark(SMOKE, smoke_overrides(tmp_path, data_cache_dir, **{"train.device": "cuda"}))
+    with pytest.raises(ConfigError, match="train.device=cuda but resources.gpu is 0"):
+        run_sweep(cuda)
+    assert not (tmp_path / "storage" / "sweep.json").exists()
+
+
+def test_a_sweep_with_an_architecture_that_chose_nothing_is_an_error():
+    from harness.sweep import SweepError, _check_every_architecture_chose
+    from harness.sweep_result import TrialSummary
+
+    broken = tuple(TrialSummary(f"t{i}", None, TrainConfig(), "error", 0, float("nan"), 0.1) for i in range(3))
+    fine = (TrialSummary("ok", None, TrainConfig(), "completed", 4, 0.5, 1.0),)
+    results = [
+        SweepResult("s-1", "smoke", "unet", "abc", 4, fine[0], fine),
+        SweepResult("s-1", "smoke", "unetpp", "abc", 4, None, broken),
+    ]
+    _check_every_architecture_chose(results[:1])
+    with pytest.raises(SweepError, match=r"unetpp: none of its 3 trials ran all 4 epochs \({'error': 3}\)"):
+        _check_every_architecture_chose(results)

@@ -223,3 +223,26 @@ def test_store_failing_mid_sweep_loses_nothing(tmp_path):
         assert run.data.tags["stopped_by"] == "completed"
     finally:
         _stop_server(server)
+
+
+def test_how_a_trial_ended_is_in_its_run_status_and_tags(tmp_path):
+    """Interrupted: KILLED (a resume reopens it); a configuration that cannot run: FAILED with the message;
+    where a retried trial resumed from is a tag, not a per-epoch metric."""
+    uri = check_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    tl = _logger(uri)
+    parent = tl.start()
+    for trial in ("paused", "broken", "resumed"):
+        tl.trial_started(trial, {"lr": 0.01})
+    tl.trial_result("paused", _result(1, 0.1))
+    tl.trial_interrupted("paused")
+    tl.trial_finished("broken", "error", "ValueError: depth 6 needs patches divisible by 64")
+    tl.trial_result("resumed", {**_result(3, 0.3), "restored_at_epoch": 2})
+    tl.trial_finished("resumed", "completed")
+    tl.close("KILLED")
+    client = MlflowClient(uri)
+    runs = {r.data.tags["trial_id"]: r for r in _children(client, parent)}
+    assert (runs["paused"].info.status, runs["paused"].data.tags["stopped_by"]) == ("KILLED", "interrupted")
+    assert runs["broken"].info.status == "FAILED" and "divisible by 64" in runs["broken"].data.tags["error"]
+    assert runs["resumed"].data.tags["restored_at_epoch"] == "2"
+    assert "restored_at_epoch" not in runs["resumed"].data.metrics
+    assert client.get_run(parent).info.status == "KILLED"

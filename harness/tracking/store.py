@@ -46,7 +46,6 @@ EPOCH_METRICS = (
     "val_f1",
     "epoch_seconds",
     "train_images_per_second",
-    "restored_at_epoch",
 )
 
 

@@ -102,6 +102,7 @@ class TrialLogger:
         self.parent_run_id: str | None = None
         self._run_ids: dict[str, str] = {}
         self._max_step: dict[str, int] = {}
+        self._restored_tag: dict[str, int] = {}  # run id -> the restored_at_epoch tag last set
         self._pending: list[_Op] = []
         self._failures = 0
         self._next_try = 0.0
@@ -175,11 +176,16 @@ class TrialLogger:
             v = result.get(k)
             if isinstance(v, int | float) and not isinstance(v, bool):
                 metrics[k] = float(v)
-        self._enqueue(_Op("metrics", trial_id, {"epoch": epoch, "metrics": metrics}))
+        restored = result.get("restored_at_epoch")
+        self._enqueue(_Op("metrics", trial_id, {"epoch": epoch, "metrics": metrics, "restored_at_epoch": restored}))
 
-    def trial_finished(self, trial_id: str, stopped_by: str) -> None:
-        """Record that the trial ended: completed | asha | diverged | error."""
-        self._enqueue(_Op("end", trial_id, {"stopped_by": stopped_by}))
+    def trial_finished(self, trial_id: str, stopped_by: str, error: str | None = None) -> None:
+        """Record that the trial ended: completed | asha | diverged | error (with the message, where known)."""
+        self._enqueue(_Op("end", trial_id, {"stopped_by": stopped_by, "error": error}))
+
+    def trial_interrupted(self, trial_id: str) -> None:
+        """Record that the sweep stopped while the trial was unfinished: KILLED, reopened by a resume."""
+        self._enqueue(_Op("end", trial_id, {"stopped_by": "interrupted"}))
 
     def log_parent_artifacts(self, paths: Iterable[str | Path], artifact_path: str | None = None) -> None:
         """Attach files or folders (best config, checkpoint) to the parent run, with retries."""
@@ -271,6 +277,27 @@ class TrialLogger:
         """Return the child run id of a trial, or None if its run has not been created yet."""
         return self._run_ids.get(trial_id)
 
+    def lookup_run_id(self, trial_id: str) -> str | None:
+        """The trial's child run id, looked up in the store when another copy of this logger created it.
+
+        Tune runs its own copy of the MLflow callback (and so of this logger); the driver's copy finds the
+        runs by their tags. None while the run does not exist yet or the store cannot be read: a link is
+        a convenience, never a reason to fail a trial.
+        """
+        if trial_id not in self._run_ids:
+            try:
+                if self.parent_run_id is None:
+                    self._experiment_id = get_or_create_experiment(self.client, self.experiment, self.uri)
+                    tags = {"role": ROLE_SWEEP, "sweep_id": self.sweep_id, "arch": self.arch}
+                    found = find_runs(self.client, self._experiment_id, tags)
+                    if not found:
+                        return None
+                    self.parent_run_id = found[-1].info.run_id
+                self._load_children()
+            except Exception:
+                return None
+        return self._run_ids.get(trial_id)
+
     # -- the queue --------------------------------------------------------------------------------
     def _enqueue(self, op: _Op) -> None:
         self._pending.append(op)
@@ -305,6 +332,11 @@ class TrialLogger:
         elif op.kind == "metrics":
             run_id = self._ensure_child(op.trial_id, None)
             step = op.payload["epoch"]
+            restored = op.payload.get("restored_at_epoch")
+            if restored and self._restored_tag.get(run_id) != restored:
+                # Where this run of the trial resumed from: a fact about the run, not a per-epoch series.
+                self.client.set_tag(run_id, "restored_at_epoch", str(restored))
+                self._restored_tag[run_id] = restored
             if step <= self._max_step.get(run_id, 0):
                 return  # already in the store: a resumed trial re-reported this epoch
             ts = int(time.time() * 1000)
@@ -316,7 +348,10 @@ class TrialLogger:
             run_id = self._ensure_child(op.trial_id, None)
             stopped = op.payload["stopped_by"]
             self.client.set_tag(run_id, "stopped_by", stopped)
-            status = RunStatus.to_string(RunStatus.FAILED if stopped == "error" else RunStatus.FINISHED)
+            if op.payload.get("error"):
+                self.client.set_tag(run_id, "error", str(op.payload["error"])[:5000])
+            ended = {"error": RunStatus.FAILED, "interrupted": RunStatus.KILLED}.get(stopped, RunStatus.FINISHED)
+            status = RunStatus.to_string(ended)
             self.client.set_terminated(run_id, status)
 
     def _ensure_child(self, trial_id: str, config: Mapping[str, Any] | None) -> str:
