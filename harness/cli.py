@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -201,6 +203,21 @@ def _demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def guard_private_ray() -> None:
+    """Make the private local Ray instance this command starts refuse processes that lack its token.
+
+    Ray 2.60's servers (``gcs_server``, ``raylet``, workers) listen on every interface whatever
+    ``_node_ip_address`` says, so anyone who can reach the machine could run code in the instance. Token
+    authentication closes that: the instance, its workers (they inherit this environment) and this driver
+    share a random token. Ray reads the mode when it is first imported, hence here, before any import of
+    ``ray``; a ``RAY_AUTH_MODE`` the user set is left as it is.
+    """
+    if "RAY_AUTH_MODE" in os.environ or "ray" in sys.modules:
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+
+
 def _errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
     """(bad-input errors, runtime errors), imported lazily so `--help` stays fast."""
     from harness.cluster import ClusterError
@@ -226,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return data_main(argv[1:], prog="cloudmask data")
     args = build_parser().parse_args(argv)
+    if args.command in ("sweep", "compare", "demo") and getattr(args, "address", None) is None:
+        guard_private_ray()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     command = {"sweep": _sweep, "compare": _compare, "report": _report, "demo": _demo, "replay": _replay}[args.command]
     bad_input, runtime = _errors()

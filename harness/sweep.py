@@ -53,7 +53,7 @@ from harness.search import stopped_by, to_optuna
 from harness.searcher import TRIAL_LINKS, OptunaStudySearcher
 from harness.sweep_result import SWEEP_RESULT_FILE, SweepResult, TrialSummary, select_best
 from harness.sweep_storage import SWEEP_FILE, StorageError, SweepError, SweepStorage
-from harness.tracking import TrialLogger, check_tracking_uri, git_commit
+from harness.tracking import ROLE_TRIAL, TrialLogger, check_tracking_uri, git_commit, system_metrics
 from harness.tracking.server import check_artifact_store
 
 log = logging.getLogger("harness.sweep")
@@ -174,8 +174,24 @@ class MlflowTrialCallback(tune.Callback):
 
 
 # -- the trainable --------------------------------------------------------------------------------
-def train_trial(config: dict[str, Any], data: PreparedData, prepare_args: dict[str, Any]) -> None:
-    """A Tune function trainable: fit one configuration, reporting every epoch with a checkpoint."""
+def train_trial(
+    config: dict[str, Any], data: PreparedData, prepare_args: dict[str, Any], run: dict[str, Any] | None = None
+) -> None:
+    """A Tune function trainable: fit one configuration, reporting every epoch with a checkpoint.
+
+    ``run`` (tracking URI, experiment, sweep id, architecture, sampling interval) lets the trial log its
+    machine's system metrics to its MLflow run, which the driver creates.
+    """
+    if run is None:
+        _train_trial(config, data, prepare_args)
+        return
+    tags = {"role": ROLE_TRIAL, "sweep_id": run["sweep_id"], "arch": run["arch"]}
+    tags["trial_id"] = tune.get_context().get_trial_id()
+    with system_metrics(run["uri"], run["experiment"], tags, interval_s=run["interval_s"]):
+        _train_trial(config, data, prepare_args)
+
+
+def _train_trial(config: dict[str, Any], data: PreparedData, prepare_args: dict[str, Any]) -> None:
     from harness import train  # imported in the worker; the loop knows nothing of Ray
 
     data = data_on_node(data, prepare_args)
@@ -239,7 +255,7 @@ def _existing_state(storage: SweepStorage, resume: bool, data: PreparedData, ben
 
 #: Settings a resumed sweep may change: where things are and how much hardware runs them, never what is measured.
 RESUMABLE_CHANGES = ("data.root", "data.cache_dir", "storage", "tracking.uri", "ray.", "resources.", "failure.")
-RESUMABLE_CHANGES += ("search.max_concurrent", "compare.")
+RESUMABLE_CHANGES += ("search.max_concurrent", "compare.", "tracking.system_metrics_s")
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -337,7 +353,18 @@ def _tuner(bench: Benchmark, arch: str, data: PreparedData, state: dict, storage
         {"mlflow_run_id": run_id} if (run_id := link_logger.lookup_run_id(ray_id)) else {}
     )
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, data=data, prepare_args=bench.prepare_args()),
+        tune.with_parameters(
+            train_trial,
+            data=data,
+            prepare_args=bench.prepare_args(),
+            run={
+                "uri": bench.tracking.uri,
+                "experiment": bench.tracking.experiment,
+                "sweep_id": state["sweep_id"],
+                "arch": arch,
+                "interval_s": bench.tracking.system_metrics_s,
+            },
+        ),
         {"cpu": bench.resources.cpu, "gpu": bench.resources.gpu},
     )
     tune_config = tune.TuneConfig(

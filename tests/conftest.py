@@ -98,5 +98,6 @@ def smoke_sweep(ray_cluster, tmp_path_factory: pytest.TempPathFactory, data_cach
     from harness.sweep import run_sweep
 
     tmp = tmp_path_factory.mktemp("smoke")
-    bench = load_benchmark(SMOKE, smoke_overrides(tmp, data_cache_dir))
+    # System metrics every second: smoke trials last seconds, not the default 10 s interval.
+    bench = load_benchmark(SMOKE, smoke_overrides(tmp, data_cache_dir, **{"tracking.system_metrics_s": 1}))
     return bench, run_sweep(bench), tmp

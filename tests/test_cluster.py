@@ -73,3 +73,42 @@ def test_token_source_follows_rays_order(tmp_path, monkeypatch):
     assert token_source().endswith("(no such file)")
     monkeypatch.setenv("RAY_AUTH_TOKEN", "t")
     assert token_source() == "RAY_AUTH_TOKEN"
+
+
+def test_a_private_ray_instance_refuses_processes_without_its_token(tmp_path):
+    """Ray's servers listen on every interface: the private instance takes only processes with its random token."""
+    import os
+    import subprocess
+    import sys
+
+    driver = (
+        "import os\n"
+        "from harness.cli import guard_private_ray\n"
+        "guard_private_ray()\n"  # what `cloudmask sweep|compare|demo` without --address do first
+        "import ray\n"
+        "from harness.cluster import ray_session\n"
+        "from harness.config.benchmark import RayConfig\n"
+        "with ray_session(RayConfig(num_cpus=1), None):\n"
+        "    assert ray.get(ray.remote(lambda: 42).remote()) == 42\n"
+        "    print(os.environ['RAY_AUTH_MODE'], len(os.environ['RAY_AUTH_TOKEN']), flush=True)\n"
+        "    print(ray.get_runtime_context().gcs_address, flush=True)\n"
+        "    input()\n"  # stays up until the test has tried to join
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", driver], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().split() == ["token", "64"]
+        gcs = proc.stdout.readline().strip()
+        intruder = subprocess.run(
+            [sys.executable, "-c", f"import ray; ray.init(address={gcs!r})"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert intruder.returncode != 0 and "Failed to connect" in intruder.stderr
+    finally:
+        proc.communicate("\n", timeout=120)
+    assert proc.returncode == 0

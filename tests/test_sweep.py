@@ -120,6 +120,9 @@ def test_asha_stopped_trials_are_pruned_in_optuna(smoke_sweep):
         for t in study.trials:
             if t.state == TrialState.COMPLETE:
                 assert sorted(t.intermediate_values) == list(range(1, bench.train.epochs + 1))
+    # Each trial logged its machine's system metrics into its run from its Ray worker.
+    completed = [r for r in children if r.data.tags["stopped_by"] == "completed"]
+    assert any("system/cpu_utilization_percentage" in r.data.metrics for r in completed)
 
 
 def test_gpu_request_on_cpu_cluster_fails_fast(ray_cluster, tmp_path, data_cache_dir):

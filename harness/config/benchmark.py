@@ -89,6 +89,8 @@ class TrackingConfig:
 
     uri: str = "sqlite:///mlflow.db"
     experiment: str = "cloudmask"
+    #: Seconds between samples of each trial's system metrics (CPU, memory, GPU; MLflow ``system/*``); 0: off.
+    system_metrics_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -355,6 +357,7 @@ def _validate(b: Benchmark) -> None:
     need(b.failure.max_failures >= 0, "failure.max_failures", "must be >= 0")
     need(bool(b.tracking.uri), "tracking.uri", "must not be empty")
     need(bool(b.tracking.experiment), "tracking.experiment", "must not be empty")
+    need(b.tracking.system_metrics_s >= 0, "tracking.system_metrics_s", "must be >= 0 (0 turns them off)")
     seeds = b.compare.seeds
     need(
         len(seeds) >= 1 and all(isinstance(s, int) for s in seeds),

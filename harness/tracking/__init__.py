@@ -6,6 +6,7 @@
   child run per trial with its params and a typed ``config.json``; queued, retried writes);
 - :mod:`~harness.tracking.comparison`: :class:`ComparisonRecorder` (the ``final_compare`` run with a nested
   run per retrain: curves, test metrics, the retrained model);
+- :mod:`~harness.tracking.system`: :func:`system_metrics` (a trial's machine, sampled into its run);
 - :mod:`~harness.tracking.reader`: finding sweeps (:func:`sweep_parent_runs`, :func:`latest_sweep`), JSON
   artifacts such as ``sweep_result.json`` (:func:`load_dict`) and other artifacts.
 
@@ -34,6 +35,7 @@ from harness.tracking.store import (
 # isort: split
 from harness.tracking.comparison import ROLE_RETRAIN, ComparisonRecorder
 from harness.tracking.reader import download_artifacts, latest_sweep, load_dict, runs_view, sweep_parent_runs
+from harness.tracking.system import system_metrics
 from harness.tracking.writer import TrialLogger
 
 __all__ = [
@@ -60,4 +62,5 @@ __all__ = [
     "retry",
     "runs_view",
     "sweep_parent_runs",
+    "system_metrics",
 ]
