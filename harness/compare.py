@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from harness.baseline import pixel_baseline
 from harness.cluster import run_tasks
 from harness.compare_results import build_results, source_root
 from harness.config import Benchmark, TrainConfig, benchmark_from_dict, to_flat
@@ -183,6 +184,7 @@ def run_compare(
                 }
                 for arch in bench.architectures
             },
+            "pixel_baseline": _baseline_summary(pixel_baseline(data)),
             "device": retrains[(bench.architectures[0], bench.compare.seeds[0])].device,
             "device_hours_unit": "GPU" if bench.resources.gpu > 0 else "CPU core",
             "mlflow_run_id": recorder.run_id,
@@ -196,11 +198,18 @@ def run_compare(
     return report
 
 
+def _baseline_summary(stats: dict) -> dict:
+    """The pixel baseline's counts and headline rates, as ``meta.json`` keeps them."""
+    keys = ("tp", "fn", "fp", "tn", "iou", "f1", "accuracy", "tpr", "ppv", "mcc")
+    return {"model": "per-pixel logistic regression on log1p(DN) of the 4 bands"} | {k: stats[k] for k in keys}
+
+
 def summary_metrics(results_dir: Path) -> dict[str, float]:
     """The comparison's headline numbers for MLflow, one unambiguous name per quantity.
 
     ``<arch>_pooled_iou_*``: IoU of each seed's pooled test pixels, mean and interval over seeds;
-    ``<arch>_per_image_iou_mean``: IoU of each test image, averaged over images and seeds.
+    ``<arch>_per_image_iou_mean``: IoU of each test image, averaged over images and seeds;
+    ``pixel_baseline_pooled_iou``: the per-pixel logistic regression (:mod:`harness.baseline`) on the same pixels.
     """
     summary = pd.read_csv(results_dir / "summary.csv")
     metrics = {}
@@ -209,6 +218,10 @@ def summary_metrics(results_dir: Path) -> dict[str, float]:
             metrics[f"{row.arch}_pooled_{key}"] = getattr(row, key)
         metrics[f"{row.arch}_pooled_f1_mean"] = row.f1_mean
         metrics[f"{row.arch}_pooled_mcc"] = row.mcc
+    meta_file = results_dir / "meta.json"
+    baseline = json.loads(meta_file.read_text()).get("pixel_baseline") if meta_file.is_file() else None
+    if baseline:
+        metrics["pixel_baseline_pooled_iou"] = baseline["iou"]
     per_image = results_dir / "per_image.csv"
     if per_image.is_file():
         for arch, group in pd.read_csv(per_image).groupby("arch"):

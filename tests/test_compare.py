@@ -61,6 +61,12 @@ def test_report_has_both_architectures_and_figures(compared):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["architectures"] == ["unet", "unetpp"]
     assert meta["split_hash"] == prepare_data(**bench.prepare_args()).split_hash
+    # The per-pixel floor, scored from its own counts on the same test pixels, is in the report and in MLflow.
+    base = meta["pixel_baseline"]
+    assert base["iou"] == pytest.approx(confusion_stats(base["tp"], base["fn"], base["fp"], base["tn"])["iou"])
+    assert f"scores IoU {base['iou']:.4f}" in text and "what spatial modelling adds" in text
+    _, (final,) = _runs(bench, role="final_compare")
+    assert final.data.metrics["pixel_baseline_pooled_iou"] == pytest.approx(base["iou"])
     # The comparison retrains exactly what the sweep chose: it never decides again.
     for result in outcomes:
         chosen = meta["best_configs"][result.arch]

@@ -121,6 +121,26 @@ def headline(paired: pd.DataFrame) -> list[str]:
     return sentences
 
 
+def baseline_text(res: Results) -> list[str]:
+    """The per-pixel baseline beside the networks: what brightness and colour alone achieve here."""
+    base = res.meta.get("pixel_baseline")
+    if not base:
+        return []
+    summary = res.summary.set_index("arch")
+    margins = [
+        f"{label(a)} {fmt_signed(float(summary.loc[a, 'iou']) - base['iou'])}"
+        for a in res.archs
+        if a in summary.index and "iou" in summary.columns
+    ]
+    return [
+        f"Floor: a per-pixel logistic regression on the four log-bands (no spatial context, `harness/baseline.py`, "
+        f"fit on training pixels) scores IoU {base['iou']:.4f}, F1 {base['f1']:.4f}, accuracy {base['accuracy']:.4f} "
+        f"on the same test pixels. The networks' pooled IoU over it: {', '.join(margins)}: what spatial modelling "
+        "adds on this data. A margin near zero means this data cannot rank architectures.",
+        "",
+    ]
+
+
 def _table1(res: Results) -> str:
     summary = res.summary.set_index("arch")
     archs = [a for a in res.archs if a in summary.index]
@@ -297,6 +317,7 @@ def render_markdown(res: Results, figures: dict[str, Path]) -> str:
         "",
         _table1(res),
         "",
+        *baseline_text(res),
         "## Across seeds",
         "",
         f"Mean over the {len(seeds)} seeds of each seed's statistic, with a 95% Student-t interval over seeds "
