@@ -91,17 +91,20 @@ def load_sweep_results(bench: Benchmark, sweep_id: str | None = None) -> dict[st
                 f"sweep {sweep_id}, {arch}: no usable {SWEEP_RESULT_FILE} (an interrupted sweep has none: "
                 f"finish it with `cloudmask sweep --resume`): {exc}"
             ) from None
-    check_equal_budgets(out)
+    check_equal_budgets(out, by_device_hours=bench.search.device_hours is not None)
     return out
 
 
-def check_equal_budgets(results: dict[str, SweepResult]) -> None:
+def check_equal_budgets(results: dict[str, SweepResult], *, by_device_hours: bool = False) -> None:
     """Refuse a comparison whose architectures were not tuned with the same budget on the same split.
 
     The protocol's fairness rests on it: an architecture given 6 trials beats one given 2 by search alone.
+    With a device-hours budget (``search.device_hours``) the trial counts may differ by design (a cheaper
+    network runs more trials in the same compute); the epoch cap and the split must still agree.
     """
     budgets = {arch: (len(r.trials), r.max_epochs) for arch, r in results.items()}
-    if len(set(budgets.values())) > 1:
+    compared = {(0 if by_device_hours else n, e) for n, e in budgets.values()}
+    if len(compared) > 1:
         described = ", ".join(f"{arch}: {n} trials of up to {e} epochs" for arch, (n, e) in budgets.items())
         sweep_ids = sorted({r.sweep_id for r in results.values()})
         raise CompareError(

@@ -79,6 +79,8 @@ class OptunaStudySearcher(Searcher):
         sampler: str = "tpe",
         seed: int = 0,
         budget: int = 40,
+        device_hours: float | None = None,
+        device_units: float = 1.0,
     ) -> None:
         super().__init__(metric=metric, mode=mode)
         self.space = dict(space)
@@ -86,6 +88,10 @@ class OptunaStudySearcher(Searcher):
         #: An RDB URL (``sqlite:///…``, ``postgresql://…``) or an SQLite file in an object store (``s3://…``).
         self.storage = storage
         self.sampler_name, self.seed, self.budget = sampler, seed, budget
+        #: A compute budget (None: off): no trial starts once the trials used this many device-hours, each
+        #: trial's seconds (Tune's time_total_s) times ``device_units`` (its GPUs, or CPUs on a CPU cluster).
+        self.device_hours, self.device_units = device_hours, device_units
+        self._seconds: dict[str, float] = {}  # Ray trial id -> the most seconds it reported
         self._suggested: list[str] = []  # Ray trial ids, in the order they were asked for
         self._known: set[str] | None = None  # set by restore(): the ids the restored experiment knows
         self._restored: dict[str, RestoredTrial] = {}  # set by restore(): its trials, where readable
@@ -103,8 +109,9 @@ class OptunaStudySearcher(Searcher):
     # Tune pickles the searcher into its experiment (tuner.pkl) before the first trial: only the
     # settings travel, the connection to the study is made again wherever the driver runs.
     def __getstate__(self) -> dict[str, Any]:
-        keep = ("space", "study_name", "storage", "sampler_name", "seed", "budget", "_metric", "_mode")
-        fresh = {"_suggested": [], "_known": None, "_restored": {}, "_live": set()}
+        keep = ("space", "study_name", "storage", "sampler_name", "seed", "budget", "device_hours", "device_units")
+        keep += ("_metric", "_mode")
+        fresh = {"_suggested": [], "_known": None, "_restored": {}, "_live": set(), "_seconds": {}}
         return {k: self.__dict__[k] for k in keep} | fresh
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -216,6 +223,14 @@ class OptunaStudySearcher(Searcher):
         """
         if len(self._live) >= self.budget:
             return Searcher.FINISHED
+        if self.device_hours is not None and self.spent_device_hours() >= self.device_hours:
+            log.info(
+                "%s: %.3f of %g device-hours used: no more trials",
+                self.study_name,
+                self.spent_device_hours(),
+                self.device_hours,
+            )
+            return Searcher.FINISHED
         trial = self.study.ask(self.space)
         trial.set_user_attr(RAY_TRIAL_ID, trial_id)
         self._trials[trial_id] = trial
@@ -228,7 +243,17 @@ class OptunaStudySearcher(Searcher):
         """Report one epoch's metric as an intermediate value (step = epoch)."""
         self._report(trial_id, result)
 
+    def spent_device_hours(self) -> float:
+        """Device-hours the experiment's trials have used so far (the ones still running count as far as they got)."""
+        return sum(self._seconds.values()) * self.device_units / 3600.0
+
+    def _count_seconds(self, trial_id: str, result: Mapping[str, Any] | None) -> None:
+        seconds = (result or {}).get("time_total_s")
+        if seconds is not None and math.isfinite(float(seconds)):
+            self._seconds[trial_id] = max(self._seconds.get(trial_id, 0.0), float(seconds))
+
     def _report(self, trial_id: str, result: Mapping[str, Any] | None) -> None:
+        self._count_seconds(trial_id, result)
         value = (result or {}).get(self.metric)
         step = (result or {}).get("training_iteration")
         if value is None or step is None or not math.isfinite(float(value)):
@@ -270,6 +295,7 @@ class OptunaStudySearcher(Searcher):
         if self._file is not None:
             self._file.push()
         state = {"study_name": self.study_name, "storage": self.storage, "ray_trial_ids": list(self._suggested)}
+        state["trial_seconds"] = dict(self._seconds)
         with open(checkpoint_path, "w") as f:
             json.dump(state, f)
 
@@ -279,9 +305,13 @@ class OptunaStudySearcher(Searcher):
             state = json.load(f)
         self.study_name, self.storage = state["study_name"], state["storage"]
         self._suggested = list(state["ray_trial_ids"])
+        self._seconds = {k: float(v) for k, v in state.get("trial_seconds", {}).items()}
         self._restored = restored_trials(os.path.dirname(checkpoint_path)) or {}
         self._known = set(self._restored) or set(self._suggested)
         self._live = set(self._known)
+        for ray_id, restored in self._restored.items():  # the experiment may be newer than the saved seconds
+            self._count_seconds(ray_id, restored.last_result)
+        self._seconds = {k: v for k, v in self._seconds.items() if k in self._live}
         self._reset()
         self._connect()
 

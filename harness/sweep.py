@@ -331,6 +331,8 @@ def _tuner(bench: Benchmark, arch: str, data: PreparedData, state: dict, storage
         sampler=bench.search.sampler,
         seed=bench.search.seed,
         budget=bench.search.num_samples,
+        device_hours=bench.search.device_hours,
+        device_units=bench.resources.gpu if bench.resources.gpu > 0 else bench.resources.cpu,
     )
     trial_logger = TrialLogger(
         bench.tracking.uri,

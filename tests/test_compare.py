@@ -208,5 +208,9 @@ def test_a_comparison_of_unequal_budgets_is_refused():
         check_equal_budgets({"unet": sweep("unet", 6), "unetpp": sweep("unetpp", 2)})
     with pytest.raises(CompareError, match="not tuned with the same budget"):
         check_equal_budgets({"unet": sweep("unet", 6), "unetpp": sweep("unetpp", 6, epochs=8)})
+    # A device-hours budget lets a cheaper network run more trials in the same compute; the epoch cap must agree.
+    check_equal_budgets({"unet": sweep("unet", 6), "unetpp": sweep("unetpp", 4)}, by_device_hours=True)
+    with pytest.raises(CompareError, match="not tuned with the same budget"):
+        check_equal_budgets({"unet": sweep("unet", 6), "unetpp": sweep("unetpp", 4, epochs=8)}, by_device_hours=True)
     with pytest.raises(CompareError, match="different splits"):
         check_equal_budgets({"unet": sweep("unet", 6), "unetpp": sweep("unetpp", 6, split="xyz")})

@@ -194,3 +194,30 @@ def test_the_sweep_driver_links_each_optuna_trial_to_its_mlflow_run(storage, mon
     (trial,) = study(storage).trials
     assert trial.user_attrs == {RAY_TRIAL_ID: "a", "mlflow_run_id": "0123abcd"}
     assert trial.intermediate_values == {1: 0.2, 2: 0.3}  # the last epoch too
+
+
+def test_a_device_hours_budget_stops_new_trials_and_survives_a_restore(storage, tmp_path):
+    """search.device_hours: 1 GPU-hour with 0.5 GPU per trial = 2 trial-hours; trials count as far as they got."""
+    s = OptunaStudySearcher(
+        SPACE,
+        study_name="d",
+        storage=storage,
+        metric="val_iou",
+        mode="max",
+        budget=8,
+        device_hours=1.0,
+        device_units=0.5,
+    )
+    assert s.suggest("a") and s.suggest("b")
+    s.on_trial_result("a", {**epoch(1, 0.2), "time_total_s": 3000.0})
+    s.on_trial_complete("b", {**epoch(2, 0.3, "completed"), "time_total_s": 3600.0})
+    assert s.spent_device_hours() == pytest.approx((3000 + 3600) * 0.5 / 3600)
+    assert s.suggest("c")  # 0.92 device-hours used: one more may start
+    s.on_trial_result("a", {**epoch(2, 0.25), "time_total_s": 3600.0})
+    assert s.spent_device_hours() == pytest.approx(1.0)
+    assert s.suggest("d") == OptunaStudySearcher.FINISHED
+    s.save(str(tmp_path / "state.json"))
+    restored = pickle.loads(pickle.dumps(s))
+    restored.restore(str(tmp_path / "state.json"))
+    assert restored.spent_device_hours() == pytest.approx(1.0)
+    assert restored.suggest("e") == OptunaStudySearcher.FINISHED

@@ -380,3 +380,15 @@ def test_a_sweep_with_an_architecture_that_chose_nothing_is_an_error():
     _check_every_architecture_chose(results[:1])
     with pytest.raises(SweepError, match=r"unetpp: none of its 3 trials ran all 4 epochs \({'error': 3}\)"):
         _check_every_architecture_chose(results)
+
+
+def test_a_device_hours_budget_ends_the_sweep_before_its_trial_cap(ray_cluster, tmp_path, data_cache_dir):
+    """search.device_hours: once the trials used it, no more start (2 CPU-seconds here: the first two only)."""
+    overrides = smoke_overrides(
+        tmp_path, data_cache_dir, **RESUMABLE, **{"search.num_samples": 6, "search.device_hours": 2 / 3600}
+    )
+    (result,) = run_sweep(load_benchmark(SMOKE, overrides))
+    assert 2 <= len(result.trials) < 6 and result.best is not None
+    # Every trial but those already running when the budget ran out started within it.
+    used = sum(t.seconds for t in result.trials) / 3600
+    assert used >= 2 / 3600

@@ -49,7 +49,10 @@ class SearchConfig:
     """The per-architecture budget: trials, sampler (seeded TPE, or random as a baseline), concurrency.
 
     ``storage``: an Optuna RDB URL (``postgresql://…``) for the studies; unset, they live in the sweep's
-    storage as ``optuna.db``.
+    storage as ``optuna.db``. ``device_hours``: a compute budget per architecture besides the trial cap
+    (equal trials are not equal compute: UNet++ costs 1.4-2.5x U-Net's FLOPs); no trial starts once an
+    architecture's trials have used that many device-hours (GPU-hours with ``resources.gpu`` > 0, else
+    CPU-core-hours: trial seconds x per-trial resources).
     """
 
     num_samples: int = 8
@@ -57,6 +60,7 @@ class SearchConfig:
     max_concurrent: int = 2
     sampler: str = "tpe"
     storage: str | None = None
+    device_hours: float | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +185,7 @@ _OPTIONAL_TYPES: dict[str, type] = {
     "data.synthetic": dict,
     "compare.epochs": int,
     "search.storage": str,
+    "search.device_hours": float,
     "compare.register_models": str,
     "ray.num_cpus": int,
     "ray.num_gpus": int,
@@ -286,8 +291,10 @@ def _typed(key: str, value: Any, default: Any) -> Any:
         return value
     if default is None:
         kind = _OPTIONAL_TYPES[key]
-        if isinstance(value, bool) or not isinstance(value, kind) or (kind is int and value < 0):
-            expected = {int: "a non-negative integer", str: "a string", dict: "a mapping"}[kind]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) or not isinstance(value, kind) or (kind in (int, float) and value < 0):
+            expected = {int: "a non-negative integer", float: "a number", str: "a string", dict: "a mapping"}[kind]
             raise ConfigError(f"{key}: expected {expected} or null, got {value!r}")
         return value
     if isinstance(default, tuple):
@@ -339,6 +346,11 @@ def _validate(b: Benchmark) -> None:
     t = b.train  # TrainConfig checked its own fields
     need(b.search.num_samples >= 1, "search.num_samples", "must be >= 1")
     need(b.search.max_concurrent >= 1, "search.max_concurrent", "must be >= 1")
+    need(
+        b.search.device_hours is None or b.search.device_hours > 0,
+        "search.device_hours",
+        "must be > 0 (or null: trials alone are the budget)",
+    )
     need(b.search.sampler in SAMPLERS, "search.sampler", f"expected one of {SAMPLERS}, got {b.search.sampler!r}")
     need(b.asha.grace_period >= 1, "asha.grace_period", "must be >= 1")
     need(
