@@ -131,7 +131,7 @@ def test_mlflow_holds_the_final_compare_run_with_artifacts(compared):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_iou")]
         assert steps == list(range(1, len(steps) + 1)) and steps
         assert 0 <= run.data.metrics["test_pooled_iou"] <= 1
-    model = mlflow.pytorch.load_model(f"runs:/{retrains[0].info.run_id}/model")
+    model = mlflow.pytorch.load_model(f"runs:/{retrains[0].info.run_id}/{retrains[0].info.run_name.replace('/', '-')}")
     assert model(torch.zeros(2, 4, 32, 32)).shape == (2, 2, 32, 32)
     # One name per quantity: pooled IoU and per-image IoU are told apart.
     metrics = runs[0].data.metrics

@@ -52,10 +52,16 @@ def test_retrains_nest_under_the_comparison_with_curves_metrics_and_a_loadable_m
     assert run.data.metrics["test_pooled_iou"] == 0.7 and "test_per_image_iou_mean" not in run.data.metrics
     assert recorder.finished_retrain({**tags, "role": ROLE_RETRAIN}) == run_id
     assert recorder.finished_retrain({**tags, "role": ROLE_RETRAIN, "seed": "2"}) is None
-    loaded = mlflow.pytorch.load_model(f"runs:/{run_id}/model")
+    # The logged model is named after its run (the Models tab lists names) and tagged with arch and seed.
+    (logged,) = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+    assert logged.name == "unet-seed1" and logged.tags["arch"] == "unet" and logged.tags["seed"] == "1"
+    loaded = mlflow.pytorch.load_model(f"runs:/{run_id}/unet-seed1")
     with torch.inference_mode():
         expected = model.eval()(torch.ones(3, 4, 32, 32))
         assert torch.allclose(loaded(torch.ones(3, 4, 32, 32)), expected, atol=1e-5)
+    # Fully convolutional, and the signature says so: other patch sizes pass MLflow's schema check.
+    predicted = mlflow.pyfunc.load_model(f"runs:/{run_id}/unet-seed1").predict(np.ones((1, 4, 64, 64), np.float32))
+    assert np.asarray(predicted).shape == (1, 2, 64, 64)
 
 
 def test_finish_and_fail_end_the_comparison_run(recorder, tmp_path):

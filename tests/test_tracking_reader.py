@@ -86,5 +86,6 @@ def test_runs_view_names_the_command_and_the_experiment_page(uri):
     exp_id = MlflowClient(uri).get_experiment_by_name("exp").experiment_id
     assert (
         runs_view(uri, "exp")
-        == f"mlflow ui --backend-store-uri {uri}  then open http://127.0.0.1:5000/#/experiments/{exp_id}"
+        == f"mlflow ui --backend-store-uri {uri}  then open http://127.0.0.1:5000/#/experiments/{exp_id}/runs"
+        "?workflowType=machine_learning"
     )

@@ -120,3 +120,15 @@ def test_two_processes_creating_one_new_store_both_succeed(tmp_path):
     outputs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err[-800:] for _, err in outputs]
     assert len({out.strip() for out, _ in outputs}) == 1, "one experiment, found by every process"
+
+
+def test_new_experiments_open_as_model_training_in_the_ui(tmp_path):
+    """MLflow 3's UI shows an experiment without mlflow.experimentKind as GenAI (traces, evaluations)."""
+    from mlflow.tracking import MlflowClient
+
+    from harness.tracking import check_tracking_uri, get_or_create_experiment
+
+    uri = check_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient(uri)
+    exp_id = get_or_create_experiment(client, "exp", uri)
+    assert client.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"

@@ -27,7 +27,7 @@ from .layout import DatasetError, Problem
 from .splits import SPLITS, check_fractions, make_split, manifest_sha256, read_manifest, write_manifest
 
 #: Bump when the generator's output changes, so old synthetic folders are not reused.
-SYNTH_VERSION = 1
+SYNTH_VERSION = 2  # 2: hand-drawn-like masks, snow closer to cloud, more thin cloud
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,17 @@ behave as on real data. A scene has:
 
 - a tilted footprint (rotated rectangle touching the scene box) with all-zero borders, so corner and
   edge patches are empty or partly empty, as in the real data;
-- multi-scale land cover (water, vegetation, soil, bright urban or sand, snow/ice as a bright confuser)
+- multi-scale land cover (water, vegetation, soil, bright urban or sand, snow/ice as a bright confuser
+  that, in these four bands, only its context tells from cloud)
   with distinct red/green/blue/NIR signatures, terrain shading and texture;
 - fractal clouds (fBm value noise thresholded to a per-scene cover), thick with soft edges and thin
   semi-transparent streaks, blended over the ground; their shadows offset along the sun direction;
 - Gaussian sensor noise; DN values and cloud/clear ratios like the real sample
   (``tests/data/real-38cloud-sample/PROVENANCE.md``).
 
-Ground truth is "cloud opacity > 0.3". Everything is drawn from `numpy.random.default_rng`
+Ground truth is "cloud opacity > 0.3" as an annotator would draw it (smooth outline, a rim beyond the
+visible edge, no specks: see ``_annotate``), so a pixel's own colour does not decide its label near
+edges, over snow or under thin cloud. Everything is drawn from `numpy.random.default_rng`
 seeded by (seed, scene index), so the same seed gives byte-identical files.
 """
 
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+from scipy.ndimage import gaussian_filter
 
 from .layout import BANDS, GT, PatchId, is_nonempty
 
@@ -54,7 +58,9 @@ _SURFACE = {
     "soil": np.array([3900.0, 3000.0, 1500.0, 9500.0]),
     "urban": np.array([9000.0, 7800.0, 6000.0, 11000.0]),
     "sand": np.array([11500.0, 9500.0, 6500.0, 14000.0]),
-    "snow": np.array([26000.0, 26000.0, 26500.0, 19000.0]),
+    # Snow/ice as bright as cloud in the visible bands and close in NIR: without SWIR (which 38-Cloud does
+    # not have) a pixel cannot tell them apart; terrain, texture and the missing shadow can.
+    "snow": np.array([26000.0, 26000.0, 26500.0, 23500.0]),
 }
 # Cloud tops: bright in every band, a little brighter in NIR (DN, before per-pixel texture).
 _CLOUD = np.array([25800.0, 25800.0, 26200.0, 29000.0])
@@ -144,6 +150,18 @@ def _quantile(a: np.ndarray, where: np.ndarray, q: float) -> float:
     return float(np.quantile(a[where], min(max(q, 0.0), 1.0)))
 
 
+def _annotate(alpha: np.ndarray, px: int) -> np.ndarray:
+    """The mask an annotator draws: "opacity > 0.3" outlined smoothly, a little outside the visible edge.
+
+    38-Cloud's masks are hand-drawn polygons: they follow the cloud's outline at a coarser scale than its
+    pixels, take in the faint rim around it and skip specks smaller than the pen. Blurring the opacity
+    mask (sigma ~ px / 40: 1.6 px at 64 px patches, 9.6 at 384) and cutting it at 0.25 does all three,
+    so the mask's edge is not where a pixel's own brightness says it is: context decides there.
+    """
+    sigma = max(1.0, px / 40)
+    return gaussian_filter((alpha > GT_OPACITY).astype(np.float32), sigma, mode="nearest") > 0.25
+
+
 # --------------------------------------------------------------------------------------- scenes
 def scene_id_for(rng: np.random.Generator) -> str:
     """A real-looking Landsat-8 Collection-1 scene id: LC08_L1TP_<path><row>_<acq>_<proc>_01_T1."""
@@ -175,7 +193,7 @@ def _land(rng: np.random.Generator, shape: tuple[int, int], inside: np.ndarray, 
     relief = _fbm(rng, shape, 0.8 * px, octaves=6, persistence=0.6, ridged=True)
 
     water_frac = float(rng.choice([0.0, 0.03, 0.08, 0.2]))
-    snow_frac = float(rng.choice([0.0, 0.0, 0.0, 0.05, 0.15]))
+    snow_frac = float(rng.choice([0.0, 0.0, 0.05, 0.1, 0.2]))
     bright_frac = float(rng.uniform(0.02, 0.12))
     soil_frac = float(rng.uniform(0.2, 0.7))
     bright = "sand" if rng.random() < 0.4 else "urban"
@@ -237,7 +255,7 @@ def _clouds(
     brightness = rng.uniform(0.8, 1.15) * (0.6 + 0.4 * thick) * (1 + relief * np.clip(thick * 2, 0, 1))
 
     # Thin clouds: smoother, lower-opacity streaks over a random part of the scene.
-    thin_cover = float(rng.choice([0.0, 0.05, 0.15, 0.3]))
+    thin_cover = float(rng.choice([0.0, 0.1, 0.2, 0.35]))
     thin = np.zeros(shape, np.float32)
     if thin_cover:
         field = _fbm(rng, shape, 2.0 * px, octaves=4, persistence=0.5)
@@ -283,7 +301,7 @@ def make_scene(seed: int, index: int, *, patch_size: int, grid: tuple[int, int] 
     dn = ground * (1 - alpha)[None] + cloud_dn * alpha[None]
     dn += rng.standard_normal((4, *shape), dtype=np.float32) * _NOISE_SD[:, None, None]
     dn = np.where(inside[None], np.clip(np.rint(dn), 1, 65535), 0).astype(np.uint16)
-    scene_gt = ((alpha > GT_OPACITY) & inside).astype(np.uint8)
+    scene_gt = (_annotate(alpha, px) & inside).astype(np.uint8)
 
     oy, ox = (ch - h) // 2, (cw - w) // 2
     bands = np.zeros((4, ch, cw), np.uint16)

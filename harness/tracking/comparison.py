@@ -99,26 +99,43 @@ class ComparisonRecorder:
         retry(lambda: self.client.log_batch(run_id, metrics=metrics, params=params_list), what="retrain metrics")
         retry(lambda: self.client.log_artifacts(run_id, str(artifacts_dir)), what="retrain artifacts")
         if model is not None:
-            self._log_model(run_id, model, input_example, registered_model_name)
+            name = run_name.replace("/", "-")  # "unet-seed1": the Models tab lists logged models by name
+            self._log_model(run_id, name, model, input_example, registered_model_name, tags)
         self.client.set_terminated(run_id, "FINISHED")
         return run_id
 
-    def _log_model(self, run_id: str, model: Any, input_example: Any, registered_model_name: str | None) -> None:
+    def _log_model(
+        self,
+        run_id: str,
+        name: str,
+        model: Any,
+        input_example: Any,
+        registered_model_name: str | None,
+        tags: Mapping[str, str],
+    ) -> None:
         import mlflow
         import mlflow.pytorch
+        import numpy as np
         import torch
-        from mlflow.models import infer_signature
+        from mlflow.models import ModelSignature
+        from mlflow.types import Schema, TensorSpec
 
         model = model.float().eval().to(memory_format=torch.contiguous_format)
         with torch.inference_mode():
             output = model(torch.from_numpy(input_example)).numpy()
+        # Fully convolutional: any batch and any height and width (divisible by 2**depth), 4 bands in.
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, input_example.shape[1], -1, -1))]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, output.shape[1], -1, -1))]),
+        )
         mlflow.set_tracking_uri(self.uri)
         # The fluent API is how MLflow logs a model to a run; the run already exists and stays ours to end.
         with mlflow.start_run(run_id=run_id, nested=True):
             mlflow.pytorch.log_model(
                 model,
-                name="model",
-                signature=infer_signature(input_example, output),
+                name=name,
+                tags={k: str(v) for k, v in tags.items() if k in ("arch", "seed", "sweep_id", "split_hash")},
+                signature=signature,
                 input_example=input_example,
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
                 registered_model_name=registered_model_name,

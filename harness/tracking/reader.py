@@ -144,10 +144,11 @@ def trial_curves(uri: str, run_ids: Iterable[str], metric: str = "val_iou") -> d
 def runs_view(uri: str, experiment: str, host: str = "http://127.0.0.1:5000") -> str:
     """How to open the experiment's runs table: the ``mlflow ui`` command (local stores) and the page's URL."""
     exp = _client(uri).get_experiment_by_name(experiment)
-    url = f"{host}/#/experiments/{exp.experiment_id}" if exp is not None else host
+    # The runs table in "Model training" mode (MLflow 3 may otherwise open its GenAI overview).
+    page = f"/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning" if exp is not None else ""
     if urlparse(uri).scheme in ("http", "https"):
-        return f"open {uri.rstrip('/')}/#/experiments/{exp.experiment_id if exp else ''}"
-    return f"mlflow ui --backend-store-uri {uri}  then open {url}"
+        return f"open {uri.rstrip('/')}{page}"
+    return f"mlflow ui --backend-store-uri {uri}  then open {host}{page}"
 
 
 __all__ = ["download_artifacts", "latest_sweep", "load_dict", "runs_view", "sweep_parent_runs", "trial_curves"]

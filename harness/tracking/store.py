@@ -134,6 +134,10 @@ def client_for(uri: str) -> MlflowClient:
     return MlflowClient(uri)
 
 
+#: MLflow 3's UI opens an experiment without this tag as a GenAI one (traces, evaluations); ours trains models.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def get_or_create_experiment(client: MlflowClient, name: str, uri: str) -> str:
     """Return the experiment's id, creating it (and a local store) if needed.
 
@@ -148,7 +152,7 @@ def get_or_create_experiment(client: MlflowClient, name: str, uri: str) -> str:
     if uri.startswith("sqlite:///"):
         location = (Path(uri[len("sqlite:///") :]).parent / "mlartifacts" / name).as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
     except Exception:
         exp = client.get_experiment_by_name(name)  # another process created it first
         if exp is None:
