@@ -222,14 +222,17 @@ def run_tasks(
     max_retries: int,
     options: RayConfig,
     address: str | None = None,
+    loader_workers: int = 0,
 ) -> Iterator[tuple[int, Any]]:
     """Run ``fn(**kwargs)`` for each item as Ray tasks; yield ``(index, result)`` as each finishes.
 
-    The resource request is checked like a sweep's before anything is submitted.
+    The resource request is checked like a sweep's before anything is submitted, and so are the
+    ``loader_workers`` DataLoader processes each task starts, with every task running at once at most.
     """
     started = start_ray(options, address)
     try:
         check_resources(cpu, gpu)
+        check_loader_workers(loader_workers, len(kwargs_list), cpu, gpu)
         remote = ray.remote(num_cpus=cpu, num_gpus=gpu, max_retries=max_retries)(fn)
         pending = {remote.remote(**kw): i for i, kw in enumerate(kwargs_list)}
         while pending:

@@ -289,6 +289,7 @@ def _retrain_all(bench, data, chosen, sweep_id, epochs, sample_rows, scene_gts, 
         max_retries=bench.failure.max_failures,
         options=bench.ray,
         address=address,
+        loader_workers=max(kwargs["config"].num_workers for _, kwargs in jobs),
     ):
         if result.status != "completed":
             raise CompareError(f"retrain of {result.arch} with seed {result.seed} {result.status}")

@@ -112,3 +112,13 @@ def test_a_private_ray_instance_refuses_processes_without_its_token(tmp_path):
     finally:
         proc.communicate("\n", timeout=120)
     assert proc.returncode == 0
+
+
+def test_tasks_whose_loaders_outnumber_the_cpus_are_refused_before_any_runs(ray_cluster):
+    """The final comparison's retrains: 2 tasks at once on the 2-CPU head, 2 loader processes each."""
+    bench = load_benchmark(SMOKE)
+    jobs = [{"tp": 1, "fn": 1, "fp": 1, "tn": 1}] * 2
+    with pytest.raises(ClusterError, match="train.num_workers=2 loader processes per trial x 2"):
+        list(run_tasks(confusion_stats, jobs, cpu=1, gpu=0, max_retries=0, options=bench.ray, loader_workers=2))
+    done = run_tasks(confusion_stats, jobs, cpu=1, gpu=0, max_retries=0, options=bench.ray, loader_workers=1)
+    assert len(list(done)) == 2
