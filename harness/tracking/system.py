@@ -33,6 +33,9 @@ def system_metrics(
     def attach() -> None:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
+        # Its start/stop INFO lines would print twice per trial into the sweep's console.
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+
         try:
             client = client_for(uri)
             exp = client.get_experiment_by_name(experiment)
