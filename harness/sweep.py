@@ -20,18 +20,13 @@ line is in :mod:`harness.cli` (``cloudmask sweep`` / ``python -m harness.sweep``
 from __future__ import annotations
 
 import collections
-import contextlib
 import copy
 import dataclasses
 import hashlib
 import logging
 import math
 import os
-import posixpath
-import signal
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +34,6 @@ from typing import Any
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
-import pyarrow.fs as pafs
 import yaml
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -52,6 +46,8 @@ from harness.data.prepare import PreparedData, prepare_data
 from harness.search import stopped_by, to_optuna
 from harness.searcher import TRIAL_LINKS, OptunaStudySearcher
 from harness.sweep_result import SWEEP_RESULT_FILE, SweepResult, TrialSummary, select_best
+from harness.sweep_resume import check_restorable, check_same_benchmark, recover_lost_checkpoints, restorable
+from harness.sweep_signals import SweepInterrupted, check_not_interrupted, graceful_stop
 from harness.sweep_storage import SWEEP_FILE, StorageError, SweepError, SweepStorage
 from harness.tracking import ROLE_TRIAL, TrialLogger, check_tracking_uri, git_commit, system_metrics
 from harness.tracking.server import check_artifact_store
@@ -59,71 +55,6 @@ from harness.tracking.server import check_artifact_store
 log = logging.getLogger("harness.sweep")
 METRIC, MODE = "val_iou", "max"
 __all__ = ["SWEEP_FILE", "StorageError", "SweepError", "SweepInterrupted", "run_sweep"]
-
-
-class SweepInterrupted(SweepError):
-    """A stop signal ended the sweep before its budget was spent: it is resumable and never counts as finished."""
-
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def _graceful_stop() -> Iterator[list[int]]:
-    """Turn the first SIGINT (Ctrl-C) or SIGTERM into Tune's graceful stop; yields the signals received.
-
-    Tune stops an experiment cleanly (trials paused, its state saved) on SIGINT or SIGUSR1 and then simply
-    returns, as if the experiment had ended; SIGTERM, what schedulers and ``kill`` send, it does not catch
-    at all. Here both become SIGUSR1 for Tune, and the caller sees that a signal came. A second signal
-    acts as it would without this handler (Ctrl-C raises KeyboardInterrupt, SIGTERM ends the process).
-    """
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received  # signal handlers can only be set from the main thread
-        return
-    stop_signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {sig: signal.getsignal(sig) for sig in stop_signals}
-    tune_sigint = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
-
-    def restore_handlers() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        received.append(signum)
-        restore_handlers()
-        log.warning(
-            "%s: stopping the sweep once Tune has saved its state (send it again to stop at once); "
-            "continue later with --resume",
-            signal.Signals(signum).name,
-        )
-        if callable(signal.getsignal(signal.SIGUSR1)):  # Tune's handler; outside tune.run, the check below
-            os.kill(os.getpid(), signal.SIGUSR1)
-
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # SIGINT stays ours: Tune would swallow it
-    for sig in stop_signals:
-        signal.signal(sig, on_signal)
-    try:
-        yield received
-    finally:
-        restore_handlers()
-        if tune_sigint is None:
-            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
-        else:
-            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = tune_sigint
-
-
-def _check_not_interrupted(received: list[int], storage: SweepStorage, arch: str, unfinished: int = 0) -> None:
-    """Raise :class:`SweepInterrupted` if a stop signal came or Tune left trials unfinished."""
-    if received or unfinished:
-        signum = received[0] if received else signal.SIGINT
-        name = signal.Signals(signum).name if received else "a stop request"
-        raise SweepInterrupted(
-            f"sweep interrupted by {name} during {arch}; nothing is reported "
-            f"as a result. Its state is saved in {storage.uri}: continue it with --resume",
-            signum,
-        )
 
 
 # -- the MLflow bridge ----------------------------------------------------------------------------
@@ -205,7 +136,7 @@ def _train_trial(config: dict[str, Any], data: PreparedData, prepare_args: dict[
             first_epoch.append(int(metrics["epoch"]))
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         # training_iteration = epoch, also after a restore from a checkpoint newer than the one Tune's
-        # state names (see _recover_lost_checkpoints): the scheduler and Optuna count epochs, not reports.
+        # state names (see sweep_resume.recover_lost_checkpoints): the scheduler and Optuna count epochs, not reports.
         extra = {"restored_at_epoch": first_epoch[0] - 1, "training_iteration": int(metrics["epoch"])}
         tune.report({**metrics, **extra}, checkpoint=checkpoint)
 
@@ -248,59 +179,9 @@ def _existing_state(storage: SweepStorage, resume: bool, data: PreparedData, ben
             f"this data gives {data.split_hash[:12]}; refusing to mix them"
         )
     if state is not None:
-        _check_same_benchmark(state.get("config"), bench, storage)
-        _check_restorable(storage, bench.architectures)
+        check_same_benchmark(state.get("config"), bench, storage)
+        check_restorable(storage, bench.architectures)
     return state
-
-
-#: Settings a resumed sweep may change: where things are and how much hardware runs them, never what is measured.
-RESUMABLE_CHANGES = ("data.root", "data.cache_dir", "storage", "tracking.uri", "ray.", "resources.", "failure.")
-RESUMABLE_CHANGES += ("search.max_concurrent", "compare.", "tracking.system_metrics_s")
-
-
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, dict):
-        return {k: v for key, value in obj.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
-    return {prefix.rstrip("."): obj}
-
-
-def _check_same_benchmark(stored: dict[str, Any] | None, bench: Benchmark, storage: SweepStorage) -> None:
-    """Refuse a resume whose benchmark changes what the sweep measures (naming each key, then and now)."""
-    if stored is None:
-        return
-    before, now = _flatten(stored), _flatten(bench.to_dict())
-    changed = [
-        key
-        for key in sorted(set(before) | set(now))
-        if before.get(key) != now.get(key) and not key.startswith(RESUMABLE_CHANGES)
-    ]
-    if changed:
-        listed = ", ".join(f"{k} ({before.get(k)!r} -> {now.get(k)!r})" for k in changed)
-        raise SweepError(
-            f"--resume: the benchmark differs from the one sweep {storage.child(SWEEP_FILE)} was started with, in "
-            f"{listed}; a resumed sweep must measure what it started measuring. Resume with the original settings, "
-            "or start a new sweep with another --storage"
-        )
-
-
-def _check_restorable(storage: SweepStorage, architectures: tuple[str, ...]) -> None:
-    """Refuse a resume whose Tune experiment state exists but cannot be read, naming the file.
-
-    Restoring from it would silently start that architecture again. A driver killed while Tune copied the
-    state to the storage leaves such a file; moving it aside is the user's call (the message says how).
-    """
-    for arch in architectures:
-        exp_path = storage.child(arch)
-        if not tune.Tuner.can_restore(exp_path):
-            continue
-        try:
-            tune.ExperimentAnalysis(exp_path)
-        except Exception as exc:
-            raise SweepError(
-                f"--resume: Tune's experiment state in {exp_path} cannot be read ({type(exc).__name__}: "
-                f"{str(exc)[:300]}). Restoring would start {arch} again from nothing. To do that deliberately, "
-                f"move {exp_path} aside and --resume again (its trials' MLflow runs are then retired)"
-            ) from None
 
 
 def _new_state(bench: Benchmark, storage: SweepStorage, data: PreparedData) -> dict[str, Any]:
@@ -399,62 +280,6 @@ def _tuner(bench: Benchmark, arch: str, data: PreparedData, state: dict, storage
     return trainable, tune_config, run_config, fixed, trial_logger
 
 
-def _restorable(exp_path: str) -> bool:
-    """Whether Tune can resume the experiment: it has a state, and its newest state file is whole.
-
-    Tune copies its experiment state to a local or shared storage file by file, not atomically: a driver
-    killed mid-copy leaves a truncated file, from which ``Tuner.restore`` silently starts a different,
-    one-trial run. Such an architecture starts again instead (its lost trials' MLflow runs are retired at
-    the end, their Optuna trials told FAIL or kept as finished evaluations).
-    """
-    if not tune.Tuner.can_restore(exp_path):
-        return False
-    try:
-        tune.ExperimentAnalysis(exp_path)
-    except Exception as exc:
-        log.warning("%s: Tune's experiment state is unreadable (%s); this architecture starts again", exp_path, exc)
-        return False
-    return True
-
-
-def _recover_lost_checkpoints(exp_path: str) -> None:
-    """Put back, under the name the stored experiment state gives, each unfinished trial's lost checkpoint.
-
-    With ``num_to_keep=1`` Tune deletes a trial's previous checkpoint as soon as it registers the next one,
-    but uploads its experiment state in the background, later: a driver killed in between leaves a state
-    that names a checkpoint no longer in the storage, and every retry of that trial then fails with
-    "Could not recover from checkpoint as it does not exist on storage anymore". The trial's newest
-    checkpoint is moved to the name the state expects; it carries its own epoch, and trials report
-    ``training_iteration = epoch``, so the trial resumes where it really was.
-    """
-    for trial in tune.ExperimentAnalysis(exp_path).trials:
-        checkpoint = trial.checkpoint
-        if checkpoint is None or trial.status == "TERMINATED":
-            continue
-        fs = checkpoint.filesystem
-        if fs.get_file_info(checkpoint.path).type != pafs.FileType.NotFound:
-            continue
-        trial_dir = posixpath.dirname(checkpoint.path)
-        found = fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
-        newest = max(
-            (i.path for i in found if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")),
-            default=None,
-        )
-        if newest is None:
-            log.warning("trial %s: its checkpoint %s is gone and no other exists", trial.trial_id, checkpoint.path)
-            continue
-        log.warning(
-            "trial %s: the saved experiment state names %s, deleted after %s was written (the driver died "
-            "between the two uploads); resuming from %s",
-            trial.trial_id,
-            posixpath.basename(checkpoint.path),
-            posixpath.basename(newest),
-            posixpath.basename(newest),
-        )
-        pafs.copy_files(newest, checkpoint.path, source_filesystem=fs, destination_filesystem=fs)
-        fs.delete_dir(newest)
-
-
 def _trial_summary(result, run_id: str | None) -> TrialSummary:
     """One Tune result as a row of the sweep's trial table."""
     metrics = result.metrics or {}
@@ -482,18 +307,19 @@ def run_architecture(
 ) -> SweepResult:
     """Run (or resume) one architecture's Tune experiment; choose and record its :class:`SweepResult`.
 
-    Raises :class:`SweepInterrupted` when a stop signal (``stop_signals``, from :func:`_graceful_stop`)
-    or anything else left trials unfinished: nothing is chosen or recorded then.
+    Raises :class:`SweepInterrupted` when a stop signal (``stop_signals``, from
+    :func:`~harness.sweep_signals.graceful_stop`) or anything else left trials unfinished: nothing is chosen
+    or recorded then.
     """
     trainable, tune_config, run_config, fixed, trial_logger = _tuner(bench, arch, data, state, storage, workdir)
     exp_path = storage.child(arch)
-    if resume and _restorable(exp_path):
-        _recover_lost_checkpoints(exp_path)
+    if resume and restorable(exp_path):
+        recover_lost_checkpoints(exp_path)
         tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(trainable, param_space=fixed, tune_config=tune_config, run_config=run_config)
     grid = tuner.fit()
-    _check_not_interrupted(stop_signals or [], storage, arch, len(grid) - grid.num_terminated - grid.num_errors)
+    check_not_interrupted(stop_signals or [], storage, arch, len(grid) - grid.num_terminated - grid.num_errors)
 
     # The callback Tune ran is its own copy: open our logger (it finds the runs by their tags).
     trial_logger.start()
@@ -564,9 +390,9 @@ def run_sweep(bench: Benchmark, *, address: str | None = None, resume: bool = Fa
             state = _new_state(bench, storage, data)
             storage.write_json(SWEEP_FILE, state)
         results = []
-        with _graceful_stop() as stop_signals:
+        with graceful_stop() as stop_signals:
             for arch in bench.architectures:
-                _check_not_interrupted(stop_signals, storage, arch)
+                check_not_interrupted(stop_signals, storage, arch)
                 log.info("sweeping %s: %d trials", arch, bench.search.num_samples)
                 results.append(run_architecture(bench, arch, data, state, storage, workdir, resume, stop_signals))
     state["finished"] = time.strftime("%Y%m%d-%H%M%S")

@@ -313,43 +313,6 @@ def test_more_loader_workers_than_cpus_is_refused_before_any_trial(ray_cluster, 
     assert not (tmp_path / "storage" / "sweep.json").exists(), "a refused sweep leaves no state to resume"
 
 
-def test_resume_refuses_a_changed_benchmark_naming_each_key(tmp_path, data_cache_dir):
-    from harness.sweep import SweepError, SweepStorage, _check_same_benchmark
-
-    storage = SweepStorage.parse(str(tmp_path / "storage"))
-    started = load_benchmark(SMOKE, smoke_overrides(tmp_path, data_cache_dir))
-    moved = smoke_overrides(tmp_path / "elsewhere", data_cache_dir, **{"resources.cpu": 2, "ray.num_cpus": 4})
-    _check_same_benchmark(started.to_dict(), load_benchmark(SMOKE, moved), storage)  # where and on what: fine
-    changed = load_benchmark(SMOKE, [*moved, "train.epochs=8", "asha.grace_period=2"])
-    with pytest.raises(SweepError, match=r"asha.grace_period \(1 -> 2\), train.epochs \(4 -> 8\); a resumed"):
-        _check_same_benchmark(started.to_dict(), changed, storage)
-
-
-def test_resume_refuses_an_unreadable_experiment_state_naming_it(tmp_path):
-    from harness.sweep import SweepError, SweepStorage, _check_restorable
-
-    storage = SweepStorage.parse(str(tmp_path / "storage"))
-    exp = tmp_path / "storage" / "unet"
-    exp.mkdir(parents=True)
-    _check_restorable(storage, ("unet", "unetpp"))  # nothing saved yet: a fresh start, nothing to refuse
-    (exp / "tuner.pkl").write_bytes(b"")
-    (exp / "experiment_state-2026-01-01_00-00-00.json").write_text("")
-    with pytest.raises(SweepError, match=f"experiment state in {exp} cannot be read.*move {exp} aside"):
-        _check_restorable(storage, ("unet", "unetpp"))
-
-
-def test_a_truncated_experiment_state_is_not_restored(tmp_path):
-    """A driver killed while Tune copied its state leaves an empty file: that architecture starts again."""
-    from harness.sweep import _restorable
-
-    exp = tmp_path / "unet"
-    exp.mkdir()
-    assert not _restorable(str(exp))  # nothing saved yet
-    (exp / "tuner.pkl").write_bytes(b"")
-    (exp / "experiment_state-2026-01-01_00-00-00.json").write_text("")
-    assert not _restorable(str(exp))
-
-
 def test_configurations_no_trial_can_run_are_refused_before_ray(tmp_path, data_cache_dir):
     """Depth too deep for the patches, CUDA without GPUs: a ConfigError naming the key, no sweep state."""
     from harness.config import ConfigError

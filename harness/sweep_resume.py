@@ -1,0 +1,132 @@
+"""What a resumed sweep checks and repairs before ``Tuner.restore``.
+
+- :func:`check_same_benchmark`: the benchmark may change where things are and how much hardware runs
+  them (:data:`RESUMABLE_CHANGES`), never what the sweep measures;
+- :func:`check_restorable`: an experiment state that exists but cannot be read is refused, naming it;
+- :func:`recover_lost_checkpoints`: a checkpoint Tune deleted before its state upload is put back;
+- :func:`restorable`: whether an architecture's experiment is there to restore.
+
+With :mod:`harness.sweep`, :mod:`harness.searcher` and :mod:`harness.cluster`, the only modules that
+import ``ray``.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from typing import Any
+
+import pyarrow.fs as pafs
+from ray import tune
+
+from harness.config import Benchmark
+from harness.sweep_storage import SWEEP_FILE, SweepError, SweepStorage
+
+log = logging.getLogger("harness.sweep")
+
+
+#: Settings a resumed sweep may change: where things are and how much hardware runs them, never what is measured.
+RESUMABLE_CHANGES = ("data.root", "data.cache_dir", "storage", "tracking.uri", "ray.", "resources.", "failure.")
+RESUMABLE_CHANGES += ("search.max_concurrent", "compare.", "tracking.system_metrics_s")
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as ``{"a.b": value}``."""
+    if isinstance(obj, dict):
+        return {k: v for key, value in obj.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): obj}
+
+
+def check_same_benchmark(stored: dict[str, Any] | None, bench: Benchmark, storage: SweepStorage) -> None:
+    """Refuse a resume whose benchmark changes what the sweep measures (naming each key, then and now)."""
+    if stored is None:
+        return
+    before, now = _flatten(stored), _flatten(bench.to_dict())
+    changed = [
+        key
+        for key in sorted(set(before) | set(now))
+        if before.get(key) != now.get(key) and not key.startswith(RESUMABLE_CHANGES)
+    ]
+    if changed:
+        listed = ", ".join(f"{k} ({before.get(k)!r} -> {now.get(k)!r})" for k in changed)
+        raise SweepError(
+            f"--resume: the benchmark differs from the one sweep {storage.child(SWEEP_FILE)} was started with, in "
+            f"{listed}; a resumed sweep must measure what it started measuring. Resume with the original settings, "
+            "or start a new sweep with another --storage"
+        )
+
+
+def check_restorable(storage: SweepStorage, architectures: tuple[str, ...]) -> None:
+    """Refuse a resume whose Tune experiment state exists but cannot be read, naming the file.
+
+    Restoring from it would silently start that architecture again. A driver killed while Tune copied the
+    state to the storage leaves such a file; moving it aside is the user's call (the message says how).
+    """
+    for arch in architectures:
+        exp_path = storage.child(arch)
+        if not tune.Tuner.can_restore(exp_path):
+            continue
+        try:
+            tune.ExperimentAnalysis(exp_path)
+        except Exception as exc:
+            raise SweepError(
+                f"--resume: Tune's experiment state in {exp_path} cannot be read ({type(exc).__name__}: "
+                f"{str(exc)[:300]}). Restoring would start {arch} again from nothing. To do that deliberately, "
+                f"move {exp_path} aside and --resume again (its trials' MLflow runs are then retired)"
+            ) from None
+
+
+def restorable(exp_path: str) -> bool:
+    """Whether Tune can resume the experiment: it has a state, and its newest state file is whole.
+
+    Tune copies its experiment state to a local or shared storage file by file, not atomically: a driver
+    killed mid-copy leaves a truncated file, from which ``Tuner.restore`` would silently start a different,
+    one-trial run. :func:`check_restorable` refuses such a resume before anything starts; here, an
+    unreadable state is simply not restored.
+    """
+    if not tune.Tuner.can_restore(exp_path):
+        return False
+    try:
+        tune.ExperimentAnalysis(exp_path)
+    except Exception as exc:
+        log.warning("%s: Tune's experiment state is unreadable (%s); this architecture starts again", exp_path, exc)
+        return False
+    return True
+
+
+def recover_lost_checkpoints(exp_path: str) -> None:
+    """Put back, under the name the stored experiment state gives, each unfinished trial's lost checkpoint.
+
+    With ``num_to_keep=1`` Tune deletes a trial's previous checkpoint as soon as it registers the next one,
+    but uploads its experiment state in the background, later: a driver killed in between leaves a state
+    that names a checkpoint no longer in the storage, and every retry of that trial then fails with
+    "Could not recover from checkpoint as it does not exist on storage anymore". The trial's newest
+    checkpoint is moved to the name the state expects; it carries its own epoch, and trials report
+    ``training_iteration = epoch``, so the trial resumes where it really was.
+    """
+    for trial in tune.ExperimentAnalysis(exp_path).trials:
+        checkpoint = trial.checkpoint
+        if checkpoint is None or trial.status == "TERMINATED":
+            continue
+        fs = checkpoint.filesystem
+        if fs.get_file_info(checkpoint.path).type != pafs.FileType.NotFound:
+            continue
+        trial_dir = posixpath.dirname(checkpoint.path)
+        found = fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
+        newest = max(
+            (i.path for i in found if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")),
+            default=None,
+        )
+        if newest is None:
+            log.warning("trial %s: its checkpoint %s is gone and no other exists", trial.trial_id, checkpoint.path)
+            continue
+        log.warning(
+            "trial %s: the saved experiment state names %s, deleted after %s was written (the driver died "
+            "between the two uploads); resuming from %s",
+            trial.trial_id,
+            posixpath.basename(checkpoint.path),
+            posixpath.basename(newest),
+            posixpath.basename(newest),
+        )
+        pafs.copy_files(newest, checkpoint.path, source_filesystem=fs, destination_filesystem=fs)
+        fs.delete_dir(newest)

@@ -1,0 +1,86 @@
+"""Stopping a sweep by signal: Ctrl-C or SIGTERM become Tune's own graceful stop, and the sweep says so.
+
+Tune stops an experiment cleanly on SIGINT or SIGUSR1 and then returns as if it had ended; it does not
+catch SIGTERM at all. :func:`graceful_stop` routes both to Tune's stop and records them, and
+:func:`check_not_interrupted` turns them into :class:`SweepInterrupted` (exit 128 + signal), so an
+interrupted sweep is never taken for a finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from harness.sweep_storage import SweepError, SweepStorage
+
+log = logging.getLogger("harness.sweep")
+
+
+class SweepInterrupted(SweepError):
+    """A stop signal ended the sweep before its budget was spent: it is resumable and never counts as finished."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def graceful_stop() -> Iterator[list[int]]:
+    """Turn the first SIGINT (Ctrl-C) or SIGTERM into Tune's graceful stop; yields the signals received.
+
+    Tune stops an experiment cleanly (trials paused, its state saved) on SIGINT or SIGUSR1 and then simply
+    returns, as if the experiment had ended; SIGTERM, what schedulers and ``kill`` send, it does not catch
+    at all. Here both become SIGUSR1 for Tune, and the caller sees that a signal came. A second signal
+    acts as it would without this handler (Ctrl-C raises KeyboardInterrupt, SIGTERM ends the process).
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received  # signal handlers can only be set from the main thread
+        return
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in stop_signals}
+    tune_sigint = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+
+    def restore_handlers() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        restore_handlers()
+        log.warning(
+            "%s: stopping the sweep once Tune has saved its state (send it again to stop at once); "
+            "continue later with --resume",
+            signal.Signals(signum).name,
+        )
+        if callable(signal.getsignal(signal.SIGUSR1)):  # Tune's handler; outside tune.run, the check below
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # SIGINT stays ours: Tune would swallow it
+    for sig in stop_signals:
+        signal.signal(sig, on_signal)
+    try:
+        yield received
+    finally:
+        restore_handlers()
+        if tune_sigint is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = tune_sigint
+
+
+def check_not_interrupted(received: list[int], storage: SweepStorage, arch: str, unfinished: int = 0) -> None:
+    """Raise :class:`SweepInterrupted` if a stop signal came or Tune left trials unfinished."""
+    if received or unfinished:
+        signum = received[0] if received else signal.SIGINT
+        name = signal.Signals(signum).name if received else "a stop request"
+        raise SweepInterrupted(
+            f"sweep interrupted by {name} during {arch}; nothing is reported "
+            f"as a result. Its state is saved in {storage.uri}: continue it with --resume",
+            signum,
+        )

@@ -1,0 +1,41 @@
+"""harness.sweep_resume: what a resumed sweep refuses, on real Tune experiment directories and benchmarks."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import SMOKE, smoke_overrides
+
+from harness.config import load_benchmark
+from harness.sweep_resume import check_restorable, check_same_benchmark, restorable
+from harness.sweep_storage import SweepError, SweepStorage
+
+
+def test_resume_refuses_a_changed_benchmark_naming_each_key(tmp_path, data_cache_dir):
+    storage = SweepStorage.parse(str(tmp_path / "storage"))
+    started = load_benchmark(SMOKE, smoke_overrides(tmp_path, data_cache_dir))
+    moved = smoke_overrides(tmp_path / "elsewhere", data_cache_dir, **{"resources.cpu": 2, "ray.num_cpus": 4})
+    check_same_benchmark(started.to_dict(), load_benchmark(SMOKE, moved), storage)  # where and on what: fine
+    changed = load_benchmark(SMOKE, [*moved, "train.epochs=8", "asha.grace_period=2"])
+    with pytest.raises(SweepError, match=r"asha.grace_period \(1 -> 2\), train.epochs \(4 -> 8\); a resumed"):
+        check_same_benchmark(started.to_dict(), changed, storage)
+
+
+def test_resume_refuses_an_unreadable_experiment_state_naming_it(tmp_path):
+    storage = SweepStorage.parse(str(tmp_path / "storage"))
+    exp = tmp_path / "storage" / "unet"
+    exp.mkdir(parents=True)
+    check_restorable(storage, ("unet", "unetpp"))  # nothing saved yet: a fresh start, nothing to refuse
+    (exp / "tuner.pkl").write_bytes(b"")
+    (exp / "experiment_state-2026-01-01_00-00-00.json").write_text("")
+    with pytest.raises(SweepError, match=f"experiment state in {exp} cannot be read.*move {exp} aside"):
+        check_restorable(storage, ("unet", "unetpp"))
+
+
+def test_a_truncated_experiment_state_is_not_restored(tmp_path):
+    """A driver killed while Tune copied its state leaves an empty file: that architecture starts again."""
+    exp = tmp_path / "unet"
+    exp.mkdir()
+    assert not restorable(str(exp))  # nothing saved yet
+    (exp / "tuner.pkl").write_bytes(b"")
+    (exp / "experiment_state-2026-01-01_00-00-00.json").write_text("")
+    assert not restorable(str(exp))
