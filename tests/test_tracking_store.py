@@ -122,8 +122,8 @@ def test_two_processes_creating_one_new_store_both_succeed(tmp_path):
     assert len({out.strip() for out, _ in outputs}) == 1, "one experiment, found by every process"
 
 
-def test_new_experiments_open_as_model_training_in_the_ui(tmp_path):
-    """MLflow 3's UI shows an experiment without mlflow.experimentKind as GenAI (traces, evaluations)."""
+def test_new_experiments_are_tagged_as_model_training(tmp_path):
+    """MLflow 3's experiment kind: custom model development, not GenAI traces and evaluations."""
     from mlflow.tracking import MlflowClient
 
     from harness.tracking import check_tracking_uri, get_or_create_experiment

@@ -134,7 +134,8 @@ def client_for(uri: str) -> MlflowClient:
     return MlflowClient(uri)
 
 
-#: MLflow 3's UI opens an experiment without this tag as a GenAI one (traces, evaluations); ours trains models.
+#: MLflow 3's kind for an experiment that trains models (not GenAI traces and evaluations). The 3.17 UI
+#: still picks its mode from the URL (``?workflowType=machine_learning``, see ``runs_view``) or the browser.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
