@@ -28,6 +28,7 @@ TPE + ASHA settings (grace period x TPE start-up trials) is what the shipped def
 from __future__ import annotations
 
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -207,6 +208,9 @@ def main() -> None:
         },
     }
     perfutil.finish(args, payload, started)
+    if check is not None and not (check["same_configs"] and check["same_stops"] and check["max_abs_curve_diff"] < 1e-6):
+        # The replay stands in for training only while it is exact: a stale pool must not pass for a result.
+        sys.exit(f"the real sweep does not match the replay ({check}); re-record the pool (search_pool.py)")
 
 
 if __name__ == "__main__":
