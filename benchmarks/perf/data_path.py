@@ -44,13 +44,7 @@ def loader_rate(data, patch: int, min_seconds: float) -> dict:
     loader = make_loader(dataset, batch_size=BATCH, device=torch.device("cpu"), generator=torch.Generator())
     for _ in loader:  # warm: memmaps opened, pages cached
         pass
-    images, epoch, start = 0, 0, time.perf_counter()
-    while time.perf_counter() - start < min_seconds:
-        epoch += 1
-        dataset.set_epoch(epoch)
-        for batch_images, _ in loader:
-            images += batch_images.shape[0]
-    seconds = time.perf_counter() - start
+    images, seconds = perfutil.loader_epochs_rate(loader, dataset, min_seconds)
     return {"images_per_second": images / seconds, "mb_per_second": images * 4 * patch * patch * 4 / seconds / 1e6}
 
 

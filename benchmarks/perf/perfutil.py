@@ -124,6 +124,17 @@ def raw_read_seconds(files: list[Path], passes: int = 2) -> list[float]:
     return seconds
 
 
+def loader_epochs_rate(loader, dataset, min_seconds: float) -> tuple[int, float]:
+    """(images, seconds) of whole epochs of ``loader`` for at least ``min_seconds`` (a new epoch's seed each)."""
+    images, epoch, start = 0, 0, time.perf_counter()
+    while time.perf_counter() - start < min_seconds:
+        epoch += 1
+        dataset.set_epoch(epoch)
+        for batch, _ in loader:
+            images += batch.shape[0]
+    return images, time.perf_counter() - start
+
+
 def quiet_logs() -> None:
     """Keep Ray/MLflow/Optuna chatter out of the figures (errors still show)."""
     import logging

@@ -227,13 +227,8 @@ def loader_rates(data, min_seconds: float) -> dict:
         loader = make_loader(
             dataset, batch_size=8, device=torch.device("cpu"), num_workers=workers, generator=torch.Generator()
         )
-        images, epoch, start = 0, 0, time.perf_counter()
-        while time.perf_counter() - start < min_seconds:
-            epoch += 1
-            dataset.set_epoch(epoch)
-            for batch, _ in loader:
-                images += batch.shape[0]
-        out[f"num_workers_{workers}"] = images / (time.perf_counter() - start)
+        images, seconds = perfutil.loader_epochs_rate(loader, dataset, min_seconds)
+        out[f"num_workers_{workers}"] = images / seconds
     return out
 
 
