@@ -17,7 +17,7 @@ import numpy as np
 
 from harness.data.cache import open_cache
 from harness.data.prepare import PreparedData
-from harness.metrics import confusion_stats
+from harness.metrics import ConfusionAccumulator
 
 #: Pixels sampled from the training split to fit the 5 weights: far more than they need.
 FIT_PIXELS = 200_000
@@ -79,14 +79,9 @@ def pixel_baseline(data: PreparedData, *, seed: int = 0, batch: int = 64) -> dic
     """Fit on training pixels, score the test split: ``confusion_stats`` of the pooled test pixels."""
     cache = open_cache(data.cache_dir)
     model = fit_pixel_logistic(*_sample_pixels(cache.images, cache.masks, data.indices("train"), FIT_PIXELS, seed))
-    tp = fn = fp = tn = 0
+    counts = ConfusionAccumulator()
     test = data.indices("test")
     for start in range(0, len(test), batch):
         rows = test[start : start + batch]
-        predicted = model.probability(np.asarray(cache.images[rows])) > 0.5
-        truth = np.asarray(cache.masks[rows]).astype(bool)
-        tp += int(np.sum(predicted & truth))
-        fn += int(np.sum(~predicted & truth))
-        fp += int(np.sum(predicted & ~truth))
-        tn += int(np.sum(~predicted & ~truth))
-    return confusion_stats(tp, fn, fp, tn)
+        counts.update(model.probability(np.asarray(cache.images[rows])) > 0.5, np.asarray(cache.masks[rows]))
+    return counts.stats()
