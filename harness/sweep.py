@@ -46,7 +46,7 @@ from harness.data.prepare import PreparedData, prepare_data
 from harness.search import stopped_by, to_optuna
 from harness.searcher import TRIAL_LINKS, OptunaStudySearcher
 from harness.sweep_result import SWEEP_RESULT_FILE, SweepResult, TrialSummary, select_best
-from harness.sweep_resume import check_restorable, check_same_benchmark, recover_lost_checkpoints, restorable
+from harness.sweep_resume import check_restorable, check_same_benchmark, recover_lost_checkpoints
 from harness.sweep_signals import SweepInterrupted, check_not_interrupted, graceful_stop
 from harness.sweep_storage import SWEEP_FILE, StorageError, SweepError, SweepStorage
 from harness.tracking import ROLE_TRIAL, TrialLogger, check_tracking_uri, git_commit, system_metrics
@@ -313,7 +313,8 @@ def run_architecture(
     """
     trainable, tune_config, run_config, fixed, trial_logger = _tuner(bench, arch, data, state, storage, workdir)
     exp_path = storage.child(arch)
-    if resume and restorable(exp_path):
+    # check_restorable refused an unreadable state before Ray started: what exists here can be restored.
+    if resume and tune.Tuner.can_restore(exp_path):
         recover_lost_checkpoints(exp_path)
         tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:

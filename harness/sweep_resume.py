@@ -3,8 +3,7 @@
 - :func:`check_same_benchmark`: the benchmark may change where things are and how much hardware runs
   them (:data:`RESUMABLE_CHANGES`), never what the sweep measures;
 - :func:`check_restorable`: an experiment state that exists but cannot be read is refused, naming it;
-- :func:`recover_lost_checkpoints`: a checkpoint Tune deleted before its state upload is put back;
-- :func:`restorable`: whether an architecture's experiment is there to restore.
+- :func:`recover_lost_checkpoints`: a checkpoint Tune deleted before its state upload is put back.
 
 With :mod:`harness.sweep`, :mod:`harness.searcher` and :mod:`harness.cluster`, the only modules that
 import ``ray``.
@@ -74,24 +73,6 @@ def check_restorable(storage: SweepStorage, architectures: tuple[str, ...]) -> N
                 f"{str(exc)[:300]}). Restoring would start {arch} again from nothing. To do that deliberately, "
                 f"move {exp_path} aside and --resume again (its trials' MLflow runs are then retired)"
             ) from None
-
-
-def restorable(exp_path: str) -> bool:
-    """Whether Tune can resume the experiment: it has a state, and its newest state file is whole.
-
-    Tune copies its experiment state to a local or shared storage file by file, not atomically: a driver
-    killed mid-copy leaves a truncated file, from which ``Tuner.restore`` would silently start a different,
-    one-trial run. :func:`check_restorable` refuses such a resume before anything starts; here, an
-    unreadable state is simply not restored.
-    """
-    if not tune.Tuner.can_restore(exp_path):
-        return False
-    try:
-        tune.ExperimentAnalysis(exp_path)
-    except Exception as exc:
-        log.warning("%s: Tune's experiment state is unreadable (%s); this architecture starts again", exp_path, exc)
-        return False
-    return True
 
 
 def recover_lost_checkpoints(exp_path: str) -> None:

@@ -6,7 +6,7 @@ import pytest
 from conftest import SMOKE, smoke_overrides
 
 from harness.config import load_benchmark
-from harness.sweep_resume import check_restorable, check_same_benchmark, restorable
+from harness.sweep_resume import check_restorable, check_same_benchmark
 from harness.sweep_storage import SweepError, SweepStorage
 
 
@@ -29,13 +29,3 @@ def test_resume_refuses_an_unreadable_experiment_state_naming_it(tmp_path):
     (exp / "experiment_state-2026-01-01_00-00-00.json").write_text("")
     with pytest.raises(SweepError, match=f"experiment state in {exp} cannot be read.*move {exp} aside"):
         check_restorable(storage, ("unet", "unetpp"))
-
-
-def test_a_truncated_experiment_state_is_not_restored(tmp_path):
-    """A driver killed while Tune copied its state leaves an empty file: that architecture starts again."""
-    exp = tmp_path / "unet"
-    exp.mkdir()
-    assert not restorable(str(exp))  # nothing saved yet
-    (exp / "tuner.pkl").write_bytes(b"")
-    (exp / "experiment_state-2026-01-01_00-00-00.json").write_text("")
-    assert not restorable(str(exp))

@@ -293,9 +293,12 @@ class TrialLogger:
                     if not found:
                         return None
                     self.parent_run_id = found[-1].info.run_id
-                self._load_children()
+                tags = {"role": ROLE_TRIAL, PARENT_TAG: self.parent_run_id, "trial_id": trial_id}
+                runs = find_runs(self.client, self._experiment_id, tags)  # this trial only: asked per result
             except Exception:
                 return None
+            if runs:
+                self._run_ids[trial_id] = runs[0].info.run_id
         return self._run_ids.get(trial_id)
 
     # -- the queue --------------------------------------------------------------------------------
