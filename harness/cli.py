@@ -23,6 +23,10 @@ import time
 from pathlib import Path
 
 EXIT_OK, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_RUNTIME = 0, 2, 3, 4
+EXIT_CODES = (
+    "exit codes: 0 ok; 2 usage; 3 bad input (names the key or file); 4 runtime failure (incl. an architecture "
+    "with no trial that ran every epoch); 130/143 sweep stopped by Ctrl-C/SIGTERM (resumable with --resume)"
+)
 DEMO_BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "demo.yaml"
 
 
@@ -49,12 +53,18 @@ def _benchmark_options(p: argparse.ArgumentParser, *, benchmark_optional: bool =
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``cloudmask`` argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="cloudmask", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="cloudmask", description=__doc__.splitlines()[0], epilog=EXIT_CODES)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("sweep", help="tune every architecture with the same budget (Ray Tune + Optuna + ASHA)")
+    p = sub.add_parser(
+        "sweep", help="tune every architecture with the same budget (Ray Tune + Optuna + ASHA)", epilog=EXIT_CODES
+    )
     _benchmark_options(p)
-    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep found in --storage")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted sweep found in --storage (refused if the benchmark changed what it measures)",
+    )
 
     p = sub.add_parser("compare", help="retrain each sweep's chosen config over paired seeds and compare them")
     _benchmark_options(p, benchmark_optional=True)
