@@ -1,10 +1,12 @@
 """The Ray Tune driver: one Tune run per architecture, same budget, TPE + ASHA, every trial in MLflow.
 
-With :mod:`harness.cluster` and :mod:`harness.searcher`, the only modules that import ``ray``. For each
+The driver's modules (this one, :mod:`harness.sweep_trainable`, :mod:`harness.sweep_resume`,
+:mod:`harness.searcher`, :mod:`harness.cluster`) are the only ones that import ``ray``. For each
 architecture of a benchmark it runs a ``Tuner`` with the same number of trials, the same seeded TPE
 sampler settings, the same ASHA schedule and the same per-trial resources; every trial trains with
-:func:`harness.train.fit` and reports every epoch (with a checkpoint) to Tune, to the scheduler, to Optuna
-(:class:`~harness.searcher.OptunaStudySearcher`) and, through a driver-side callback, to MLflow.
+:func:`harness.train.fit` (through :func:`~harness.sweep_trainable.train_trial`) and reports every
+epoch (with a checkpoint) to Tune, to the scheduler, to Optuna (:class:`~harness.searcher.OptunaStudySearcher`)
+and, through a driver-side callback, to MLflow.
 Everything a resume needs is in the sweep's storage (:mod:`harness.sweep_storage`).
 
 Everything that can be checked is checked before ``sweep.json`` is written: the benchmark file, the
@@ -19,8 +21,6 @@ line is in :mod:`harness.cli` (``cloudmask sweep`` / ``python -m harness.sweep``
 
 from __future__ import annotations
 
-import collections
-import copy
 import dataclasses
 import hashlib
 import logging
@@ -39,21 +39,23 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
-from harness.cluster import check_loader_workers, check_resources, data_on_node, ray_session
-from harness.config import Benchmark, ConfigError, from_flat, to_flat
+from harness.cluster import check_loader_workers, check_resources, ray_session
+from harness.config import Benchmark, from_flat, to_flat
 from harness.data.cache import open_cache
 from harness.data.prepare import PreparedData, prepare_data
 from harness.search import stopped_by, to_optuna
 from harness.searcher import TRIAL_LINKS, OptunaStudySearcher
+from harness.sweep_checks import check_every_architecture_chose, check_trials_can_run, most_loader_workers
 from harness.sweep_result import SWEEP_RESULT_FILE, SweepResult, TrialSummary, select_best
 from harness.sweep_resume import check_restorable, check_same_benchmark, recover_lost_checkpoints
 from harness.sweep_signals import SweepInterrupted, check_not_interrupted, graceful_stop
 from harness.sweep_storage import SWEEP_FILE, StorageError, SweepError, SweepStorage
-from harness.tracking import ROLE_TRIAL, TrialLogger, check_tracking_uri, git_commit, system_metrics
+from harness.sweep_trainable import METRIC, train_trial
+from harness.tracking import TrialLogger, TrialRunFinder, check_tracking_uri, git_commit
 from harness.tracking.server import check_artifact_store
 
 log = logging.getLogger("harness.sweep")
-METRIC, MODE = "val_iou", "max"
+MODE = "max"  # of METRIC, the validation IoU each trial reports
 __all__ = ["SWEEP_FILE", "StorageError", "SweepError", "SweepInterrupted", "run_sweep"]
 
 
@@ -102,56 +104,6 @@ class MlflowTrialCallback(tune.Callback):
         for trial_id in unfinished:
             self.trial_logger.trial_interrupted(trial_id)
         self.trial_logger.close("KILLED" if unfinished else "FINISHED")
-
-
-# -- the trainable --------------------------------------------------------------------------------
-def train_trial(
-    config: dict[str, Any], data: PreparedData, prepare_args: dict[str, Any], run: dict[str, Any] | None = None
-) -> None:
-    """A Tune function trainable: fit one configuration, reporting every epoch with a checkpoint.
-
-    ``run`` (tracking URI, experiment, sweep id, architecture, sampling interval) lets the trial log its
-    machine's system metrics to its MLflow run, which the driver creates.
-    """
-    if run is None:
-        _train_trial(config, data, prepare_args)
-        return
-    tags = {"role": ROLE_TRIAL, "sweep_id": run["sweep_id"], "arch": run["arch"]}
-    tags["trial_id"] = tune.get_context().get_trial_id()
-    with system_metrics(run["uri"], run["experiment"], tags, interval_s=run["interval_s"]):
-        _train_trial(config, data, prepare_args)
-
-
-def _train_trial(config: dict[str, Any], data: PreparedData, prepare_args: dict[str, Any]) -> None:
-    from harness import train  # imported in the worker; the loop knows nothing of Ray
-
-    data = data_on_node(data, prepare_args)
-    train_config = from_flat(config)
-    first_epoch: list[int] = []
-
-    def report(metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
-        # restored_at_epoch: the checkpointed epoch this run of the trial resumed from (0 = fresh),
-        # so a retried trial shows it did not start again from scratch.
-        if not first_epoch:
-            first_epoch.append(int(metrics["epoch"]))
-        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        # training_iteration = epoch, also after a restore from a checkpoint newer than the one Tune's
-        # state names (see sweep_resume.recover_lost_checkpoints): the scheduler and Optuna count epochs, not reports.
-        extra = {"restored_at_epoch": first_epoch[0] - 1, "training_iteration": int(metrics["epoch"])}
-        tune.report({**metrics, **extra}, checkpoint=checkpoint)
-
-    checkpoint = tune.get_checkpoint()
-    try:
-        if checkpoint is None:
-            train.fit(train_config, data, report)
-        else:
-            with checkpoint.as_directory() as resume_dir:
-                train.fit(train_config, data, report, checkpoint_dir=resume_dir)
-    except ValueError as exc:  # ConfigError, DatasetError, a model that cannot take the patches: it would recur
-        # Ended as a result, not raised: Tune retries every raised error max_failures times, and a retry
-        # of the same configuration on the same data fails the same way. The trial is FAIL in Optuna and
-        # FAILED in MLflow with the message (stopped_by "error").
-        tune.report({"epoch": 0, METRIC: math.nan, "status": "error", "error": f"{type(exc).__name__}: {exc}"})
 
 
 # -- the driver -----------------------------------------------------------------------------------
@@ -231,10 +183,8 @@ def _tuner(bench: Benchmark, arch: str, data: PreparedData, state: dict, storage
         pending_path=str(workdir / f"mlflow-pending-{arch}.jsonl"),
     )
     # The Optuna trial names its MLflow run (optuna-dashboard shows user attributes beside each trial).
-    link_logger = copy.deepcopy(trial_logger)  # its own client and caches: it runs inside the searcher
-    TRIAL_LINKS[searcher.study_name] = lambda ray_id: (
-        {"mlflow_run_id": run_id} if (run_id := link_logger.lookup_run_id(ray_id)) else {}
-    )
+    find_run = TrialRunFinder(bench.tracking.uri, bench.tracking.experiment, sweep_id=state["sweep_id"], arch=arch)
+    TRIAL_LINKS[searcher.study_name] = lambda ray_id: {"mlflow_run_id": run_id} if (run_id := find_run(ray_id)) else {}
     trainable = tune.with_resources(
         tune.with_parameters(
             train_trial,
@@ -355,16 +305,6 @@ def run_architecture(
     return result
 
 
-def _most_loader_workers(bench: Benchmark) -> int:
-    """The most DataLoader workers any trial may start: ``train.num_workers`` or its search-space maximum."""
-    most = bench.train.num_workers
-    for space in bench.search_spaces.values():
-        spec = space.get("num_workers")
-        if spec is not None:
-            most = max(most, *(spec.get("choices") or (spec["high"],)))
-    return int(most)
-
-
 def run_sweep(bench: Benchmark, *, address: str | None = None, resume: bool = False) -> list[SweepResult]:
     """Check everything, prepare the data once, then sweep each architecture in turn.
 
@@ -385,7 +325,7 @@ def run_sweep(bench: Benchmark, *, address: str | None = None, resume: bool = Fa
     with ray_session(bench.ray, address):
         check_resources(bench.resources.cpu, bench.resources.gpu)
         check_loader_workers(
-            _most_loader_workers(bench), bench.search.max_concurrent, bench.resources.cpu, bench.resources.gpu
+            most_loader_workers(bench), bench.search.max_concurrent, bench.resources.cpu, bench.resources.gpu
         )
         if state is None:
             state = _new_state(bench, storage, data)
@@ -398,47 +338,8 @@ def run_sweep(bench: Benchmark, *, address: str | None = None, resume: bool = Fa
                 results.append(run_architecture(bench, arch, data, state, storage, workdir, resume, stop_signals))
     state["finished"] = time.strftime("%Y%m%d-%H%M%S")
     storage.write_json(SWEEP_FILE, state)
-    _check_every_architecture_chose(results)
+    check_every_architecture_chose(results)
     return results
-
-
-def _check_every_architecture_chose(results: list[SweepResult]) -> None:
-    """Raise :class:`SweepError` when an architecture has no trial that ran every epoch (nothing to compare)."""
-    empty = [r for r in results if r.best is None]
-    if not empty:
-        return
-    lines = []
-    for r in empty:
-        ends = collections.Counter(t.stopped_by for t in r.trials)
-        lines.append(f"{r.arch}: none of its {len(r.trials)} trials ran all {r.max_epochs} epochs ({dict(ends)})")
-    raise SweepError(
-        f"sweep {empty[0].sweep_id} spent its budget, but {'; '.join(lines)}; the final comparison would have "
-        "nothing to retrain. See the trials' MLflow runs (tags stopped_by, error) and the trial logs"
-    )
-
-
-def check_trials_can_run(bench: Benchmark, patch_size: int) -> None:
-    """Refuse, before any trial, configurations every trial would fail on (ConfigError naming the key).
-
-    Depth: a patch must halve ``depth`` times evenly (``2**depth`` divides the patch size). Device: a
-    trial asking for CUDA needs ``resources.gpu`` > 0, or Ray gives it no GPU.
-    """
-    for arch in bench.architectures:
-        config, space = bench.trial_config(arch), bench.search_spaces[arch]
-        depth_spec = space.get("depth")
-        depths = (depth_spec.get("choices") or (depth_spec["high"],)) if depth_spec else (config.depth,)
-        key = f"search_spaces.{arch}.depth" if depth_spec else "train.depth"
-        deepest = max(int(d) for d in depths)
-        if patch_size % 2**deepest:
-            raise ConfigError(
-                f"{key}: depth {deepest} needs patches divisible by 2**{deepest} = {2**deepest}; "
-                f"this dataset's patches are {patch_size} px"
-            )
-    if bench.train.device.startswith("cuda") and bench.resources.gpu <= 0:
-        raise ConfigError(
-            f"train.device={bench.train.device} but resources.gpu is {bench.resources.gpu}: Ray would give the "
-            "trials no GPU; set resources.gpu (e.g. 0.25 to share one GPU by four trials) or train.device=auto"
-        )
 
 
 if __name__ == "__main__":

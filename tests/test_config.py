@@ -114,50 +114,6 @@ def test_unknown_architecture_lists_valid_ones(tmp_path):
         load_benchmark(_write(tmp_path, BASE), ["architectures=[vnet]"])
 
 
-@pytest.mark.parametrize(
-    ("space", "needle"),
-    [
-        ("{lr: {type: loguniform, low: 0, high: 1}}", "lr.low"),
-        ("{lr: {type: loguniform, low: 1.0e-2, high: 1.0e-4}}", "lr: low"),
-        ("{lr: {type: gaussian, low: 1, high: 2}}", "lr.type"),
-        ("{depth: {type: int, low: 1, high: 9}}", "depth"),
-        ("{depth: {type: int, low: 1, high: 6}}", "divisible"),
-        ("{colour: {type: categorical, choices: [red]}}", "colour"),
-        ("{loss: {type: categorical, choices: []}}", "loss.choices"),
-        ("{lr: {type: uniform, low: 0.1, high: 0.2, sigma: 3}}", "lr.sigma"),
-        # A value fit would refuse fails at load, not inside a Ray trial.
-        ("{loss: {type: categorical, choices: [ce, bogus]}}", "bogus"),
-        ("{depth: {type: loguniform, low: 1, high: 3}}", "depth.type"),
-    ],
-)
-def test_bad_search_space_entries_are_named(tmp_path, space, needle):
-    text = BASE.replace(
-        "  unetpp: {lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}, depth: {type: int, low: 1, high: 3}}",
-        f"  unetpp: {space}",
-    )
-    with pytest.raises(ConfigError) as err:
-        load_benchmark(_write(tmp_path, text))
-    assert "search_spaces.unetpp" in str(err.value) and needle in str(err.value)
-
-
-def test_sampled_value_must_fit_the_architecture(tmp_path):
-    text = BASE.replace(
-        "  unet: {lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}, depth: {type: int, low: 1, high: 3}}",
-        "  unet: {lr: 0.1, deep_supervision: {type: categorical, choices: [false, true]}}",
-    )
-    with pytest.raises(ConfigError, match="search_spaces.unet.deep_supervision: True does not fit the unet config"):
-        load_benchmark(_write(tmp_path, text))
-
-
-def test_missing_search_space_file_is_named(tmp_path):
-    text = BASE.replace(
-        "  unetpp: {lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}, depth: {type: int, low: 1, high: 3}}",
-        "  unetpp: no/such/space.yaml",
-    )
-    with pytest.raises(ConfigError, match="no/such/space.yaml"):
-        load_benchmark(_write(tmp_path, text))
-
-
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_benchmark(tmp_path / "nope.yaml")

@@ -8,6 +8,7 @@ from mlflow.tracking import MlflowClient
 from harness.tracking import (
     TrackingError,
     TrialLogger,
+    TrialRunFinder,
     check_tracking_uri,
     latest_sweep,
     load_dict,
@@ -89,3 +90,18 @@ def test_runs_view_names_the_command_and_the_experiment_page(uri):
         == f"mlflow ui --backend-store-uri {uri}  then open http://127.0.0.1:5000/#/experiments/{exp_id}/runs"
         "?workflowType=machine_learning"
     )
+
+
+def test_trial_run_finder_finds_a_trial_run_another_logger_created(uri):
+    """The searcher's link: a run created by the sweep's logger is found by its tags; absent ones give None."""
+    find = TrialRunFinder(uri, "exp", sweep_id="s1", arch="unet")
+    assert find("s1-unet-t1") is None  # no experiment yet: no error, no link
+    parents = _sweep(uri, "s1", "bench", archs=("unet", "unetpp"))
+    client = MlflowClient(uri)
+    run_id = find("s1-unet-t1")
+    run = client.get_run(run_id)
+    assert run.data.tags["trial_id"] == "s1-unet-t1"
+    assert run.data.tags["mlflow.parentRunId"] == parents["unet"]
+    assert find("s1-unetpp-t1") is None  # another architecture's trial is not this sweep part's
+    assert TrialRunFinder(uri, "exp", sweep_id="other", arch="unet")("s1-unet-t1") is None
+    assert TrialRunFinder(f"sqlite:///{uri[10:]}-missing-dir/x.db", "exp", sweep_id="s1", arch="unet")("t") is None

@@ -17,9 +17,9 @@ from typing import Any
 import yaml
 
 from harness.config.fields import ConfigError, coerce
-from harness.config.train import SEARCHABLE_KEYS, TrainConfig, check_value
+from harness.config.search_spaces import load_search_spaces
+from harness.config.train import TrainConfig, check_value
 from harness.models import MODELS
-from harness.search import SearchSpaceError, load_search_space
 
 SPLIT_KINDS = ("scene", "random")
 SAMPLERS = ("tpe", "random")
@@ -260,7 +260,7 @@ def benchmark_from_dict(raw: dict[str, Any], *, base_dir: Path | None = None, so
         **sections,
     )
     _validate(bench)
-    return dataclasses.replace(bench, search_spaces=_search_spaces(raw.get("search_spaces"), bench, base_dir))
+    return dataclasses.replace(bench, search_spaces=load_search_spaces(raw.get("search_spaces"), bench, base_dir))
 
 
 def _section(key: str, cls: type, value: Any):
@@ -386,43 +386,3 @@ def _validate(b: Benchmark) -> None:
         "retrain on fresh seeds",
     )
     need(b.compare.epochs is None or b.compare.epochs >= 1, "compare.epochs", "must be >= 1")
-
-
-def _search_spaces(value: Any, b: Benchmark, base_dir: Path | None) -> dict[str, dict[str, dict[str, Any]]]:
-    value = value or {}
-    if not isinstance(value, dict):
-        raise ConfigError("search_spaces: expected a mapping of architecture -> file or mapping")
-    # A space for a known architecture left out of `architectures` is ignored, so that
-    # `--set architectures=[unet]` narrows a benchmark without editing its search spaces.
-    extra = sorted(set(value) - set(MODELS))
-    if extra:
-        raise ConfigError(f"search_spaces.{extra[0]}: unknown architecture; valid: {', '.join(MODELS)}")
-    patch_size = (b.data.synthetic or {}).get("patch_size")
-    spaces = {}
-    for arch in b.architectures:
-        entry = value.get(arch)
-        key = f"search_spaces.{arch}"
-        if entry is None:
-            raise ConfigError(f"{key}: missing; every architecture needs a search space (file or mapping)")
-        try:
-            spaces[arch] = load_search_space(
-                entry,
-                base_dir=base_dir,
-                allowed_keys=SEARCHABLE_KEYS,
-                patch_size=patch_size,
-                check_value=check_value,
-            )
-        except SearchSpaceError as exc:
-            raise ConfigError(f"{key}: {exc}") from None
-        _check_combinations(key, b.trial_config(arch), spaces[arch])
-    return spaces
-
-
-def _check_combinations(where: str, base: TrainConfig, space: dict[str, dict[str, Any]]) -> None:
-    """Each sampled value must make a valid config with the fixed ones (deep supervision needs unetpp)."""
-    for key, spec in space.items():
-        for value in spec.get("choices") or (spec["low"], spec["high"]):
-            try:
-                dataclasses.replace(base, **{key: value})
-            except ConfigError as exc:
-                raise ConfigError(f"{where}.{key}: {value!r} does not fit the {base.arch} config: {exc}") from None

@@ -8,7 +8,8 @@
   run per retrain: curves, test metrics, the retrained model);
 - :mod:`~harness.tracking.system`: :func:`system_metrics` (a trial's machine, sampled into its run);
 - :mod:`~harness.tracking.reader`: finding sweeps (:func:`sweep_parent_runs`, :func:`latest_sweep`), JSON
-  artifacts such as ``sweep_result.json`` (:func:`load_dict`) and other artifacts.
+  artifacts such as ``sweep_result.json`` (:func:`load_dict`) and other artifacts, a trial's run
+  (:class:`TrialRunFinder`).
 
 Everything public is re-exported here, so callers import from ``harness.tracking``.
 """
@@ -34,7 +35,14 @@ from harness.tracking.store import (
 
 # isort: split
 from harness.tracking.comparison import ROLE_RETRAIN, ComparisonRecorder
-from harness.tracking.reader import download_artifacts, latest_sweep, load_dict, runs_view, sweep_parent_runs
+from harness.tracking.reader import (
+    TrialRunFinder,
+    download_artifacts,
+    latest_sweep,
+    load_dict,
+    runs_view,
+    sweep_parent_runs,
+)
 from harness.tracking.system import system_metrics
 from harness.tracking.writer import TrialLogger
 
@@ -49,6 +57,7 @@ __all__ = [
     "ComparisonRecorder",
     "TrackingError",
     "TrialLogger",
+    "TrialRunFinder",
     "check_tracking_uri",
     "client_for",
     "download_artifacts",

@@ -17,7 +17,9 @@ from urllib.parse import urlparse
 from mlflow.tracking import MlflowClient
 
 from harness.tracking.store import (
+    PARENT_TAG,
     ROLE_SWEEP,
+    ROLE_TRIAL,
     TrackingError,
     client_for,
     find_runs,
@@ -152,3 +154,44 @@ def runs_view(uri: str, experiment: str, host: str = "http://127.0.0.1:5000") ->
 
 
 __all__ = ["download_artifacts", "latest_sweep", "load_dict", "runs_view", "sweep_parent_runs", "trial_curves"]
+
+
+class TrialRunFinder:
+    """Finds a sweep trial's child run by its tags, for a process that did not create it.
+
+    The sweep's :class:`~harness.tracking.writer.TrialLogger` runs in Tune's copy of the MLflow callback;
+    the searcher, which links each Optuna trial to its run, asks this instead. A found run id is cached;
+    None while the run does not exist yet or the store cannot be read: a link is a convenience, never
+    a reason to fail a trial.
+    """
+
+    def __init__(self, uri: str, experiment: str, *, sweep_id: str, arch: str) -> None:
+        """Describe the sweep (one architecture of it); nothing is read before the first call."""
+        self.uri, self.experiment, self.sweep_id, self.arch = uri, experiment, sweep_id, arch
+        self._client: MlflowClient | None = None
+        self._experiment_id: str | None = None
+        self._parent_run_id: str | None = None
+        self._run_ids: dict[str, str] = {}
+
+    def __call__(self, trial_id: str) -> str | None:
+        """Return the child run id of ``trial_id``, or None if there is none (yet)."""
+        if trial_id not in self._run_ids:
+            try:
+                if self._parent_run_id is None:
+                    self._client = self._client or _client(self.uri)
+                    exp = self._client.get_experiment_by_name(self.experiment)
+                    if exp is None:
+                        return None
+                    self._experiment_id = exp.experiment_id
+                    tags = {"role": ROLE_SWEEP, "sweep_id": self.sweep_id, "arch": self.arch}
+                    parents = find_runs(self._client, self._experiment_id, tags)
+                    if not parents:
+                        return None
+                    self._parent_run_id = parents[-1].info.run_id
+                tags = {"role": ROLE_TRIAL, PARENT_TAG: self._parent_run_id, "trial_id": trial_id}
+                runs = find_runs(self._client, self._experiment_id, tags)  # this trial only: asked per result
+            except Exception:
+                return None
+            if runs:
+                self._run_ids[trial_id] = runs[0].info.run_id
+        return self._run_ids.get(trial_id)

@@ -277,30 +277,6 @@ class TrialLogger:
         """Return the child run id of a trial, or None if its run has not been created yet."""
         return self._run_ids.get(trial_id)
 
-    def lookup_run_id(self, trial_id: str) -> str | None:
-        """The trial's child run id, looked up in the store when another copy of this logger created it.
-
-        Tune runs its own copy of the MLflow callback (and so of this logger); the driver's copy finds the
-        runs by their tags. None while the run does not exist yet or the store cannot be read: a link is
-        a convenience, never a reason to fail a trial.
-        """
-        if trial_id not in self._run_ids:
-            try:
-                if self.parent_run_id is None:
-                    self._experiment_id = get_or_create_experiment(self.client, self.experiment, self.uri)
-                    tags = {"role": ROLE_SWEEP, "sweep_id": self.sweep_id, "arch": self.arch}
-                    found = find_runs(self.client, self._experiment_id, tags)
-                    if not found:
-                        return None
-                    self.parent_run_id = found[-1].info.run_id
-                tags = {"role": ROLE_TRIAL, PARENT_TAG: self.parent_run_id, "trial_id": trial_id}
-                runs = find_runs(self.client, self._experiment_id, tags)  # this trial only: asked per result
-            except Exception:
-                return None
-            if runs:
-                self._run_ids[trial_id] = runs[0].info.run_id
-        return self._run_ids.get(trial_id)
-
     # -- the queue --------------------------------------------------------------------------------
     def _enqueue(self, op: _Op) -> None:
         self._pending.append(op)
