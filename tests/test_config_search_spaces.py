@@ -5,6 +5,13 @@ from test_config import BASE, _write
 
 from harness.config import ConfigError, load_benchmark
 
+DEFAULT_SPACE = "{lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}, depth: {type: int, low: 1, high: 3}}"
+
+
+def _with_space(tmp_path, arch: str, entry: str):
+    """The base benchmark file with ``arch``'s search space replaced by ``entry`` (YAML)."""
+    return _write(tmp_path, BASE.replace(f"  {arch}: {DEFAULT_SPACE}", f"  {arch}: {entry}"))
+
 
 @pytest.mark.parametrize(
     ("space", "needle"),
@@ -23,28 +30,19 @@ from harness.config import ConfigError, load_benchmark
     ],
 )
 def test_bad_search_space_entries_are_named(tmp_path, space, needle):
-    text = BASE.replace(
-        "  unetpp: {lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}, depth: {type: int, low: 1, high: 3}}",
-        f"  unetpp: {space}",
-    )
+    path = _with_space(tmp_path, "unetpp", f"{space}")
     with pytest.raises(ConfigError) as err:
-        load_benchmark(_write(tmp_path, text))
+        load_benchmark(path)
     assert "search_spaces.unetpp" in str(err.value) and needle in str(err.value)
 
 
 def test_sampled_value_must_fit_the_architecture(tmp_path):
-    text = BASE.replace(
-        "  unet: {lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}, depth: {type: int, low: 1, high: 3}}",
-        "  unet: {lr: 0.1, deep_supervision: {type: categorical, choices: [false, true]}}",
-    )
+    path = _with_space(tmp_path, "unet", "{lr: 0.1, deep_supervision: {type: categorical, choices: [false, true]}}")
     with pytest.raises(ConfigError, match="search_spaces.unet.deep_supervision: True does not fit the unet config"):
-        load_benchmark(_write(tmp_path, text))
+        load_benchmark(path)
 
 
 def test_missing_search_space_file_is_named(tmp_path):
-    text = BASE.replace(
-        "  unetpp: {lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}, depth: {type: int, low: 1, high: 3}}",
-        "  unetpp: no/such/space.yaml",
-    )
+    path = _with_space(tmp_path, "unetpp", "no/such/space.yaml")
     with pytest.raises(ConfigError, match="no/such/space.yaml"):
-        load_benchmark(_write(tmp_path, text))
+        load_benchmark(path)
