@@ -75,12 +75,18 @@ def graceful_stop() -> Iterator[list[int]]:
 
 
 def check_not_interrupted(received: list[int], storage: SweepStorage, arch: str, unfinished: int = 0) -> None:
-    """Raise :class:`SweepInterrupted` if a stop signal came or Tune left trials unfinished."""
-    if received or unfinished:
-        signum = received[0] if received else signal.SIGINT
-        name = signal.Signals(signum).name if received else "a stop request"
-        raise SweepInterrupted(
-            f"sweep interrupted by {name} during {arch}; nothing is reported "
-            f"as a result. Its state is saved in {storage.uri}: continue it with --resume",
-            signum,
+    """Refuse to go on after a stop signal (:class:`SweepInterrupted`) or with trials Tune left unfinished.
+
+    Unfinished trials without a signal (Tune ended the experiment for a reason of its own) are a
+    :class:`SweepError`, not an interruption: nobody asked for the stop, so it is not reported as one.
+    Either way nothing is chosen and the sweep stays resumable.
+    """
+    resume = f"nothing is reported as a result. Its state is saved in {storage.uri}: continue it with --resume"
+    if received:
+        signum = received[0]
+        raise SweepInterrupted(f"sweep interrupted by {signal.Signals(signum).name} during {arch}; {resume}", signum)
+    if unfinished:
+        raise SweepError(
+            f"Tune ended {arch}'s experiment with {unfinished} trial(s) unfinished, without a stop signal "
+            f"(see the driver's log above for why); {resume}"
         )
