@@ -201,7 +201,7 @@ def check_loader_workers(
 
 
 def data_on_node(data: PreparedData, prepare_args: Mapping[str, Any]) -> PreparedData:
-    """The prepared data on this node: as given (shared storage) or re-prepared here, same split."""
+    """The prepared data on this node: as given (shared storage) or re-prepared here, same split and bytes."""
     if Path(data.cache_dir).is_dir() and Path(data.manifest_path).is_file():
         return data
     local = prepare_data(**prepare_args)
@@ -209,6 +209,12 @@ def data_on_node(data: PreparedData, prepare_args: Mapping[str, Any]) -> Prepare
         raise ClusterError(
             f"split hash on this node ({local.split_hash[:12]}) differs from the driver's "
             f"({data.split_hash[:12]}): the nodes do not see the same dataset"
+        )
+    if local.data_hash != data.data_hash:
+        raise ClusterError(
+            f"data hash on this node ({local.data_hash[:12]}) differs from the driver's ({data.data_hash[:12]}): "
+            "the same patches in the same splits, but other pixels or masks (another copy of the dataset, or "
+            "another version of the synthetic generator)"
         )
     return local
 

@@ -114,6 +114,9 @@ def check_equal_budgets(results: dict[str, SweepResult], *, by_device_hours: boo
     splits = {arch: r.split_hash for arch, r in results.items()}
     if len(set(splits.values())) > 1:
         raise CompareError(f"the architectures were tuned on different splits: {splits}")
+    contents = {arch: r.data_hash for arch, r in results.items() if r.data_hash is not None}
+    if len(set(contents.values())) > 1:
+        raise CompareError(f"the architectures were tuned on different data (same split, other pixels): {contents}")
 
 
 def sample_indices(data: PreparedData, k: int) -> list[int]:
@@ -151,6 +154,12 @@ def run_compare(
                 f"split hash mismatch: the sweep of {arch} used {sweep.split_hash[:12]}, "
                 f"this data gives {data.split_hash[:12]}; the comparison must use the sweep's test split"
             )
+        if sweep.data_hash is not None and sweep.data_hash != data.data_hash:
+            raise CompareError(
+                f"data hash mismatch: the sweep of {arch} was made on data {sweep.data_hash[:12]}, this data "
+                f"gives {data.data_hash[:12]}: the same split, but other pixels or masks (another copy of the "
+                "dataset, or another version of the synthetic generator); the comparison must score the sweep's data"
+            )
     try:
         chosen = {arch: sweeps[arch].best_config for arch in bench.architectures}
     except ValueError as exc:
@@ -164,7 +173,10 @@ def run_compare(
         scene_gts = {k: str(v) for k, v in find_scene_gts(source_root(bench)).items()}
     started = datetime.now(UTC).isoformat(timespec="seconds")
     recorder = ComparisonRecorder(
-        uri, experiment, sweep_id=sweep_id, tags={"split_hash": data.split_hash, "benchmark": bench.name}
+        uri,
+        experiment,
+        sweep_id=sweep_id,
+        tags={"split_hash": data.split_hash, "data_hash": data.data_hash, "benchmark": bench.name},
     )
     recorder.start({"seeds": list(bench.compare.seeds), "architectures": list(bench.architectures), "epochs": epochs})
     try:
@@ -175,6 +187,7 @@ def run_compare(
             "benchmark": bench.name,
             "sweep_id": sweep_id,
             "split_hash": data.split_hash,
+            "data_hash": data.data_hash,
             "split_kind": bench.split.kind,
             "seeds": list(bench.compare.seeds),
             "architectures": list(bench.architectures),
@@ -259,6 +272,8 @@ def _retrain_all(bench, data, chosen, sweep_id, epochs, sample_rows, scene_gts, 
                 "seed": str(seed),
                 "config_hash": config_hash(config),
                 "split_hash": data.split_hash,
+                # Same names in the same splits is not enough to reuse a retrain: the pixels must match too.
+                "data_hash": data.data_hash,
                 # A retrain scored by older code is not reused: it would lack what scoring now computes.
                 "scoring_version": str(SCORING_VERSION),
             }

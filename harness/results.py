@@ -17,8 +17,9 @@ index"; its column is ``iou`` in every file. Columns beyond those listed are all
 Required
 --------
 ``meta.json``
-    ``{"benchmark": str, "split_hash": str (sha256 of the split manifest), "split_kind": "scene"|"random"
-    (optional), "seeds": [int, ...], "architectures": [str, ...] (order of every table and legend),
+    ``{"benchmark": str, "split_hash": str (sha256 of the split manifest), "data_hash": str (optional:
+    sha256 of every split's names and pixel digests, ``PreparedData.data_hash``), "split_kind":
+    "scene"|"random" (optional), "seeds": [int, ...], "architectures": [str, ...] (order of every table and legend),
     "best_configs": {arch: {"trial_id": str, "val_iou": float, "config": {param: value}}},
     "device": str, "started_at": ISO-8601 str, "finished_at": ISO-8601 str, "scene_protocol": {...}
     (optional)}``. ``scene_protocol`` says how scenes were scored: ``binarisation`` ("argmax"),

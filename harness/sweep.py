@@ -130,6 +130,11 @@ def _existing_state(storage: SweepStorage, resume: bool, data: PreparedData, ben
             f"{storage.child(SWEEP_FILE)}: the sweep was started on split {state['split_hash'][:12]}, "
             f"this data gives {data.split_hash[:12]}; refusing to mix them"
         )
+    if state is not None and state.get("data_hash", data.data_hash) != data.data_hash:
+        raise SweepError(
+            f"{storage.child(SWEEP_FILE)}: the sweep was started on data {state['data_hash'][:12]}, this data "
+            f"gives {data.data_hash[:12]} (same split, other pixels or masks); refusing to mix them"
+        )
     if state is not None:
         check_same_benchmark(state.get("config"), bench, storage)
         check_restorable(storage, bench.architectures)
@@ -143,6 +148,7 @@ def _new_state(bench: Benchmark, storage: SweepStorage, data: PreparedData) -> d
         "sweep_id": f"{bench.name}-{stamp}-{digest}",
         "benchmark": bench.name,
         "split_hash": data.split_hash,
+        "data_hash": data.data_hash,
         "created": stamp,
         "git_commit": git_commit(),
         "storage": storage.uri,
@@ -175,6 +181,7 @@ def _tuner(bench: Benchmark, arch: str, data: PreparedData, state: dict, storage
         parent_tags={
             "benchmark": bench.name,
             "split_hash": data.split_hash,
+            "data_hash": data.data_hash,
             "searcher_seed": str(bench.search.seed),
             "git_commit": state.get("git_commit", "unknown"),
             "num_samples": str(bench.search.num_samples),
@@ -286,6 +293,7 @@ def run_architecture(
         max_epochs=bench.train.epochs,
         best=best,
         trials=tuple(sorted(trials, key=lambda t: t.trial_id)),
+        data_hash=data.data_hash,
     )
     trial_logger.log_parent_dict(result.to_dict(), SWEEP_RESULT_FILE)
     if best is not None:

@@ -47,6 +47,8 @@ class SweepResult:
     #: None when no trial ran every epoch (the final comparison then refuses to run).
     best: TrialSummary | None
     trials: tuple[TrialSummary, ...]
+    #: The data's content hash (``PreparedData.data_hash``); None in results of sweeps made before it existed.
+    data_hash: str | None = None
 
     @property
     def best_config(self) -> TrainConfig:
@@ -66,6 +68,7 @@ class SweepResult:
             "benchmark": self.benchmark,
             "arch": self.arch,
             "split_hash": self.split_hash,
+            "data_hash": self.data_hash,
             "max_epochs": self.max_epochs,
             "best_trial_id": None if self.best is None else self.best.trial_id,
             "trials": [_trial_to_dict(t) for t in self.trials],
@@ -88,6 +91,7 @@ class SweepResult:
             max_epochs=int(raw["max_epochs"]),
             best=best[0],
             trials=trials,
+            data_hash=raw.get("data_hash"),
         )
 
 

@@ -43,6 +43,10 @@ def test_a_node_without_the_cache_prepares_the_same_split(tmp_path):
     other = dataclasses.replace(data, split_hash="0" * 64)
     with pytest.raises(ClusterError, match="split hash on this node"):
         data_on_node(other, {"cache_dir": str(tmp_path / "c" / "cache"), **args, "split_seed": 1})
+    # Same names in the same splits, other bytes (another copy, another generator): refused as well.
+    assert local.data_hash == data.data_hash
+    with pytest.raises(ClusterError, match="data hash on this node .* other pixels or masks"):
+        data_on_node(dataclasses.replace(data, data_hash="0" * 64), {"cache_dir": tmp_path / "b" / "cache", **args})
 
 
 def test_address_auto_with_a_stale_address_file_fails_in_seconds_naming_it(tmp_path, monkeypatch):

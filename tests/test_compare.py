@@ -60,7 +60,8 @@ def test_report_has_both_architectures_and_figures(compared):
     assert (out / "report.html").is_file()
     meta = json.loads((out / "meta.json").read_text())
     assert meta["architectures"] == ["unet", "unetpp"]
-    assert meta["split_hash"] == prepare_data(**bench.prepare_args()).split_hash
+    prepared = prepare_data(**bench.prepare_args())
+    assert (meta["split_hash"], meta["data_hash"]) == (prepared.split_hash, prepared.data_hash)
     # The per-pixel floor, scored from its own counts on the same test pixels, is in the report and in MLflow.
     base = meta["pixel_baseline"]
     assert base["iou"] == pytest.approx(confusion_stats(base["tp"], base["fn"], base["fp"], base["tn"])["iou"])
@@ -167,6 +168,15 @@ def test_split_hash_mismatch_is_refused(compared, tmp_path):
     assert not (tmp_path / "report").exists(), "a refused comparison leaves nothing behind"
 
 
+def test_data_hash_mismatch_is_refused(compared, tmp_path):
+    """Same split, other pixels (another copy of the data, another generator): refused before any retrain."""
+    bench, _, _, _ = compared
+    sweeps = {a: dataclasses.replace(s, data_hash="0" * 64) for a, s in load_sweep_results(bench).items()}
+    with pytest.raises(CompareError, match="data hash mismatch: the sweep of unet was made on data 000000000000"):
+        run_compare(bench, sweeps, tmp_path / "report", progress=False)
+    assert not (tmp_path / "report").exists(), "a refused comparison leaves nothing behind"
+
+
 def test_scene_protocol_lists_test_scenes_without_ground_truth(tmp_path, synthetic_root, caplog):
     # A copy of the tiny synthetic tree whose test scene lost its Entire_scene_gts file: it must be named
     # (meta.json, a logged warning), not skipped silently; the other retrains' scene rows are kept.
@@ -199,9 +209,9 @@ def test_a_comparison_of_unequal_budgets_is_refused():
     from harness.config import TrainConfig
     from harness.sweep_result import SweepResult, TrialSummary, select_best
 
-    def sweep(arch: str, n: int, epochs: int = 4, split: str = "abc") -> SweepResult:
+    def sweep(arch: str, n: int, epochs: int = 4, split: str = "abc", data: str | None = "d1") -> SweepResult:
         trials = tuple(TrialSummary(f"{arch}{i}", None, TrainConfig(), "completed", epochs, 0.5, 1.0) for i in range(n))
-        return SweepResult("s-1", "smoke", arch, split, epochs, select_best(trials, epochs), trials)
+        return SweepResult("s-1", "smoke", arch, split, epochs, select_best(trials, epochs), trials, data)
 
     check_equal_budgets({"unet": sweep("unet", 6), "unetpp": sweep("unetpp", 6)})
     with pytest.raises(CompareError, match=r"unet: 6 trials of up to 4 epochs, unetpp: 2 trials.*--resume"):
@@ -214,3 +224,7 @@ def test_a_comparison_of_unequal_budgets_is_refused():
         check_equal_budgets({"unet": sweep("unet", 6), "unetpp": sweep("unetpp", 4, epochs=8)}, by_device_hours=True)
     with pytest.raises(CompareError, match="different splits"):
         check_equal_budgets({"unet": sweep("unet", 6), "unetpp": sweep("unetpp", 6, split="xyz")})
+    with pytest.raises(CompareError, match="different data"):
+        check_equal_budgets({"unet": sweep("unet", 6), "unetpp": sweep("unetpp", 6, data="d2")})
+    # A sweep result from before the data hash existed (None) is compared on its split alone.
+    check_equal_budgets({"unet": sweep("unet", 6), "unetpp": sweep("unetpp", 6, data=None)})

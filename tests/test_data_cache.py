@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -13,7 +14,16 @@ import numpy as np
 import pytest
 import tifffile
 
-from harness.data.cache import IMAGES, PATCH_COLUMNS, cache_bytes, check_free_space, ingest, open_cache, verify
+from harness.data.cache import (
+    IMAGES,
+    PATCH_COLUMNS,
+    ROW_DIGESTS,
+    cache_bytes,
+    check_free_space,
+    ingest,
+    open_cache,
+    verify,
+)
 from harness.data.decode import read_plain_tiff
 from harness.data.layout import BANDS, DatasetError, discover_patches, read_csv_names
 from harness.data.synth import TEST_DIR, TRAIN_DIR
@@ -60,6 +70,23 @@ def test_synthetic_round_trip_matches_tifffile(synthetic_root, synthetic_cache):
     assert {"row", "col"} <= set(cache.patches.select_dtypes("integer").columns)
 
 
+def test_each_row_has_the_sha256_of_its_pixels_and_mask(synthetic_cache, tmp_path):
+    cache = open_cache(synthetic_cache)
+    assert cache.row_digests.shape == (len(cache), 32) and cache.row_digests.dtype == np.uint8
+    for i in (0, len(cache) // 2, len(cache) - 1):
+        by_hand = hashlib.sha256(cache.images[i].tobytes() + cache.masks[i].tobytes()).digest()
+        assert cache.row_digests[i].tobytes() == by_hand
+    assert len({d.tobytes() for d in cache.row_digests}) > 1
+    # A cache whose digests are missing or do not fit is corrupt, and says which file.
+    broken = Path(shutil.copytree(synthetic_cache, tmp_path / "broken"))
+    np.save(broken / ROW_DIGESTS, cache.row_digests[:-1])
+    with pytest.raises(DatasetError, match=ROW_DIGESTS):
+        open_cache(broken)
+    (broken / ROW_DIGESTS).unlink()
+    with pytest.raises(DatasetError, match=ROW_DIGESTS):
+        open_cache(broken)
+
+
 def test_second_ingest_reuses_and_a_changed_source_file_invalidates(synthetic_root, copy_tree, tmp_path):
     root = copy_tree(synthetic_root / TRAIN_DIR)
     cache_dir = ingest(root, tmp_path / "cache", progress=False)
@@ -72,8 +99,11 @@ def test_second_ingest_reuses_and_a_changed_source_file_invalidates(synthetic_ro
     tifffile.imwrite(pf.bands["red"], new_red, compression="packbits", metadata=None)
     st = pf.bands["red"].stat()
     os.utime(pf.bands["red"], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # coarse clocks
+    before = open_cache(cache_dir).row_digests.copy()
     ingest(root, cache_dir, progress=False)
     np.testing.assert_array_equal(open_cache(cache_dir).images[3, 0], new_red)
+    changed = np.flatnonzero((open_cache(cache_dir).row_digests != before).any(axis=1))
+    assert changed.tolist() == [3]  # only the edited patch's digest moved
     assert _leftovers(tmp_path) == []
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing as mp
+import os
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import tifffile
 
 from harness.data.cache import open_cache
 from harness.data.layout import discover_patches
@@ -167,6 +169,31 @@ def test_prepare_data_synthetic_end_to_end(tmp_path):
     assert other.split_hash != prepared.split_hash and Path(prepared.manifest_path).exists()
     with pytest.raises(ValueError, match="split must be one of"):
         prepared.indices("validation")
+
+
+def test_the_data_hash_covers_pixels_the_split_hash_does_not(synthetic_root, copy_tree, tmp_path):
+    """Same names in the same splits, one pixel changed: the split hash stays, the data hash moves."""
+    root = copy_tree(synthetic_root)
+    args = {"root": root, "fractions": (0.5, 0.25, 0.25)}
+    first = prepare_data(cache_dir=tmp_path / "a", **args)
+    again = prepare_data(cache_dir=tmp_path / "b", **args)  # another node's copy of the same files
+    assert (again.split_hash, again.data_hash) == (first.split_hash, first.data_hash)
+    # By hand: sha256 over the manifest's rows of "split<TAB>name<TAB>row digest".
+    cache, manifest = open_cache(first.cache_dir), read_manifest(first.manifest_path)
+    row_of = {name: i for i, name in enumerate(cache.patches["name"])}
+    h = hashlib.sha256(b"harness-data-hash v1\n")
+    for name, split in zip(manifest["name"], manifest["split"], strict=True):
+        h.update(f"{split}\t{name}\t{cache.row_digests[row_of[name]].tobytes().hex()}\n".encode())
+    assert first.data_hash == h.hexdigest()
+
+    test_name = manifest.loc[manifest["split"] == "test", "name"].iloc[0]
+    red = next(p for p in discover_patches(root) if p.name == test_name).bands["red"]
+    pixels = tifffile.imread(red)
+    pixels[0, 0] += 1
+    tifffile.imwrite(red, pixels, compression="packbits", metadata=None)
+    os.utime(red, ns=(red.stat().st_atime_ns, red.stat().st_mtime_ns + 10**9))  # coarse clocks
+    edited = prepare_data(cache_dir=tmp_path / "c", **args)
+    assert edited.split_hash == first.split_hash and edited.data_hash != first.data_hash
 
 
 def test_prepare_data_from_a_root_and_argument_errors(synthetic_root, tmp_path):

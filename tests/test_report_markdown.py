@@ -68,6 +68,7 @@ def test_report_names_both_architectures_and_the_winner(full_report):
     assert "**U-Net** has the higher mean per-image test IoU" in text
     assert "hierarchical bootstrap over seeds, then scenes, then images); the interval excludes 0" in text
     assert "ab12" * 16 in text  # split hash
+    assert "Data (sha256 of every split's patch names and pixels): `" + "cd34" * 16 in text
     assert "`lr`" in text and "unet_00000" in text  # chosen configs
 
 

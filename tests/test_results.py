@@ -161,6 +161,7 @@ def make_results_dir(root, *, shift=0.05, optional=True, archs=ARCHS, seed=0):
     meta = {
         "benchmark": "test-bench",
         "split_hash": "ab12" * 16,
+        "data_hash": "cd34" * 16,
         "split_kind": "scene",
         "seeds": SEEDS,
         "architectures": archs,

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from harness.cluster import ClusterError
 from harness.config import TrainConfig, load_benchmark
-from harness.sweep import run_sweep
+from harness.sweep import SweepError, run_sweep
 from harness.sweep_result import SWEEP_RESULT_FILE, SweepResult
 from harness.tracking import load_dict
 
@@ -58,6 +58,7 @@ def test_smoke_sweep_logs_every_trial_once(smoke_sweep):
     assert sorted(p.data.tags["arch"] for p in parents) == ["unet", "unetpp"]
     assert all(p.info.status == "FINISHED" for p in parents)
     assert len({p.data.tags["split_hash"] for p in parents}) == 1
+    assert {p.data.tags["data_hash"] for p in parents} == {o.data_hash for o in outcomes} != {None}
     assert len(children) == 8
     assert_one_run_per_trial_with_contiguous_steps(client, children)
     stopped = [r.data.tags["stopped_by"] for r in children]
@@ -223,6 +224,24 @@ def test_worker_node_killed_mid_sweep(ray_cluster, tmp_path, data_cache_dir):
     assert_one_run_per_trial_with_contiguous_steps(client, children)
     restored = [r for r in children if int(r.data.tags.get("restored_at_epoch", "0")) >= 1]
     assert restored, "the hit trial should have resumed from a checkpointed epoch, not from scratch"
+
+
+@pytest.mark.parametrize("changed", ["split_hash", "data_hash"])
+def test_resume_on_other_data_is_refused_before_ray(tmp_path, data_cache_dir, changed):
+    """--resume of a sweep started on another split, or on the same split of other pixels: refused, nothing written."""
+    from harness.data.prepare import prepare_data
+    from harness.sweep_storage import SWEEP_FILE, SweepStorage
+
+    bench = load_benchmark(SMOKE, smoke_overrides(tmp_path, data_cache_dir))
+    data = prepare_data(**bench.prepare_args())
+    state = {"sweep_id": "smoke-1", "split_hash": data.split_hash, "data_hash": data.data_hash}
+    state = {**state, changed: "0" * 64, "config": bench.to_dict()}
+    storage = SweepStorage.parse(bench.storage)
+    storage.write_json(SWEEP_FILE, state)
+    what = "split" if changed == "split_hash" else "data"
+    with pytest.raises(SweepError, match=f"started on {what} 0{{12}}, this data gives {getattr(data, changed)[:12]}"):
+        run_sweep(bench, resume=True)
+    assert storage.read_json(SWEEP_FILE) == state
 
 
 def test_driver_sigkill_then_resume(ray_cluster, tmp_path, data_cache_dir):

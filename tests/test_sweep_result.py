@@ -36,11 +36,15 @@ def test_ties_do_not_depend_on_order():
 
 
 def test_sweep_result_round_trips_through_json():
-    result = SweepResult("s-1", "smoke", "unet", "abc", 4, select_best(TRIALS, 4), TRIALS)
+    result = SweepResult("s-1", "smoke", "unet", "abc", 4, select_best(TRIALS, 4), TRIALS, "d" * 64)
     back = SweepResult.from_dict(json.loads(json.dumps(result.to_dict())))
     assert back.best_config == TrainConfig(lr=1e-5) and type(back.best_config.lr) is float
     assert back.best.trial_id == "c" and len(back.trials) == len(TRIALS)
     assert [t.stopped_by for t in back.trials] == [t.stopped_by for t in TRIALS]
+    assert back.data_hash == "d" * 64
+    # A result written before the data hash existed reads back without one (compared on its split alone).
+    old = {k: v for k, v in result.to_dict().items() if k != "data_hash"}
+    assert SweepResult.from_dict(old).data_hash is None
 
 
 def test_a_sweep_without_a_full_trial_refuses_to_name_a_config():

@@ -29,6 +29,7 @@ The first run also writes the synthetic data (reused afterwards; ~4 min here wit
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -100,7 +101,7 @@ def child_trial(args: dict) -> dict:
     from harness.data.prepare import PreparedData
     from harness.train import fit
 
-    data = PreparedData(args["cache_dir"], args["manifest_path"], args["split_hash"])
+    data = PreparedData(**args["data"])
     config = TrainConfig(**SMALL, epochs=args["epochs"], lr=1e-3, num_workers=0, device="cpu")
     epochs = []
     fit(config, data, lambda metrics, _ckpt: epochs.append({"epoch": metrics["epoch"], **memory_now(data.cache_dir)}))
@@ -120,7 +121,7 @@ def child_compare(args: dict) -> dict:
     from harness.data.prepare import PreparedData
     from harness.retrain import retrain_and_score
 
-    data = PreparedData(args["cache_dir"], args["manifest_path"], args["split_hash"])
+    data = PreparedData(**args["data"])
     peaks = {"RssAnon": 0, "RssFile": 0}
     done = threading.Event()
 
@@ -149,7 +150,7 @@ def child_compare(args: dict) -> dict:
 
 def in_child(kind: str, data, source_root: Path, epochs: int = 1) -> dict:
     """Run ``child_<kind>`` in a fresh interpreter (its memory is its own) and return its JSON."""
-    payload = {"cache_dir": data.cache_dir, "manifest_path": data.manifest_path, "split_hash": data.split_hash}
+    payload = {"data": dataclasses.asdict(data)}
     payload.update(source_root=str(source_root), epochs=epochs)
     cmd = [sys.executable, __file__, "--child", kind, json.dumps(payload)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)

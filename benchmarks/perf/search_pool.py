@@ -42,11 +42,11 @@ def pool_space(bench, arch: str) -> dict[str, list]:
     return {k: list(spec["choices"]) for k, spec in space.items()}
 
 
-def fingerprint(bench, arch: str, split_hash: str, data_fingerprint: str | None = None) -> str:
-    """What the pool's curves depend on: fixed config, space, split, the data's content and torch's version.
+def fingerprint(bench, arch: str, data_hash: str) -> str:
+    """What the pool's curves depend on: fixed config, space, the split and its pixels, torch's version.
 
-    The split hash names which patches are in which split, not what is in them: a new synthetic generator
-    (``SYNTH_VERSION``) keeps the names and changes every pixel, so the cache's source fingerprint counts too.
+    ``data_hash`` (``PreparedData.data_hash``) covers the split and every patch's pixels and mask: a new
+    synthetic generator (``SYNTH_VERSION``) keeps the patch names (so the split hash) and changes the pixels.
     """
     import torch
 
@@ -55,8 +55,7 @@ def fingerprint(bench, arch: str, split_hash: str, data_fingerprint: str | None 
     payload = {
         "fixed": to_flat(bench.trial_config(arch)),
         "space": pool_space(bench, arch),
-        "split_hash": split_hash,
-        "data": data_fingerprint,
+        "data_hash": data_hash,
         "torch": torch.__version__,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -86,11 +85,10 @@ def record_pool(bench, arch: str = "unet", *, workers: int = 2, path: Path = POO
     An existing pool file with the same :func:`fingerprint` is returned unchanged.
     """
     from harness.config import to_flat
-    from harness.data.cache import open_cache
     from harness.data.prepare import prepare_data
 
     data = prepare_data(**bench.prepare_args())
-    fp = fingerprint(bench, arch, data.split_hash, open_cache(data.cache_dir).source.get("fingerprint"))
+    fp = fingerprint(bench, arch, data.data_hash)
     if path.is_file():
         pool = json.loads(path.read_text())
         if pool.get("fingerprint") == fp:

@@ -1,8 +1,9 @@
 """Pack a dataset tree into `.npy` memmaps, atomically; verify a tree; open a cache.
 
 A cache folder holds `images.npy` (N, 4, H, W uint16; red, green, blue, nir), `masks.npy` (N, H, W
-uint8 0/1), `patches.csv` (name, scene_id, row, col, nonempty; row i describes images[i]) and
-`source.json` (format version and a fingerprint of the source files). It is built in a temporary
+uint8 0/1), `patches.csv` (name, scene_id, row, col, nonempty; row i describes images[i]),
+`row_sha256.npy` (N, 32 uint8: the sha256 of each row's pixels and mask, what a split's data hash is made
+of) and `source.json` (format version and a fingerprint of the source files). It is built in a temporary
 sibling folder and renamed into place, so the cache path never holds a half-written cache; a cache
 whose fingerprint matches the source is reused without decoding anything.
 """
@@ -15,6 +16,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +32,9 @@ from .decode import decode_all, patch_shape
 from .decode import read_patch as read_patch
 from .layout import BANDS, DatasetError, PatchFiles, Problem, scan_tree
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: row_sha256.npy
 IMAGES, MASKS, PATCHES, SOURCE = "images.npy", "masks.npy", "patches.csv", "source.json"
+ROW_DIGESTS = "row_sha256.npy"
 PATCH_COLUMNS = ["name", "scene_id", "row", "col", "nonempty"]
 
 
@@ -45,6 +48,7 @@ class Cache:
     patches: pd.DataFrame
     patch_size: int
     source: dict
+    row_digests: np.ndarray  # (N, 32) uint8: sha256 of each row's image and mask bytes
 
     def __len__(self) -> int:
         return len(self.patches)
@@ -221,6 +225,7 @@ def _build(
         }
     )
     table.to_csv(tmp / PATCHES, index=False, lineterminator="\n")
+    np.save(tmp / ROW_DIGESTS, row_digests(tmp / IMAGES, tmp / MASKS if has_masks else None, workers=workers))
     source = {
         "format_version": FORMAT_VERSION,
         "fingerprint": fp,
@@ -233,6 +238,26 @@ def _build(
     }
     # source.json last: its presence marks a complete cache.
     (tmp / SOURCE).write_text(json.dumps(source, indent=2) + "\n")
+
+
+def row_digests(images_path: Path, masks_path: Path | None, *, workers: int | None = None) -> np.ndarray:
+    """(N, 32) uint8: sha256 of each row's image bytes followed by its mask bytes (if any).
+
+    Read back from the written files, so the digests describe what training will read. hashlib releases
+    the GIL on large buffers, so threads hash rows in parallel.
+    """
+    images = np.load(images_path, mmap_mode="r")
+    masks = np.load(masks_path, mmap_mode="r") if masks_path is not None else None
+
+    def digest(i: int) -> bytes:
+        h = hashlib.sha256(np.ascontiguousarray(images[i]).data)
+        if masks is not None:
+            h.update(np.ascontiguousarray(masks[i]).data)
+        return h.digest()
+
+    with ThreadPoolExecutor(max_workers=workers or DEFAULT_WORKERS) as pool:
+        digests = list(pool.map(digest, range(len(images))))
+    return np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(images), 32).copy()
 
 
 def _install(tmp: Path, cache_dir: Path, fp: str) -> None:
@@ -282,4 +307,10 @@ def open_cache(cache_dir: str | Path) -> Cache:
         raise DatasetError([Problem(cache_dir / PATCHES, "does not match images.npy")], "corrupt cache")
     if masks is not None and masks.shape != (images.shape[0], *images.shape[2:]):
         raise DatasetError([Problem(cache_dir / MASKS, "does not match images.npy")], "corrupt cache")
-    return Cache(cache_dir, images, masks, patches, int(images.shape[-1]), source)
+    try:
+        digests = np.load(cache_dir / ROW_DIGESTS)
+    except (OSError, ValueError) as exc:
+        raise DatasetError([Problem(cache_dir / ROW_DIGESTS, f"unreadable: {exc}")], "corrupt cache") from None
+    if digests.shape != (len(images), 32) or digests.dtype != np.uint8:
+        raise DatasetError([Problem(cache_dir / ROW_DIGESTS, "does not match images.npy")], "corrupt cache")
+    return Cache(cache_dir, images, masks, patches, int(images.shape[-1]), source, digests)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from . import synth
-from .cache import PATCHES, ingest, open_cache
+from .cache import PATCHES, Cache, ingest, open_cache
 from .layout import DatasetError, Problem
 from .splits import SPLITS, check_fractions, make_split, manifest_sha256, read_manifest, write_manifest
 
@@ -32,11 +32,17 @@ SYNTH_VERSION = 2  # 2: hand-drawn-like masks, snow closer to cloud, more thin c
 
 @dataclass(frozen=True)
 class PreparedData:
-    """Where a prepared dataset lives; plain strings so it pickles cheaply to Ray / DataLoader workers."""
+    """Where a prepared dataset lives; plain strings so it pickles cheaply to Ray / DataLoader workers.
+
+    ``split_hash`` is the sha256 of the split manifest: which patch is in which split. ``data_hash`` adds
+    what is in them: the sha256 over every manifest row's split, name and pixel-and-mask digest, so two
+    preparations agree on it only if they train, validate and test on the same bytes.
+    """
 
     cache_dir: str
     manifest_path: str
     split_hash: str
+    data_hash: str
 
     def indices(self, split: str) -> np.ndarray:
         """Cache rows (ascending int64) of the patches in `split` ("train", "val" or "test")."""
@@ -150,7 +156,17 @@ def prepare_data(
     # Rewrite only when needed: readers in other processes never see the file change.
     if not (path.is_file() and _file_sha256(path) == digest):
         write_manifest(manifest, path)
-    return PreparedData(str(cache_dir.resolve()), str(path.resolve()), digest)
+    return PreparedData(str(cache_dir.resolve()), str(path.resolve()), digest, data_hash(cache, manifest))
+
+
+def data_hash(cache: Cache, manifest: pd.DataFrame) -> str:
+    """sha256 over the manifest's rows (in order): split, name and the cache row's pixel digest."""
+    row_of = pd.Series(np.arange(len(cache.patches)), index=cache.patches["name"])
+    rows = row_of.loc[manifest["name"]].to_numpy(np.int64)
+    h = hashlib.sha256(b"harness-data-hash v1\n")
+    for split, name, digest in zip(manifest["split"], manifest["name"], cache.row_digests[rows], strict=True):
+        h.update(f"{split}\t{name}\t{digest.tobytes().hex()}\n".encode())
+    return h.hexdigest()
 
 
 def _file_sha256(path: Path) -> str:

@@ -308,6 +308,11 @@ def render_markdown(res: Results, figures: dict[str, Path]) -> str:
         f"- Architectures: {', '.join(archs)}; seeds: {', '.join(map(str, seeds))} "
         "(paired: same seed and data order for every architecture).",
         f"- Test split (sha256 of the manifest): {split}; {scored_on(res)}.",
+        *(
+            [f"- Data (sha256 of every split's patch names and pixels): `{meta['data_hash']}`."]
+            if "data_hash" in meta
+            else []
+        ),
         f"- Device: {meta.get('device', 'n/a')}; run {meta.get('started_at', '?')} → {meta.get('finished_at', '?')}.",
         "",
         "## Pixel statistics on the test split",

@@ -30,6 +30,8 @@ from harness.tracking.store import (
 ROLE_RETRAIN = "final_retrain"
 #: Per-epoch keys of a retrain's history logged as curves.
 CURVE_METRICS = ("train_loss", "val_loss", "val_accuracy", "val_iou", "epoch_seconds", "train_images_per_second")
+#: The retrain tags a logged model carries (what identifies it outside its run).
+MODEL_TAGS = ("arch", "seed", "sweep_id", "split_hash", "data_hash")
 
 
 def _param_value(value: Any) -> str:
@@ -134,7 +136,7 @@ class ComparisonRecorder:
             mlflow.pytorch.log_model(
                 model,
                 name=name,
-                tags={k: str(v) for k, v in tags.items() if k in ("arch", "seed", "sweep_id", "split_hash")},
+                tags={k: str(v) for k, v in tags.items() if k in MODEL_TAGS},
                 signature=signature,
                 input_example=input_example,
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
