@@ -146,17 +146,25 @@ class SweepStorage:
 
     def read_json(self, name: str) -> dict[str, Any] | None:
         """The JSON file ``name`` in the storage, or None when there is none."""
+        data = self._read(name)
+        if data is None:
+            return None
+        try:
+            return json.loads(data.decode())
+        except json.JSONDecodeError as exc:
+            raise StorageError(f"{self.child(name)}: not valid JSON: {exc}") from None
+
+    def _read(self, name: str) -> bytes | None:
+        """The bytes of ``name``, or None when the storage has no such file (StorageError when unreadable)."""
         fs, base = self._fs()
         path = f"{base}/{name}"
         try:
             if fs.get_file_info(path).type == pafs.FileType.NotFound:
                 return None
             with fs.open_input_stream(path) as f:
-                return json.loads(f.read().decode())
+                return f.read()
         except OSError as exc:
             raise self._fail(f"cannot read {name}", exc) from None
-        except json.JSONDecodeError as exc:
-            raise StorageError(f"{self.child(name)}: not valid JSON: {exc}") from None
 
     def write_json(self, name: str, data: dict[str, Any]) -> None:
         """Write ``name`` whole: a temporary file renamed over it locally, a single PUT to an object store."""
@@ -187,15 +195,9 @@ class SweepStorage:
 
     def download(self, name: str, local: Path) -> bool:
         """Copy ``name`` to ``local``; False when the storage has no such file."""
-        fs, base = self._fs()
-        path = f"{base}/{name}"
-        try:
-            if fs.get_file_info(path).type == pafs.FileType.NotFound:
-                return False
-            with fs.open_input_stream(path) as f:
-                data = f.read()
-        except OSError as exc:
-            raise self._fail(f"cannot read {name}", exc) from None
+        data = self._read(name)
+        if data is None:
+            return False
         local.parent.mkdir(parents=True, exist_ok=True)
         local.write_bytes(data)
         return True
