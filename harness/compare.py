@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,6 +52,7 @@ from harness.tracking import (
     latest_sweep,
     load_dict,
     sweep_parent_runs,
+    system_metrics,
 )
 from harness.train import model_from_config
 
@@ -259,6 +261,18 @@ def test_metrics(result: RetrainResult) -> dict[str, float]:
     }
 
 
+def retrain_task(system: Mapping[str, Any] | None = None, **kwargs: Any) -> RetrainResult:
+    """One final retrain as a Ray task (:func:`~harness.retrain.retrain_and_score`), with system metrics.
+
+    ``system`` (tracking URI, experiment, the retrain run's tags, sampling interval) names the run the
+    comparison opened for this retrain; the machine's CPU, memory and GPU use are logged there while it trains.
+    """
+    if not system:
+        return retrain_and_score(**kwargs)
+    with system_metrics(system["uri"], system["experiment"], system["tags"], interval_s=system["interval_s"]):
+        return retrain_and_score(**kwargs)
+
+
 def _retrain_all(bench, data, chosen, sweep_id, epochs, sample_rows, scene_gts, recorder, address, progress):
     """Every (architecture, seed) retrain: reused from MLflow when finished before, else run as Ray tasks."""
     uri = bench.tracking.uri
@@ -295,10 +309,17 @@ def _retrain_all(bench, data, chosen, sweep_id, epochs, sample_rows, scene_gts, 
     patch = open_cache(data.cache_dir).patch_size
     # Two patches, as the network sees them: the logged model's signature and input example.
     example = np.zeros((2, 4, patch, patch), dtype=np.float32)
+    # Each retrain's run exists before it trains: the task logs its machine's system metrics there.
+    run_ids = [recorder.open_retrain(run_name=f"{kw['config'].arch}/seed{kw['config'].seed}", tags=t) for t, kw in jobs]
+    system = {"uri": uri, "experiment": bench.tracking.experiment, "interval_s": bench.tracking.system_metrics_s}
+    task_kwargs = [
+        {**kwargs, "system": {**system, "tags": recorder.retrain_tags({"arch": tags["arch"], "seed": tags["seed"]})}}
+        for tags, kwargs in jobs
+    ]
     bar = tqdm(total=len(jobs), desc="final retrains", disable=not progress, file=sys.stderr)
     for i, result in run_tasks(
-        retrain_and_score,
-        [kwargs for _, kwargs in jobs],
+        retrain_task,
+        task_kwargs,
         cpu=bench.resources.cpu,
         gpu=bench.resources.gpu,
         max_retries=bench.failure.max_failures,
@@ -313,6 +334,7 @@ def _retrain_all(bench, data, chosen, sweep_id, epochs, sample_rows, scene_gts, 
         with tempfile.TemporaryDirectory() as tmp:
             result.save(Path(tmp) / "retrain")
             recorder.log_retrain(
+                run_id=run_ids[i],
                 run_name=f"{result.arch}/seed{result.seed}",
                 tags=jobs[i][0],
                 params=to_flat(result.config),

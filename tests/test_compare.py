@@ -132,6 +132,9 @@ def test_mlflow_holds_the_final_compare_run_with_artifacts(compared):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_iou")]
         assert steps == list(range(1, len(steps) + 1)) and steps
         assert 0 <= run.data.metrics["test_pooled_iou"] <= 1
+        assert run.info.status == "FINISHED"
+    # The retrain's run exists while it trains: its task logs the machine's system metrics there.
+    assert any("system/cpu_utilization_percentage" in r.data.metrics for r in retrains)
     model = mlflow.pytorch.load_model(f"runs:/{retrains[0].info.run_id}/{retrains[0].info.run_name.replace('/', '-')}")
     assert model(torch.zeros(2, 4, 32, 32)).shape == (2, 2, 32, 32)
     # One name per quantity: pooled IoU and per-image IoU are told apart.

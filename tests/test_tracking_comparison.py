@@ -76,3 +76,30 @@ def test_finish_and_fail_end_the_comparison_run(recorder, tmp_path):
     other.start({})
     other.fail()
     assert client.get_run(other.run_id).info.status == "FAILED"
+
+
+def test_a_retrain_run_opened_before_training_is_filled_in_or_failed(recorder, tmp_path):
+    """open_retrain: RUNNING under the comparison while it trains; log_retrain ends that run, fail() ends the rest."""
+    client = MlflowClient(recorder.uri)
+    tags = {"arch": "unet", "seed": "1", "sweep_id": "s1"}
+    opened = recorder.open_retrain(run_name="unet/seed1", tags=tags)
+    run = client.get_run(opened)
+    assert run.info.status == "RUNNING" and run.info.run_name == "unet/seed1"
+    assert {**tags, "role": "final_retrain", "mlflow.parentRunId": recorder.run_id}.items() <= run.data.tags.items()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "retrain.json").write_text("{}")
+    logged = recorder.log_retrain(
+        run_id=opened,
+        run_name="unet/seed1",
+        tags=tags,
+        params={"lr": 0.001},
+        history=[{"epoch": 1, "val_iou": 0.5}],
+        test_metrics={"test_pooled_iou": 0.6},
+        artifacts_dir=tmp_path / "out",
+    )
+    assert logged == opened and client.get_run(opened).info.status == "FINISHED"
+    still_open = recorder.open_retrain(run_name="unetpp/seed1", tags={**tags, "arch": "unetpp"})
+    recorder.fail()
+    assert client.get_run(still_open).info.status == "FAILED"
+    assert client.get_run(opened).info.status == "FINISHED", "a finished retrain stays finished"
+    assert client.get_run(recorder.run_id).info.status == "FAILED"

@@ -8,6 +8,7 @@ run holds the comparison's summary metrics, the results directory and the report
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Mapping
@@ -58,6 +59,7 @@ class ComparisonRecorder:
         self.client = client_for(self.uri)
         self.experiment_id: str | None = None
         self.run_id: str | None = None
+        self._open_retrains: set[str] = set()  # retrain runs created and not ended yet
 
     def start(self, params: Mapping[str, Any]) -> str:
         """Create the ``final_compare`` run (RUNNING until :meth:`finish`); returns its id."""
@@ -77,6 +79,24 @@ class ComparisonRecorder:
         runs = [r for r in find_runs(self.client, experiment.experiment_id, tags) if r.info.status == "FINISHED"]
         return runs[-1].info.run_id if runs else None
 
+    def open_retrain(self, *, run_name: str, tags: Mapping[str, str]) -> str:
+        """Create a retrain's run under the comparison (RUNNING) before it trains; returns its id.
+
+        The run exists while the retrain runs, so the process doing it can log its machine's system
+        metrics there (:func:`~harness.tracking.system.system_metrics`, finding it by :meth:`retrain_tags`).
+        """
+        tags = self.retrain_tags(tags)
+        run = retry(
+            lambda: self.client.create_run(self.experiment_id, run_name=run_name, tags=standard_tags(tags)),
+            what="retrain run",
+        )
+        self._open_retrains.add(run.info.run_id)
+        return run.info.run_id
+
+    def retrain_tags(self, tags: Mapping[str, str]) -> dict[str, str]:
+        """The tags a retrain's run carries: ``tags`` plus its role and this comparison as its parent."""
+        return {**tags, "role": ROLE_RETRAIN, PARENT_TAG: self.run_id}
+
     def log_retrain(
         self,
         *,
@@ -89,11 +109,11 @@ class ComparisonRecorder:
         model: Any = None,
         input_example: Any = None,
         registered_model_name: str | None = None,
+        run_id: str | None = None,
     ) -> str:
-        """One retrain as a run nested under the comparison; returns its run id."""
-        tags = {**tags, "role": ROLE_RETRAIN, PARENT_TAG: self.run_id}
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=standard_tags(tags))
-        run_id = run.info.run_id
+        """One retrain as a run nested under the comparison (``run_id``: the one :meth:`open_retrain` made)."""
+        tags = self.retrain_tags(tags)
+        run_id = run_id or self.open_retrain(run_name=run_name, tags=tags)
         ts = int(time.time() * 1000)
         metrics = [m for entry in history for m in _metrics(_curve(entry), int(entry["epoch"]), ts)]
         metrics += _metrics(test_metrics, 0, ts)
@@ -104,6 +124,7 @@ class ComparisonRecorder:
             name = run_name.replace("/", "-")  # "unet-seed1": the Models tab lists logged models by name
             self._log_model(run_id, name, model, input_example, registered_model_name, tags)
         self.client.set_terminated(run_id, "FINISHED")
+        self._open_retrains.discard(run_id)
         return run_id
 
     def _log_model(
@@ -151,7 +172,11 @@ class ComparisonRecorder:
         self.client.set_terminated(self.run_id, "FINISHED")
 
     def fail(self) -> None:
-        """End the run FAILED (an interrupted or refused comparison is never taken as a result)."""
+        """End the run FAILED, and every retrain run still open (a failed comparison is never taken as a result)."""
+        for run_id in sorted(self._open_retrains):
+            with contextlib.suppress(Exception):  # the comparison's own status matters more
+                self.client.set_terminated(run_id, "FAILED")
+        self._open_retrains.clear()
         if self.run_id is not None:
             self.client.set_terminated(self.run_id, "FAILED")
 
