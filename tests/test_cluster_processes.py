@@ -193,7 +193,7 @@ def cluster():
         shutil.rmtree(root, ignore_errors=True)
 
 
-def sweep_cmd(c: Cluster, *extra: str) -> list[str]:
+def sweep_cmd(c: Cluster, *extra: str, storage: str = STORAGE) -> list[str]:
     sets = {
         "architectures": "[unet]",
         "search.num_samples": 3,
@@ -203,7 +203,7 @@ def sweep_cmd(c: Cluster, *extra: str) -> list[str]:
         "data.cache_dir": c.cache,
         "compare.bootstrap_samples": 200,
     }
-    cmd = [sys.executable, "-m", "harness.sweep", str(SMOKE), "--address", "auto", "--storage", STORAGE]
+    cmd = [sys.executable, "-m", "harness.sweep", str(SMOKE), "--address", "auto", "--storage", storage]
     cmd += ["--tracking-uri", c.tracking_uri]
     for key, value in sets.items():
         cmd += ["--set", f"{key}={value}"]
@@ -237,8 +237,8 @@ def test_token_errors_name_ray_auth_mode_and_where_the_token_comes_from(cluster,
         "mismatch": cluster.env(RAY_AUTH_TOKEN="0" * 32),
     }
     procs = {  # both wait out Ray's connection retries (about 20 s): at the same time
-        name: subprocess.Popen(sweep_cmd(cluster), env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+        name: subprocess.Popen(sweep_cmd(cluster, storage=f"s3://{BUCKET}/token-{name}"), env=env, cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for name, env in cases.items()
     }  # fmt: skip
     errors = {name: p.communicate(timeout=300) for name, p in procs.items()}
@@ -248,7 +248,8 @@ def test_token_errors_name_ray_auth_mode_and_where_the_token_comes_from(cluster,
         assert "RAY_AUTH_MODE=token" in err and "RAY_AUTH_TOKEN_PATH" in err and "~/.ray/auth_token" in err, err
     assert "has no token" in errors["lacks"][1] and "RAY_AUTH_MODE is unset" in errors["lacks"][1]
     assert "mismatch" in errors["mismatch"][1] and "RAY_AUTH_TOKEN" in errors["mismatch"][1]
-    assert stored_files(cluster, "smoke/") == [], "nothing may be written before the cluster accepted the driver"
+    # Their own storage prefixes: the sweep test's may already hold a sweep, whatever the order of the tests.
+    assert stored_files(cluster, "token-") == [], "nothing may be written before the cluster accepted the driver"
 
 
 def test_sweep_killed_resumed_elsewhere_node_lost_then_compared(cluster, tmp_path):

@@ -66,8 +66,8 @@ def test_report_has_both_architectures_and_figures(compared):
     base = meta["pixel_baseline"]
     assert base["iou"] == pytest.approx(confusion_stats(base["tp"], base["fn"], base["fp"], base["tn"])["iou"])
     assert f"scores IoU {base['iou']:.4f}" in text and "what spatial modelling adds" in text
-    _, (final,) = _runs(bench, role="final_compare")
-    assert final.data.metrics["pixel_baseline_pooled_iou"] == pytest.approx(base["iou"])
+    _, finals = _runs(bench, role="final_compare")  # this one, and any other test's comparison of the same sweep
+    assert finals and all(f.data.metrics["pixel_baseline_pooled_iou"] == pytest.approx(base["iou"]) for f in finals)
     # The comparison retrains exactly what the sweep chose: it never decides again.
     for result in outcomes:
         chosen = meta["best_configs"][result.arch]
