@@ -301,8 +301,8 @@ class OptunaStudySearcher(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         """Reconnect to the saved study and fail the RUNNING trials the restored experiment does not know."""
-        with open(checkpoint_path) as f:
-            state = json.load(f)
+        with open(checkpoint_path, "rb") as f:
+            state = load_state(f.read())
         self.study_name, self.storage = state["study_name"], state["storage"]
         self._suggested = list(state["ray_trial_ids"])
         self._seconds = {k: float(v) for k, v in state.get("trial_seconds", {}).items()}
@@ -314,6 +314,15 @@ class OptunaStudySearcher(Searcher):
         self._seconds = {k: v for k, v in self._seconds.items() if k in self._live}
         self._reset()
         self._connect()
+
+
+def load_state(data: bytes) -> dict[str, Any]:
+    """A saved searcher state (what :meth:`OptunaStudySearcher.save` writes); ValueError when it is not one."""
+    state = json.loads(data.decode())
+    missing = sorted({"study_name", "storage", "ray_trial_ids"} - set(state if isinstance(state, dict) else {}))
+    if missing:
+        raise ValueError(f"not a searcher state: no {', '.join(missing)}")
+    return state
 
 
 def restored_trials(experiment_dir: str) -> dict[str, RestoredTrial] | None:

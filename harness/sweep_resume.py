@@ -2,23 +2,25 @@
 
 - :func:`check_same_benchmark`: the benchmark may change where things are and how much hardware runs
   them (:data:`RESUMABLE_CHANGES`), never what the sweep measures;
-- :func:`check_restorable`: an experiment state that exists but cannot be read is refused, naming it;
+- :func:`check_restorable`: an experiment state, or the search state Tune keeps beside it, that exists but
+  cannot be read is refused, naming it (Tune would silently start the architecture again);
 - :func:`recover_lost_checkpoints`: a checkpoint Tune deleted before its state upload is put back.
 
-With :mod:`harness.sweep`, :mod:`harness.searcher` and :mod:`harness.cluster`, the only modules that
-import ``ray``.
+One of the sweep driver's modules, the only ones that import ``ray`` (see :mod:`harness.sweep`).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import posixpath
 from typing import Any
 
 import pyarrow.fs as pafs
-from ray import tune
+from ray import cloudpickle, tune
 
 from harness.config import Benchmark
+from harness.searcher import load_state
 from harness.sweep_storage import SWEEP_FILE, SweepError, SweepStorage
 
 log = logging.getLogger("harness.sweep")
@@ -55,11 +57,18 @@ def check_same_benchmark(stored: dict[str, Any] | None, bench: Benchmark, storag
         )
 
 
-def check_restorable(storage: SweepStorage, architectures: tuple[str, ...]) -> None:
-    """Refuse a resume whose Tune experiment state exists but cannot be read, naming the file.
+#: The search state Tune saves beside its experiment state, with how each is read on restore: the search
+#: generator's (Tune's pickle) and the searcher's (:meth:`OptunaStudySearcher.save`'s JSON). Tune loads the
+#: newest of each by name, and restarts the whole experiment when that one cannot be read.
+SEARCH_STATE_FILES = {"search_gen_state-*.json": cloudpickle.loads, "searcher-state-*.pkl": load_state}
 
-    Restoring from it would silently start that architecture again. A driver killed while Tune copied the
-    state to the storage leaves such a file; moving it aside is the user's call (the message says how).
+
+def check_restorable(storage: SweepStorage, architectures: tuple[str, ...]) -> None:
+    """Refuse a resume whose Tune experiment state or search state exists but cannot be read, naming it.
+
+    Restoring from either would silently start that architecture again (Tune logs "Failed to restore the
+    run state" and restarts). A driver killed while Tune copied its state to the storage leaves such a
+    file; moving it aside is the user's call (the message says how).
     """
     for arch in architectures:
         exp_path = storage.child(arch)
@@ -68,11 +77,25 @@ def check_restorable(storage: SweepStorage, architectures: tuple[str, ...]) -> N
         try:
             tune.ExperimentAnalysis(exp_path)
         except Exception as exc:
-            raise SweepError(
-                f"--resume: Tune's experiment state in {exp_path} cannot be read ({type(exc).__name__}: "
-                f"{str(exc)[:300]}). Restoring would start {arch} again from nothing. To do that deliberately, "
-                f"move {exp_path} aside and --resume again (its trials' MLflow runs are then retired)"
-            ) from None
+            raise _unrestorable(f"Tune's experiment state in {exp_path}", exc, arch, exp_path) from None
+        files = storage.list_files(arch)
+        for pattern, read in SEARCH_STATE_FILES.items():
+            names = fnmatch.filter(files, pattern)
+            if not names:
+                continue
+            newest = max(names)  # the one Tune loads
+            try:
+                read(storage.read_bytes(f"{arch}/{newest}") or b"")
+            except Exception as exc:
+                raise _unrestorable(f"Tune's search state {exp_path}/{newest}", exc, arch, exp_path) from None
+
+
+def _unrestorable(what: str, exc: Exception, arch: str, exp_path: str) -> SweepError:
+    return SweepError(
+        f"--resume: {what} cannot be read ({type(exc).__name__}: {str(exc)[:300]}). Restoring would start "
+        f"{arch} again from nothing. To do that deliberately, move {exp_path} aside and --resume again "
+        "(its trials' MLflow runs are then retired)"
+    )
 
 
 def recover_lost_checkpoints(exp_path: str) -> None:

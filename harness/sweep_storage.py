@@ -146,7 +146,7 @@ class SweepStorage:
 
     def read_json(self, name: str) -> dict[str, Any] | None:
         """The JSON file ``name`` in the storage, or None when there is none."""
-        data = self._read(name)
+        data = self.read_bytes(name)
         if data is None:
             return None
         try:
@@ -154,7 +154,7 @@ class SweepStorage:
         except json.JSONDecodeError as exc:
             raise StorageError(f"{self.child(name)}: not valid JSON: {exc}") from None
 
-    def _read(self, name: str) -> bytes | None:
+    def read_bytes(self, name: str) -> bytes | None:
         """The bytes of ``name``, or None when the storage has no such file (StorageError when unreadable)."""
         fs, base = self._fs()
         path = f"{base}/{name}"
@@ -165,6 +165,15 @@ class SweepStorage:
                 return f.read()
         except OSError as exc:
             raise self._fail(f"cannot read {name}", exc) from None
+
+    def list_files(self, folder: str) -> list[str]:
+        """Names of the files directly in ``folder`` of the storage, sorted (none when it does not exist)."""
+        fs, base = self._fs()
+        try:
+            found = fs.get_file_info(pafs.FileSelector(f"{base}/{folder}", allow_not_found=True))
+        except OSError as exc:
+            raise self._fail(f"cannot list {folder}", exc) from None
+        return sorted(i.base_name for i in found if i.type == pafs.FileType.File)
 
     def write_json(self, name: str, data: dict[str, Any]) -> None:
         """Write ``name`` whole: a temporary file renamed over it locally, a single PUT to an object store."""
@@ -195,7 +204,7 @@ class SweepStorage:
 
     def download(self, name: str, local: Path) -> bool:
         """Copy ``name`` to ``local``; False when the storage has no such file."""
-        data = self._read(name)
+        data = self.read_bytes(name)
         if data is None:
             return False
         local.parent.mkdir(parents=True, exist_ok=True)

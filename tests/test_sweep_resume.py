@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 from conftest import SMOKE, smoke_overrides
 
@@ -29,3 +32,17 @@ def test_resume_refuses_an_unreadable_experiment_state_naming_it(tmp_path):
     (exp / "experiment_state-2026-01-01_00-00-00.json").write_text("")
     with pytest.raises(SweepError, match=f"experiment state in {exp} cannot be read.*move {exp} aside"):
         check_restorable(storage, ("unet", "unetpp"))
+
+
+@pytest.mark.parametrize("pattern", ["search_gen_state-*.json", "searcher-state-*.pkl"])
+def test_resume_refuses_an_unreadable_search_state_naming_it(smoke_sweep, tmp_path, pattern):
+    """A kill while Tune copied its search state leaves the newest file cut short: Tune would restart from nothing."""
+    bench, _, _ = smoke_sweep
+    storage = SweepStorage.parse(str(tmp_path / "storage"))
+    shutil.copytree(Path(bench.storage) / "unet", tmp_path / "storage" / "unet")
+    exp = tmp_path / "storage" / "unet"
+    check_restorable(storage, ("unet",))  # a finished sweep's own files: readable
+    newest = max(exp.glob(pattern))
+    newest.write_bytes(newest.read_bytes()[:0])
+    with pytest.raises(SweepError, match=f"search state {exp}/{newest.name} cannot be read.*move {exp} aside"):
+        check_restorable(storage, ("unet",))
