@@ -261,14 +261,12 @@ def test_metrics(result: RetrainResult) -> dict[str, float]:
     }
 
 
-def retrain_task(system: Mapping[str, Any] | None = None, **kwargs: Any) -> RetrainResult:
+def retrain_task(system: Mapping[str, Any], **kwargs: Any) -> RetrainResult:
     """One final retrain as a Ray task (:func:`~harness.retrain.retrain_and_score`), with system metrics.
 
     ``system`` (tracking URI, experiment, the retrain run's tags, sampling interval) names the run the
     comparison opened for this retrain; the machine's CPU, memory and GPU use are logged there while it trains.
     """
-    if not system:
-        return retrain_and_score(**kwargs)
     with system_metrics(system["uri"], system["experiment"], system["tags"], interval_s=system["interval_s"]):
         return retrain_and_score(**kwargs)
 

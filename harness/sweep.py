@@ -265,8 +265,8 @@ def run_architecture(
     """Run (or resume) one architecture's Tune experiment; choose and record its :class:`SweepResult`.
 
     Raises :class:`SweepInterrupted` when a stop signal (``stop_signals``, from
-    :func:`~harness.sweep_signals.graceful_stop`) or anything else left trials unfinished: nothing is chosen
-    or recorded then.
+    :func:`~harness.sweep_signals.graceful_stop`) ended it, :class:`SweepError` when Tune left trials
+    unfinished without one: nothing is chosen or recorded then.
     """
     trainable, tune_config, run_config, fixed, trial_logger = _tuner(bench, arch, data, state, storage, workdir)
     exp_path = storage.child(arch)

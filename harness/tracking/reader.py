@@ -153,9 +153,6 @@ def runs_view(uri: str, experiment: str, host: str = "http://127.0.0.1:5000") ->
     return f"mlflow ui --backend-store-uri {uri}  then open {host}{page}"
 
 
-__all__ = ["download_artifacts", "latest_sweep", "load_dict", "runs_view", "sweep_parent_runs", "trial_curves"]
-
-
 class TrialRunFinder:
     """Finds a sweep trial's child run by its tags, for a process that did not create it.
 
@@ -195,3 +192,14 @@ class TrialRunFinder:
             if runs:
                 self._run_ids[trial_id] = runs[0].info.run_id
         return self._run_ids.get(trial_id)
+
+
+__all__ = [
+    "TrialRunFinder",
+    "download_artifacts",
+    "latest_sweep",
+    "load_dict",
+    "runs_view",
+    "sweep_parent_runs",
+    "trial_curves",
+]
