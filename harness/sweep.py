@@ -237,19 +237,36 @@ def _tuner(bench: Benchmark, arch: str, data: PreparedData, state: dict, storage
     return trainable, tune_config, run_config, fixed, trial_logger
 
 
-def _trial_summary(result, run_id: str | None) -> TrialSummary:
-    """One Tune result as a row of the sweep's trial table."""
-    metrics = result.metrics or {}
-    value = metrics.get(METRIC)
-    return TrialSummary(
-        trial_id=str(metrics.get("trial_id") or Path(result.path).name),
-        run_id=run_id,
-        config=from_flat(result.config),
-        stopped_by=stopped_by(metrics, error=result.error is not None),
-        epochs=int(metrics.get("training_iteration", 0)),
-        val_iou=float(value) if value is not None else math.nan,
-        seconds=float(metrics.get("time_total_s", 0.0)),
-    )
+def trial_summaries(grid: tune.ResultGrid, run_id_of) -> tuple[TrialSummary, ...]:
+    """Every trial of a finished Tune run as a row of the sweep's trial table (``run_id_of``: trial id → run).
+
+    A trial that failed before its first report on a worker that never ran it (its node lost while it
+    started, or an errored trial restored from storage) has only its trial id in its ``Result``, no config;
+    Tune's experiment state has it, and the trial stays in the table as an error.
+    """
+    results = list(grid)
+    started = {}
+    if any(r.config is None for r in results):
+        analysis = tune.ExperimentAnalysis(grid.experiment_path, storage_filesystem=grid.filesystem)
+        started = {Path(t.path).name: t for t in analysis.trials}
+    summaries = []
+    for result in results:
+        metrics = result.metrics or {}
+        trial = started.get(Path(result.path).name)
+        trial_id = str(metrics.get("trial_id") or (trial.trial_id if trial else Path(result.path).name))
+        value = metrics.get(METRIC)
+        summaries.append(
+            TrialSummary(
+                trial_id=trial_id,
+                run_id=run_id_of(trial_id),
+                config=from_flat(result.config if result.config is not None else trial.config),
+                stopped_by=stopped_by(metrics, error=result.error is not None),
+                epochs=int(metrics.get("training_iteration", 0)),
+                val_iou=float(value) if value is not None else math.nan,
+                seconds=float(metrics.get("time_total_s", 0.0)),
+            )
+        )
+    return tuple(summaries)
 
 
 def run_architecture(
@@ -281,9 +298,7 @@ def run_architecture(
 
     # The callback Tune ran is its own copy: open our logger (it finds the runs by their tags).
     trial_logger.start()
-    trials = tuple(
-        _trial_summary(result, trial_logger.run_id(str((result.metrics or {}).get("trial_id", "")))) for result in grid
-    )
+    trials = trial_summaries(grid, trial_logger.run_id)
     best = select_best(trials, bench.train.epochs)
     result = SweepResult(
         sweep_id=state["sweep_id"],

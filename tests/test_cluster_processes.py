@@ -29,6 +29,9 @@ from conftest import SMOKE
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from harness.sweep_result import SWEEP_RESULT_FILE, SweepResult
+from harness.tracking import load_dict
+
 BIN = Path(sys.executable).parent
 BUCKET = "sweeps"
 STORAGE = f"s3://{BUCKET}/smoke"
@@ -298,13 +301,25 @@ def test_sweep_killed_resumed_elsewhere_node_lost_then_compared(cluster, tmp_pat
         assert sorted(steps) == list(range(1, len(steps) + 1)), steps
     assert all(r.info.status != "RUNNING" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
 
+    # The sweep's answer: a chosen trial, and every trial in the table.
+    (parent,) = [r for r in runs if r.data.tags.get("role") == "sweep"]
+    result = SweepResult.from_dict(load_dict(cluster.tracking_uri, parent.info.run_id, SWEEP_RESULT_FILE))
+    assert result.best is not None and len(result.trials) == 3
+    # Until Ray marks the killed node dead (seconds), Tune may place a trial's retries on it, each failing at
+    # once: such a trial can end as an error. Then it is one consistently, never a crash of the sweep (CI,
+    # 2026-11-30): FAILED in MLflow, "error" in the table, FAIL in Optuna.
+    errored = {t.trial_id for t in result.trials if t.stopped_by == "error"}
+    assert errored == {r.data.tags["trial_id"] for r in children if r.info.status == "FAILED"}
+    assert len(errored) <= 1, f"{errored}\n{cluster.log('driver2')}"
+
     # Optuna: the study file in the bucket, every trial finished (a trial lost with the driver: FAIL).
     db = tmp_path / "optuna.db"
     db.write_bytes(_get_object(cluster, "smoke/optuna.db"))
     study = optuna.load_study(study_name=None, storage=f"sqlite:///{db}")
     states = [(t.number, t.user_attrs.get("ray_trial_id"), t.state.name) for t in study.trials]
     assert all(t.state != TrialState.RUNNING for t in study.trials), states
-    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) == 3, (
+    finished = {t.user_attrs.get("ray_trial_id") for t in study.trials if t.state != TrialState.FAIL}
+    assert len(finished) == 3 - len(errored) and not finished & errored, (
         f"{states}\n{cluster.log('driver1')}\n{cluster.log('driver2')}"
     )
     state = json.loads(_get_object(cluster, "smoke/sweep.json"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -342,3 +343,35 @@ def test_a_device_hours_budget_ends_the_sweep_before_its_trial_cap(ray_cluster, 
     # Every trial but those already running when the budget ran out started within it.
     used = sum(t.seconds for t in result.trials) / 3600
     assert used >= 2 / 3600
+
+
+def test_a_trial_that_failed_before_its_first_report_is_an_error_row(ray_cluster, tmp_path):
+    """Its Result names no config (as for a trial whose node was lost as it started): the table still has it."""
+    from ray import tune
+
+    from harness.config import to_flat
+    from harness.sweep import trial_summaries
+
+    def crash_before_reporting(config: dict) -> None:
+        # Defined here, so Ray pickles it by value (workers cannot import test modules).
+        if config["lr"] == 0.5:
+            raise RuntimeError("out of memory before the first epoch")
+        tune.report({"val_iou": 0.5, "epoch": 1, "status": "completed"})
+
+    space = {**to_flat(TrainConfig(arch="unet")), "lr": tune.grid_search([0.001, 0.5])}
+    failure = tune.FailureConfig(max_failures=1)
+    run_config = tune.RunConfig(name="crash", storage_path=str(tmp_path / "tune"), failure_config=failure)
+    tune.Tuner(crash_before_reporting, param_space=space, run_config=run_config).fit()
+    # Restored, the errored trial keeps only what it reported (nothing) and its id: the shape of a trial
+    # whose worker never ran, which a live experiment cannot produce on demand.
+    grid = tune.Tuner.restore(str(tmp_path / "tune" / "crash"), trainable=crash_before_reporting).fit()
+    assert grid.num_errors == 1 and sum(r.config is None for r in grid) == 1, "Tune kept a config for it"
+
+    rows = {row.config.lr: row for row in trial_summaries(grid, lambda trial_id: f"run-{trial_id}")}
+    ok, crashed = rows[0.001], rows[0.5]
+    assert (ok.stopped_by, ok.epochs, ok.val_iou) == ("completed", 1, 0.5)
+    assert (crashed.stopped_by, crashed.epochs) == ("error", 0) and math.isnan(crashed.val_iou)
+    assert crashed.config == TrainConfig(arch="unet", lr=0.5)
+    errored = next(r for r in grid if r.error is not None)
+    assert crashed.trial_id == errored.metrics["trial_id"] != ok.trial_id
+    assert crashed.run_id == f"run-{crashed.trial_id}"
