@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -237,7 +238,7 @@ def _tuner(bench: Benchmark, arch: str, data: PreparedData, state: dict, storage
     return trainable, tune_config, run_config, fixed, trial_logger
 
 
-def trial_summaries(grid: tune.ResultGrid, run_id_of) -> tuple[TrialSummary, ...]:
+def trial_summaries(grid: tune.ResultGrid, run_id_of: Callable[[str], str | None]) -> tuple[TrialSummary, ...]:
     """Every trial of a finished Tune run as a row of the sweep's trial table (``run_id_of``: trial id → run).
 
     A trial that failed before its first report on a worker that never ran it (its node lost while it
@@ -245,7 +246,7 @@ def trial_summaries(grid: tune.ResultGrid, run_id_of) -> tuple[TrialSummary, ...
     Tune's experiment state has it, and the trial stays in the table as an error.
     """
     results = list(grid)
-    started = {}
+    started: dict[str, Any] = {}  # trial folder name -> Tune's Trial, only when needed
     if any(r.config is None for r in results):
         analysis = tune.ExperimentAnalysis(grid.experiment_path, storage_filesystem=grid.filesystem)
         started = {Path(t.path).name: t for t in analysis.trials}
