@@ -89,9 +89,9 @@ class MlflowTrialCallback(tune.Callback):
         )
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        """Mark the trial's run failed."""
+        """Mark the trial's run failed, with the error that ended it (its last failure's trace)."""
         self._running.discard(trial.trial_id)
-        self.trial_logger.trial_finished(trial.trial_id, "error")
+        self.trial_logger.trial_finished(trial.trial_id, "error", last_failure(trial.error_file))
 
     def on_experiment_end(self, trials, **info) -> None:
         """Retire runs of trials the sweep lost, flush and close the parent run.
@@ -105,6 +105,18 @@ class MlflowTrialCallback(tune.Callback):
         for trial_id in unfinished:
             self.trial_logger.trial_interrupted(trial_id)
         self.trial_logger.close("KILLED" if unfinished else "FINISHED")
+
+
+def last_failure(error_file: str | None) -> str | None:
+    """The last failure Tune appended to a trial's error file on the driver; None when there is none.
+
+    Tune writes the file (one "Failure # n" block per failure) before it calls ``on_trial_error``; its
+    copy in the storage comes later, so the callback reads the driver's.
+    """
+    if not error_file or not os.path.isfile(error_file):
+        return None
+    text = Path(error_file).read_text(errors="replace")
+    return "Failure # " + text.rsplit("Failure # ", 1)[-1].strip() if "Failure # " in text else text.strip() or None
 
 
 # -- the driver -----------------------------------------------------------------------------------

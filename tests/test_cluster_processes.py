@@ -309,7 +309,8 @@ def test_sweep_killed_resumed_elsewhere_node_lost_then_compared(cluster, tmp_pat
     # once: such a trial can end as an error. Then it is one consistently, never a crash of the sweep (CI,
     # 2026-11-30): FAILED in MLflow, "error" in the table, FAIL in Optuna.
     errored = {t.trial_id for t in result.trials if t.stopped_by == "error"}
-    assert errored == {r.data.tags["trial_id"] for r in children if r.info.status == "FAILED"}
+    failed = {r.data.tags["trial_id"]: r.data.tags.get("error", "") for r in children if r.info.status == "FAILED"}
+    assert errored == set(failed) and all(error.startswith("Failure # ") for error in failed.values()), failed
     assert len(errored) <= 1, f"{errored}\n{cluster.log('driver2')}"
 
     # Optuna: the study file in the bucket, every trial finished (a trial lost with the driver: FAIL).

@@ -346,11 +346,13 @@ def test_a_device_hours_budget_ends_the_sweep_before_its_trial_cap(ray_cluster, 
 
 
 def test_a_trial_that_failed_before_its_first_report_is_an_error_row(ray_cluster, tmp_path):
-    """Its Result names no config (as for a trial whose node was lost as it started): the table still has it."""
+    """FAILED in MLflow with its error; its Result names no config (as for a trial whose node was lost as it
+    started), and the sweep's table still has it as an error row."""
     from ray import tune
 
     from harness.config import to_flat
-    from harness.sweep import trial_summaries
+    from harness.sweep import MlflowTrialCallback, trial_summaries
+    from harness.tracking import TrialLogger
 
     def crash_before_reporting(config: dict) -> None:
         # Defined here, so Ray pickles it by value (workers cannot import test modules).
@@ -360,8 +362,22 @@ def test_a_trial_that_failed_before_its_first_report_is_an_error_row(ray_cluster
 
     space = {**to_flat(TrainConfig(arch="unet")), "lr": tune.grid_search([0.001, 0.5])}
     failure = tune.FailureConfig(max_failures=1)
-    run_config = tune.RunConfig(name="crash", storage_path=str(tmp_path / "tune"), failure_config=failure)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    callback = MlflowTrialCallback(TrialLogger(uri, "crash", sweep_id="s1", arch="unet"))
+    run_config = tune.RunConfig(
+        name="crash", storage_path=str(tmp_path / "tune"), failure_config=failure, callbacks=[callback]
+    )
     tune.Tuner(crash_before_reporting, param_space=space, run_config=run_config).fit()
+    # In MLflow: FAILED, with the last of its two failures (1 retry) as the error tag.
+    _, _, children = mlflow_runs(uri, "crash")
+    failed = {r.data.tags["trial_id"]: r for r in children if r.info.status == "FAILED"}
+    assert len(children) == 2 and len(failed) == 1, [(r.info.status, r.data.tags) for r in children]
+    (run,) = failed.values()
+    assert run.data.tags["stopped_by"] == "error"
+    assert (
+        run.data.tags["error"].startswith("Failure # 2")
+        and "out of memory before the first epoch" in run.data.tags["error"]
+    )
     # Restored, the errored trial keeps only what it reported (nothing) and its id: the shape of a trial
     # whose worker never ran, which a live experiment cannot produce on demand.
     grid = tune.Tuner.restore(str(tmp_path / "tune" / "crash"), trainable=crash_before_reporting).fit()
@@ -374,4 +390,4 @@ def test_a_trial_that_failed_before_its_first_report_is_an_error_row(ray_cluster
     assert crashed.config == TrainConfig(arch="unet", lr=0.5)
     errored = next(r for r in grid if r.error is not None)
     assert crashed.trial_id == errored.metrics["trial_id"] != ok.trial_id
-    assert crashed.run_id == f"run-{crashed.trial_id}"
+    assert crashed.run_id == f"run-{crashed.trial_id}" and crashed.trial_id in failed
