@@ -231,11 +231,15 @@ def test_how_a_trial_ended_is_in_its_run_status_and_tags(tmp_path):
     uri = check_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     tl = _logger(uri)
     parent = tl.start()
-    for trial in ("paused", "broken", "resumed"):
+    for trial in ("paused", "broken", "resumed", "crashed"):
         tl.trial_started(trial, {"lr": 0.01})
     tl.trial_result("paused", _result(1, 0.1))
     tl.trial_interrupted("paused")
     tl.trial_finished("broken", "error", "ValueError: depth 6 needs patches divisible by 64")
+    trace = (
+        "Failure # 3 (occurred at ...)\n" + '  File "x.py", line 1, in f\n' * 400 + "RuntimeError: CUDA out of memory"
+    )
+    tl.trial_finished("crashed", "error", trace)
     tl.trial_result("resumed", {**_result(3, 0.3), "restored_at_epoch": 2})
     tl.trial_finished("resumed", "completed")
     tl.close("KILLED")
@@ -243,6 +247,10 @@ def test_how_a_trial_ended_is_in_its_run_status_and_tags(tmp_path):
     runs = {r.data.tags["trial_id"]: r for r in _children(client, parent)}
     assert (runs["paused"].info.status, runs["paused"].data.tags["stopped_by"]) == ("KILLED", "interrupted")
     assert runs["broken"].info.status == "FAILED" and "divisible by 64" in runs["broken"].data.tags["error"]
+    # A trace longer than a tag keeps both ends: which failure, and the exception that ended it.
+    crashed = runs["crashed"].data.tags["error"]
+    assert len(trace) > 5000 and len(crashed) == 5000
+    assert crashed.startswith("Failure # 3") and crashed.endswith("RuntimeError: CUDA out of memory")
     assert runs["resumed"].data.tags["restored_at_epoch"] == "2"
     assert "restored_at_epoch" not in runs["resumed"].data.metrics
     assert client.get_run(parent).info.status == "KILLED"

@@ -49,6 +49,16 @@ def _param_value(value: Any) -> str:
     return text[:6000]  # MLflow's limit on a param value
 
 
+def _error_tag(error: Any, limit: int = 5000) -> str:
+    """An error message that fits a tag: a long one (a trace) keeps its start and its end, the exception."""
+    text = str(error)
+    if len(text) <= limit:
+        return text
+    cut = "\n[... cut ...]\n"
+    head = (limit - len(cut)) // 4
+    return text[:head] + cut + text[-(limit - len(cut) - head) :]
+
+
 def _jsonable(config: Mapping[str, Any]) -> dict[str, Any]:
     # A value json cannot encode would fail the write on every retry and block the queue behind it:
     # such values are stored as their str() instead.
@@ -328,7 +338,7 @@ class TrialLogger:
             stopped = op.payload["stopped_by"]
             self.client.set_tag(run_id, "stopped_by", stopped)
             if op.payload.get("error"):
-                self.client.set_tag(run_id, "error", str(op.payload["error"])[:5000])
+                self.client.set_tag(run_id, "error", _error_tag(op.payload["error"]))
             ended = {"error": RunStatus.FAILED, "interrupted": RunStatus.KILLED}.get(stopped, RunStatus.FINISHED)
             status = RunStatus.to_string(ended)
             self.client.set_terminated(run_id, status)
