@@ -255,24 +255,24 @@ def trial_summaries(grid: tune.ResultGrid, run_id_of: Callable[[str], str | None
 
     A trial that failed before its first report on a worker that never ran it (its node lost while it
     started, or an errored trial restored from storage) has only its trial id in its ``Result``, no config;
-    Tune's experiment state has it, and the trial stays in the table as an error.
+    Tune's experiment state has the config, and the trial stays in the table as an error.
     """
     results = list(grid)
-    started: dict[str, Any] = {}  # trial folder name -> Tune's Trial, only when needed
+    saved_configs: dict[str, dict] = {}  # trial folder name -> config, read only when needed
     if any(r.config is None for r in results):
         analysis = tune.ExperimentAnalysis(grid.experiment_path, storage_filesystem=grid.filesystem)
-        started = {Path(t.path).name: t for t in analysis.trials}
+        saved_configs = {Path(t.path).name: t.config for t in analysis.trials}
     summaries = []
     for result in results:
         metrics = result.metrics or {}
-        trial = started.get(Path(result.path).name)
-        trial_id = str(metrics.get("trial_id") or (trial.trial_id if trial else Path(result.path).name))
+        config = result.config if result.config is not None else saved_configs[Path(result.path).name]
+        trial_id = str(metrics.get("trial_id") or Path(result.path).name)  # Tune always sets it
         value = metrics.get(METRIC)
         summaries.append(
             TrialSummary(
                 trial_id=trial_id,
                 run_id=run_id_of(trial_id),
-                config=from_flat(result.config if result.config is not None else trial.config),
+                config=from_flat(config),
                 stopped_by=stopped_by(metrics, error=result.error is not None),
                 epochs=int(metrics.get("training_iteration", 0)),
                 val_iou=float(value) if value is not None else math.nan,
