@@ -1,13 +1,14 @@
 """``cloudmask``: one command line for the harness (``sweep``, ``compare``, ``report``, ``replay``, ``demo``, ``data``).
 
 The ``python -m harness.sweep`` / ``harness.final_compare`` / ``harness.demo`` / ``harness.data`` /
-``harness.report`` forms run the same subcommands. Options shared by the subcommands that take a
+``harness.report`` / ``harness.replay`` forms run the same subcommands. Options shared by the subcommands that take a
 benchmark (``--data``, ``--tracking-uri``, ``--storage``, ``--address``, ``--set``) mean the same everywhere.
 
 Exit codes: 0 success; 2 bad command-line usage (argparse); 3 bad input (a benchmark file, override,
 search space, dataset or results directory that is invalid, or a sweep ``replay`` cannot use; the message
 names the key, file or trials);
-4 a runtime failure (tracking store, Ray cluster, sweep state or comparison that cannot go on);
+4 a runtime failure (tracking store, Ray cluster, sweep state or comparison that cannot go on), or a bug
+(any exception that is not one of :mod:`harness.errors`: printed with its traceback);
 130 / 143 a sweep stopped by Ctrl-C (SIGINT) / SIGTERM: its state is saved, ``--resume`` continues it.
 """
 
@@ -20,7 +21,10 @@ import os
 import secrets
 import sys
 import time
+import traceback
 from pathlib import Path
+
+from harness.errors import InputError, RunError, SweepInterrupted
 
 EXIT_OK, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_RUNTIME = 0, 2, 3, 4
 EXIT_CODES = (
@@ -118,7 +122,7 @@ def load_with_cli(args: argparse.Namespace):
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from harness.sweep import run_sweep
+    from harness.sweep.driver import run_sweep
 
     bench = load_with_cli(args)
     for result in run_sweep(bench, address=args.address, resume=args.resume):
@@ -140,8 +144,8 @@ def _print_sweep_result(result) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from harness.compare import load_sweep_results, resolve_benchmark, run_compare
-    from harness.config import ConfigError
+    from harness.compare.driver import load_sweep_results, resolve_benchmark, run_compare
+    from harness.errors import ConfigError
 
     if not args.benchmark and args.set:
         raise ConfigError("--set needs a benchmark file to override")
@@ -171,7 +175,7 @@ def _numbers(text: str) -> list[float]:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from harness.replay import replay_command
+    from harness.audit.command import replay_command
 
     return replay_command(args)
 
@@ -185,9 +189,9 @@ def _report(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from harness.cluster import ray_session
-    from harness.compare import run_compare
+    from harness.compare.driver import run_compare
     from harness.config import load_benchmark
-    from harness.sweep import run_sweep
+    from harness.sweep.driver import run_sweep
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     from harness.tracking import check_tracking_uri
@@ -229,23 +233,6 @@ def guard_private_ray() -> None:
     os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
 
-def _errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
-    """(bad-input errors, runtime errors), imported lazily so `--help` stays fast."""
-    from harness.cluster import ClusterError
-    from harness.compare import CompareError
-    from harness.config import ConfigError
-    from harness.data.layout import DatasetError
-    from harness.sweep import SweepError
-    from harness.tracking import TrackingError
-
-    return (ConfigError, DatasetError, FileNotFoundError, ValueError), (
-        ClusterError,
-        CompareError,
-        SweepError,
-        TrackingError,
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run ``cloudmask``; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -258,23 +245,25 @@ def main(argv: list[str] | None = None) -> int:
         guard_private_ray()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     command = {"sweep": _sweep, "compare": _compare, "report": _report, "demo": _demo, "replay": _replay}[args.command]
-    bad_input, runtime = _errors()
-    from harness.sweep import SweepInterrupted
-
     try:
         return command(args)
     except SweepInterrupted as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 128 + exc.signum
-    except bad_input as exc:
+    except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except runtime as exc:
+    except RunError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        # Not an error the harness raised on purpose: a bug, never "bad input". The traceback is the report.
+        traceback.print_exc()
+        print(f"error: internal error (a bug in the harness or a library it uses; exit {EXIT_RUNTIME})", file=sys.stderr)
+        return EXIT_RUNTIME
 
 
 if __name__ == "__main__":

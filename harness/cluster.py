@@ -1,6 +1,6 @@
 """Ray lifecycle and plain Ray tasks: connect or start, check resources, run functions on the cluster.
 
-Used by the sweep driver (:mod:`harness.sweep`) and by the final comparison, which retrains as Ray
+Used by the sweep driver (:mod:`harness.sweep.driver`) and by the final comparison, which retrains as Ray
 tasks so a cluster runs every (architecture, seed) at once. No Tune here.
 """
 
@@ -18,10 +18,7 @@ import ray
 
 from harness.config.benchmark import RayConfig
 from harness.data.prepare import PreparedData, prepare_data
-
-
-class ClusterError(RuntimeError):
-    """Ray cannot be used as asked (unreachable address, refused token, resources no node has, other data)."""
+from harness.errors import ClusterError
 
 
 def start_ray(options: RayConfig, address: str | None) -> bool:
@@ -52,7 +49,7 @@ TOKEN_HELP = (
     "Run the driver with RAY_AUTH_MODE=token and the cluster's token, which Ray reads from RAY_AUTH_TOKEN, "
     "else from the file RAY_AUTH_TOKEN_PATH names, else from ~/.ray/auth_token (`ray get-auth-token` on the "
     "head prints it); or submit the driver to the cluster with `ray job submit --working-dir . -- python -m "
-    "harness.sweep … --address auto`, which runs it with the cluster's own settings"
+    "harness.sweep.driver … --address auto`, which runs it with the cluster's own settings"
 )
 
 

@@ -1,4 +1,4 @@
-"""``python -m harness.final_compare``: the ``cloudmask compare`` subcommand (see :mod:`harness.compare`)."""
+"""``python -m harness.final_compare``: the ``cloudmask compare`` subcommand (see :mod:`harness.compare.driver`)."""
 
 import sys
 

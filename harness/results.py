@@ -1,9 +1,9 @@
 """The results directory of a final comparison: what each file holds, and reading it back.
 
-:mod:`harness.compare` builds a :class:`Results` and writes it with :func:`write_results`; this module owns
+:mod:`harness.compare.driver` builds a :class:`Results` and writes it with :func:`write_results`; this module owns
 the format, and :mod:`harness.report` only renders it (``python -m harness.report RESULTS_DIR`` re-renders
 one without retraining). Every number in the report is read from the files below, computed by
-:mod:`harness.stats` and ``harness.metrics.confusion_stats``; the report adds only presentation:
+:mod:`harness.stats.intervals` and ``harness.metrics.confusion_stats``; the report adds only presentation:
 formatting, averaging a per-image IoU over seeds for a plot, counting points above a diagonal.
 
 Results directory format
@@ -30,11 +30,11 @@ Required
     One row per (arch, seed): ``arch, seed``, then every ``confusion_stats`` key of that seed's test
     counts (``tp fn fp tn p n pp pn total tpr fnr fpr tnr prevalence accuracy balanced_accuracy ppv fdr
     for npv lr_plus lr_minus iou f1 mcc``), ``per_image_iou`` (mean per-image IoU over the per-image IoU
-    set), the set and its complement (``harness.stats.CLOUD_FREE_KEYS``: ``iou_images``,
+    set), the set and its complement (``CLOUD_FREE_KEYS``: ``iou_images``,
     ``cloud_free_images``, ``cloud_free_images_with_fp``, ``cloud_free_fp``, ``cloud_free_tn``),
     ``train_seconds`` (wall-clock of the retrain), ``train_images_per_second``.
 ``summary.csv``
-    One row per arch (``harness.stats.summary_table``): ``arch, n_seeds``; counts summed over seeds and
+    One row per arch (``harness.compare.tables.summary_table``): ``arch, n_seeds``; counts summed over seeds and
     every ``confusion_stats`` key of the pooled counts; ``iou_mean, iou_ci_low, iou_ci_high`` and the
     same for ``per_image_iou``, ``f1``, ``accuracy``, ``balanced_accuracy`` (mean over seeds of each
     seed's statistic with a 95 % Student-t interval over seeds; none for one seed);
@@ -44,7 +44,7 @@ Required
     the architecture's sweep used), ``n_trials`` and how they ended: ``n_trials_completed``,
     ``n_trials_stopped`` (by ASHA), ``n_trials_failed`` (diverged or errored).
 ``paired.csv``
-    One row per architecture pair (``harness.stats.paired_table``, columns ``harness.stats.PAIRED_COLUMNS``),
+    One row per architecture pair (``harness.compare.tables.paired_table``, columns ``PAIRED_COLUMNS``),
     over the per-image IoU set (images whose ground truth has cloud, the same for every arch and seed):
     ``mean_iou_a, mean_iou_b, iou_diff_mean`` (a - b, over seeds and images); the headline, seeds as
     the unit: ``iou_diff_ci_low/high`` (95 % hierarchical bootstrap: seeds, then scenes, then images)
@@ -64,23 +64,23 @@ Optional (the matching section or figure is left out when absent or empty)
     One row per (arch, seed, epoch) of the final retrains: ``arch, seed, epoch, train_loss, val_loss,
     val_iou`` (epoch 1-based).
 ``budget.csv``
-    Expected best validation IoU vs tuning budget (``harness.stats.budget_table``): ``arch, n_trials,
+    Expected best validation IoU vs tuning budget (``harness.compare.tables.budget_table``): ``arch, n_trials,
     expected_best_val_iou, expected_best_val_iou_sd, device_hours`` for n_trials = 1..N. Every trial is
     a draw: ASHA-stopped trials at their score when stopped, diverged or failed ones at IoU 0.
 ``scene_scores.csv``
     Only for a scene split with scene ground truth: ``arch, seed, scene_id, patches, test_patches,
     precision, recall, specificity, iou, overall_accuracy`` (x100, ``harness.metrics.scene_scores``;
-    every patch of the scene predicted with argmax labels and stitched, ``harness.retrain.score_scenes``).
+    every patch of the scene predicted with argmax labels and stitched, ``harness.compare.retrain.score_scenes``).
 ``samples.npz``
     A few test patches for the figure grid: ``rgb`` (K,H,W,3; float in 0-1 or uint8), ``gt`` (K,H,W; 0/1),
     ``pred_<arch>`` (K,H,W; 0/1) per arch, ``names`` (K,; str, the patch names of per_image.csv), and
     ``seed`` (int scalar, the seed whose models made the predictions). Stored without pickles.
 ``protocol_audit.csv``, ``protocol_audit.json``, ``sweep_curves.csv``
-    "Was the tuning fair?" (:mod:`harness.audit`, from the sweeps' per-epoch MLflow curves; all three or
+    "Was the tuning fair?" (:mod:`harness.audit.ranks`, from the sweeps' per-epoch MLflow curves; all three or
     none). ``protocol_audit.csv``, one row per (arch, ASHA rung): ``arch, rung`` (the epoch ASHA decides
     at), ``n_full`` (trials that ran every epoch), ``spearman, spearman_ci_low, spearman_ci_high`` (rank
     correlation of those trials' validation IoU at the rung with their last epoch's; 95 % percentile
-    bootstrap over trials; NaN below ``harness.audit.MIN_TRIALS`` trials), ``n_stopped`` (trials ASHA
+    bootstrap over trials; NaN below ``harness.audit.ranks.MIN_TRIALS`` trials), ``n_stopped`` (trials ASHA
     stopped at the rung), ``n_stopped_within_top_k`` (of those, the ones whose score there was at least
     the lowest rung score of the final top-k trials). ``protocol_audit.json``: the schedule
     (``asha_enabled, grace_period, reduction_factor, max_epochs, rungs``), ``top_k, n_boot, min_trials,
@@ -109,9 +109,53 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.audit import AUDIT_COLUMNS, CURVE_COLUMNS, ProtocolAudit
+from harness.audit.ranks import AUDIT_COLUMNS, CURVE_COLUMNS, ProtocolAudit
 from harness.config.train import TrainConfig, from_flat, to_flat
-from harness.stats import PAIRED_COLUMNS, SEED_METRICS
+from harness.errors import MissingResultsError, ResultsError
+
+# Seed-level metrics that summary.csv reports as mean + t-interval over seeds: (column prefix, results.csv key).
+SEED_METRICS = (
+    ("iou", "iou"),
+    ("per_image_iou", "per_image_iou"),
+    ("f1", "f1"),
+    ("accuracy", "accuracy"),
+    ("balanced_accuracy", "balanced_accuracy"),
+)
+# Per-seed counts of results.csv about the per-image IoU set and the cloud-free images left out of it
+# (harness.metrics.cloud_free_counts); summary_table pools them.
+CLOUD_FREE_KEYS = ("iou_images", "cloud_free_images", "cloud_free_images_with_fp", "cloud_free_fp", "cloud_free_tn")
+# Per-architecture costs summary.csv carries (NaN where not given).
+COST_KEYS = (
+    "params",
+    "flops_per_patch",
+    "sweep_device_hours",
+    "n_trials",
+    "n_trials_completed",
+    "n_trials_stopped",
+    "n_trials_failed",
+)
+# Columns of paired.csv, in order (see paired_table).
+PAIRED_COLUMNS = [
+    "arch_a",
+    "arch_b",
+    "mean_iou_a",
+    "mean_iou_b",
+    "iou_diff_mean",
+    "iou_diff_ci_low",
+    "iou_diff_ci_high",
+    "p_a_better",
+    "p_a_better_ci_low",
+    "p_a_better_ci_high",
+    "seeds_a_higher",
+    "seed_t_p",
+    "image_ci_low",
+    "image_ci_high",
+    "image_wilcoxon_p",
+    "n_images",
+    "n_scenes",
+    "n_seeds",
+]
+
 
 META = "meta.json"
 RESULTS = "results.csv"
@@ -147,17 +191,6 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 SAMPLE_KEYS = ("rgb", "gt")
 
 
-class ResultsError(ValueError):
-    """A path is not a readable results directory; the message names the path and the offending file.
-
-    A ``ValueError`` so that command lines which map bad input to an exit status catch it unchanged.
-    """
-
-
-class MissingResultsError(ResultsError, FileNotFoundError):
-    """The directory, or a required file in it, does not exist."""
-
-
 @dataclass
 class Results:
     """The files of a results directory, as read by :func:`load_results`; optional ones are None when absent."""
@@ -172,7 +205,7 @@ class Results:
     budget: pd.DataFrame | None
     scene_scores: pd.DataFrame | None
     samples: dict[str, np.ndarray] | None
-    #: protocol_audit.csv + protocol_audit.json + sweep_curves.csv (``harness.audit``); None when absent.
+    #: protocol_audit.csv + protocol_audit.json + sweep_curves.csv (``harness.audit.ranks``); None when absent.
     protocol_audit: ProtocolAudit | None = None
 
     @property

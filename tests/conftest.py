@@ -95,7 +95,7 @@ def smoke_overrides(tmp: Path, cache_dir: Path, **extra: object) -> list[str]:
 def smoke_sweep(ray_cluster, tmp_path_factory: pytest.TempPathFactory, data_cache_dir: Path):
     """The smoke benchmark swept once per session: (benchmark, outcomes, tmp dir)."""
     from harness.config import load_benchmark
-    from harness.sweep import run_sweep
+    from harness.sweep.driver import run_sweep
 
     tmp = tmp_path_factory.mktemp("smoke")
     # System metrics every second: smoke trials last seconds, not the default 10 s interval.

@@ -1,4 +1,4 @@
-"""harness.audit: Spearman with a bootstrap interval, ASHA's rungs, and the protocol audit on hand-built curves."""
+"""harness.audit.ranks: Spearman with a bootstrap interval, ASHA's rungs, and the protocol audit on hand-built curves."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from harness.audit import (
+from harness.audit.ranks import (
     MIN_TRIALS,
     TrialCurve,
     _spearman_rows,
@@ -17,7 +17,7 @@ from harness.audit import (
     spearman_bootstrap,
 )
 from harness.config.train import TrainConfig
-from harness.sweep_result import SweepResult, TrialSummary
+from harness.sweep.result import SweepResult, TrialSummary
 
 
 def test_spearman_on_a_tiny_table_with_ties_by_hand_and_scipy():

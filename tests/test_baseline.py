@@ -1,11 +1,11 @@
-"""harness.baseline: the per-pixel logistic regression, against scikit-learn and on a prepared dataset."""
+"""harness.compare.baseline: the per-pixel logistic regression, against scikit-learn and on a prepared dataset."""
 
 import numpy as np
 import pytest
 from conftest import SMOKE, smoke_overrides
 from sklearn.linear_model import LogisticRegression
 
-from harness.baseline import fit_pixel_logistic, pixel_baseline
+from harness.compare.baseline import fit_pixel_logistic, pixel_baseline
 from harness.config import load_benchmark
 from harness.data.cache import open_cache
 from harness.data.prepare import prepare_data

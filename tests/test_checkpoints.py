@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.checkpoints import (
+from harness.config import TrainConfig
+from harness.training.checkpoints import (
     CHECKPOINT_FORMAT,
     SCRATCH_PREFIX,
     check_resumable,
@@ -17,8 +18,7 @@ from harness.checkpoints import (
     save_checkpoint,
     scratch_dir,
 )
-from harness.config import TrainConfig
-from harness.train import model_from_config
+from harness.training.loop import model_from_config
 
 
 def _state(config: TrainConfig) -> dict:

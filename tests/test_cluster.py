@@ -8,9 +8,10 @@ import shutil
 import pytest
 from conftest import SMOKE
 
-from harness.cluster import ClusterError, check_reachable, check_resources, data_on_node, run_tasks, token_source
+from harness.cluster import check_reachable, check_resources, data_on_node, run_tasks, token_source
 from harness.config import load_benchmark
 from harness.data.prepare import prepare_data
+from harness.errors import ClusterError
 from harness.metrics import confusion_stats
 
 

@@ -29,7 +29,7 @@ from conftest import SMOKE
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from harness.sweep_result import SWEEP_RESULT_FILE, SweepResult
+from harness.sweep.result import SWEEP_RESULT_FILE, SweepResult
 from harness.tracking import load_dict
 
 BIN = Path(sys.executable).parent
@@ -351,10 +351,9 @@ def _get_object(c: Cluster, key: str) -> bytes:
 
 @pytest.mark.parametrize("case", ["scheme", "unreachable", "no-credentials", "no-artifacts"])
 def test_bad_input_fails_before_any_trial_with_nothing_written(cluster, monkeypatch, tmp_path, case):
-    from harness.config import ConfigError, load_benchmark
-    from harness.sweep import run_sweep
-    from harness.sweep_storage import StorageError
-    from harness.tracking import TrackingError
+    from harness.config import load_benchmark
+    from harness.errors import ConfigError, StorageError, TrackingError
+    from harness.sweep.driver import run_sweep
 
     for key, value in cluster.env().items():
         if key.startswith("AWS_"):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.cluster import ClusterError, check_loader_workers
+from harness.cluster import check_loader_workers
+from harness.errors import ClusterError
 
 
 def node(cpu: float, gpu: float = 0.0, *, alive: bool = True, address: str = "10.0.0.2") -> dict:

@@ -19,12 +19,13 @@ import torch
 from conftest import SMOKE, smoke_overrides
 from mlflow.tracking import MlflowClient
 
-from harness.compare import CompareError, load_sweep_results, resolve_benchmark, run_compare
-from harness.compare_results import _scene_scores
+from harness.compare.driver import load_sweep_results, resolve_benchmark, run_compare
+from harness.compare.tables import _scene_scores
 from harness.config import load_benchmark, to_flat
 from harness.data.cache import open_cache
 from harness.data.layout import find_scene_gts
 from harness.data.prepare import prepare_data
+from harness.errors import CompareError
 from harness.metrics import STAT_KEYS, confusion_stats
 from harness.results import SCORING_VERSION
 
@@ -208,9 +209,9 @@ def test_scene_protocol_lists_test_scenes_without_ground_truth(tmp_path, synthet
 
 def test_a_comparison_of_unequal_budgets_is_refused():
     """6 U-Net trials against 2 UNet++ trials (an interrupted sweep) would compare search effort, not networks."""
-    from harness.compare import check_equal_budgets
+    from harness.compare.driver import check_equal_budgets
     from harness.config import TrainConfig
-    from harness.sweep_result import SweepResult, TrialSummary, select_best
+    from harness.sweep.result import SweepResult, TrialSummary, select_best
 
     def sweep(arch: str, n: int, epochs: int = 4, split: str = "abc", data: str | None = "d1") -> SweepResult:
         trials = tuple(TrialSummary(f"{arch}{i}", None, TrainConfig(), "completed", epochs, 0.5, 1.0) for i in range(n))

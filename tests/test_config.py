@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import ConfigError, TrainConfig, apply_overrides, load_benchmark
+from harness.config import TrainConfig, apply_overrides, load_benchmark
+from harness.errors import ConfigError
 from harness.models import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,7 +3,8 @@
 import pytest
 from test_config import BASE, _write
 
-from harness.config import ConfigError, load_benchmark
+from harness.config import load_benchmark
+from harness.errors import ConfigError
 
 DEFAULT_SPACE = "{lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}, depth: {type: int, low: 1, high: 3}}"
 

@@ -6,11 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from harness.config import ConfigError, TrainConfig, from_flat, to_flat
+from harness.config import TrainConfig, from_flat, to_flat
 from harness.config.train import SEARCHABLE_KEYS, check_value
 from harness.data.dataset import NORMALISATIONS
-from harness.losses import LOSSES
+from harness.errors import ConfigError
 from harness.models import MODELS, NORMS
+from harness.training.losses import LOSSES
 
 
 def test_vocabularies_are_the_owners():

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from harness.losses import LOSSES, build_loss, soft_dice_loss, soft_jaccard_loss, supervised_loss
 from harness.metrics import confusion_counts, confusion_stats
+from harness.training.losses import LOSSES, build_loss, soft_dice_loss, soft_jaccard_loss, supervised_loss
 
 
 def test_soft_losses_match_hard_iou_and_dice_for_confident_logits():

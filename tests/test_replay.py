@@ -1,9 +1,9 @@
-"""harness.replay: ASHA replayed over recorded curves, checked against Ray's own scheduler and real Tune runs.
+"""harness.audit.asha_replay: ASHA replayed over recorded curves, checked against Ray's own scheduler and real Tune runs.
 
 * decision for decision against ``ray.tune.schedulers.ASHAScheduler`` driven directly (its public
   ``on_trial_add`` / ``on_trial_result`` / ``on_trial_complete``, which read only a trial's id);
 * trial stop for trial stop against a real Tune experiment whose trainable replays fixed curves, and a
-  real TPE + ASHA run with the sweep's own searcher (``harness.searcher.OptunaStudySearcher``);
+  real TPE + ASHA run with the sweep's own searcher (``harness.sweep.searcher.OptunaStudySearcher``);
 * the ``cloudmask replay`` command on a sweep recorded in a real MLflow SQLite store.
 """
 
@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness.audit.asha_replay import AshaReplay, best_final, replay_grid, replay_schedule, summarise
+from harness.audit.search_replay import config_key, replay_search
 from harness.cli import main
 from harness.config.train import TrainConfig
-from harness.replay import AshaReplay, best_final, replay_grid, replay_schedule, summarise
-from harness.replay_search import config_key, replay_search
-from harness.sweep_result import SWEEP_RESULT_FILE, SweepResult, TrialSummary
+from harness.sweep.result import SWEEP_RESULT_FILE, SweepResult, TrialSummary
 
 SMOKE = Path(__file__).resolve().parents[1] / "benchmarks" / "smoke.yaml"
 # Four trials, 4 epochs; t3 starts worst and ends best.
@@ -154,8 +154,8 @@ def test_replay_search_matches_real_tpe_and_asha_with_the_sweeps_searcher(tune_h
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
 
-    from harness.search import load_search_space, to_optuna
-    from harness.searcher import OptunaStudySearcher
+    from harness.sweep.sampling import load_search_space, to_optuna
+    from harness.sweep.searcher import OptunaStudySearcher
 
     space = {"x": [0, 1, 2, 3, 4, 5], "y": ["a", "b"]}
     pool = {config_key({"x": x, "y": y}): _pool_curve(x, y) for x in space["x"] for y in space["y"]}
@@ -243,7 +243,7 @@ def _record_sweep(uri, curves, stopped_by, arch="unet", benchmark_yaml=None):
 
 
 def test_replay_command_on_a_recorded_sweep(tmp_path, capsys):
-    from harness.sweep_curves import load_sweep, sweep_curves
+    from harness.audit.curves import load_sweep, sweep_curves
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     _record_sweep(uri, CURVES, ["completed"] * 4)
@@ -265,8 +265,8 @@ def test_replay_command_on_a_recorded_sweep(tmp_path, capsys):
 def test_the_comparisons_audit_reads_the_sweeps_curves_and_its_own_asha_settings(tmp_path):
     import yaml
 
+    from harness.audit.curves import load_sweep, protocol_audit
     from harness.config import load_benchmark
-    from harness.sweep_curves import load_sweep, protocol_audit
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     # Six trials whose epoch-1 scores are reversed at the end, epoch 2 ranks them as the end does.

@@ -1,20 +1,14 @@
-"""harness.report.fairness: the "Was the tuning fair?" section and figure, from the audit files of a results dir."""
+"""harness.report.audit: the "Was the tuning fair?" section and figure, from the audit files of a results dir."""
 
 import matplotlib.image
 import pytest
 from test_results import make_results_dir
 
-from harness.audit import TrialCurve, audit_protocol
+from harness.audit.ranks import TrialCurve, audit_protocol
+from harness.errors import ResultsError
 from harness.report import write_report
-from harness.report.fairness import fairness_section
-from harness.results import (
-    PROTOCOL_AUDIT,
-    PROTOCOL_AUDIT_JSON,
-    SWEEP_CURVES,
-    ResultsError,
-    load_results,
-    write_results,
-)
+from harness.report.audit import fairness_section
+from harness.results import PROTOCOL_AUDIT, PROTOCOL_AUDIT_JSON, SWEEP_CURVES, load_results, write_results
 
 
 def _audit(reversed_arch="unetpp", asha_enabled=True):

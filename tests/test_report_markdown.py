@@ -25,7 +25,7 @@ from harness.report.format import (
 )
 from harness.report.markdown import headline, render_markdown
 from harness.results import load_results
-from harness.stats import PAIRED_COLUMNS
+from harness.stats.intervals import PAIRED_COLUMNS
 
 HEADINGS = [
     "## Pixel statistics on the test split",

@@ -11,16 +11,9 @@ import pandas as pd
 import pytest
 
 from harness import stats
+from harness.errors import MissingResultsError, ResultsError
 from harness.metrics import cloud_free_counts, confusion_stats
-from harness.results import (
-    COLUMNS,
-    OPTIONAL_FILES,
-    REQUIRED_FILES,
-    MissingResultsError,
-    Results,
-    ResultsError,
-    load_results,
-)
+from harness.results import COLUMNS, OPTIONAL_FILES, REQUIRED_FILES, Results, load_results
 
 ARCHS = ["unet", "unetpp"]
 SEEDS = [0, 1, 2]

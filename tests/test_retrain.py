@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 
 from harness import stats
-from harness.compare_results import source_root
+from harness.compare.retrain import retrain_and_score, score_scenes
+from harness.compare.tables import source_root
 from harness.data.cache import open_cache
 from harness.data.layout import find_scene_gts
 from harness.data.prepare import prepare_data
 from harness.metrics import SCENE_SCORE_KEYS
 from harness.results import SCORING_VERSION
-from harness.retrain import retrain_and_score, score_scenes
 
 
 def test_identical_configurations_show_no_difference(smoke_sweep):

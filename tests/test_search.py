@@ -5,8 +5,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from harness.search import (
-    SearchSpaceError,
+from harness.errors import SearchSpaceError
+from harness.sweep.sampling import (
     load_search_space,
     make_sampler,
     stopped_by,

@@ -1,4 +1,4 @@
-"""harness.searcher: Ray's Searcher interface on Optuna ask/tell, against a real SQLite Optuna storage."""
+"""harness.sweep.searcher: Ray's Searcher interface on Optuna ask/tell, against a real SQLite Optuna storage."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from harness import searcher as searcher_module
-from harness.search import load_search_space, to_optuna
-from harness.searcher import RAY_TRIAL_ID, TRIAL_LINKS, OptunaStudySearcher, RestoredTrial
-from harness.sweep_storage import StudyFile, SweepStorage
+from harness.sweep import searcher as searcher_module
+from harness.sweep.sampling import load_search_space, to_optuna
+from harness.sweep.searcher import RAY_TRIAL_ID, TRIAL_LINKS, OptunaStudySearcher, RestoredTrial
+from harness.sweep.storage import StudyFile, SweepStorage
 
 SPACE = to_optuna(
     load_search_space(

@@ -5,7 +5,7 @@ import random
 import numpy as np
 import torch
 
-from harness.seeding import capture_rng_state, restore_rng_state, seed_everything
+from harness.training.seeding import capture_rng_state, restore_rng_state, seed_everything
 
 
 def _draws(generator: torch.Generator) -> tuple:

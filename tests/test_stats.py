@@ -1,4 +1,4 @@
-"""Tests of harness.stats: hand-computed values, invariants, and the documented edge cases."""
+"""Tests of harness.stats.intervals: hand-computed values, invariants, and the documented edge cases."""
 
 import warnings
 

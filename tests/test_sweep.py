@@ -18,10 +18,10 @@ from conftest import SMOKE, smoke_overrides
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from harness.cluster import ClusterError
 from harness.config import TrainConfig, load_benchmark
-from harness.sweep import SweepError, run_sweep
-from harness.sweep_result import SWEEP_RESULT_FILE, SweepResult
+from harness.errors import ClusterError, SweepError
+from harness.sweep.driver import run_sweep
+from harness.sweep.result import SWEEP_RESULT_FILE, SweepResult
 from harness.tracking import load_dict
 
 RESUMABLE = {"architectures": "[unet]", "train.epochs": 4, "asha.grace_period": 2}
@@ -231,7 +231,7 @@ def test_worker_node_killed_mid_sweep(ray_cluster, tmp_path, data_cache_dir):
 def test_resume_on_other_data_is_refused_before_ray(tmp_path, data_cache_dir, changed):
     """--resume of a sweep started on another split, or on the same split of other pixels: refused, nothing written."""
     from harness.data.prepare import prepare_data
-    from harness.sweep_storage import SWEEP_FILE, SweepStorage
+    from harness.sweep.storage import SWEEP_FILE, SweepStorage
 
     bench = load_benchmark(SMOKE, smoke_overrides(tmp_path, data_cache_dir))
     data = prepare_data(**bench.prepare_args())
@@ -351,7 +351,7 @@ def test_a_trial_that_failed_before_its_first_report_is_an_error_row(ray_cluster
     from ray import tune
 
     from harness.config import to_flat
-    from harness.sweep import MlflowTrialCallback, trial_summaries
+    from harness.sweep.driver import MlflowTrialCallback, trial_summaries
     from harness.tracking import TrialLogger
 
     def crash_before_reporting(config: dict) -> None:

@@ -4,14 +4,14 @@ import pytest
 from conftest import SMOKE, smoke_overrides
 
 from harness.config import TrainConfig, load_benchmark
-from harness.sweep import run_sweep
-from harness.sweep_result import SweepResult
+from harness.sweep.driver import run_sweep
+from harness.sweep.result import SweepResult
 
 
 def test_configurations_no_trial_can_run_are_refused_before_ray(tmp_path, data_cache_dir):
     """Depth too deep for the patches, CUDA without GPUs: a ConfigError naming the key, no sweep state."""
-    from harness.config import ConfigError
-    from harness.sweep_checks import check_trials_can_run
+    from harness.errors import ConfigError
+    from harness.sweep.checks import check_trials_can_run
 
     # The smoke search spaces reach depth 3: real patches of 36 px (known only once the data is read) do not halve
     # three times.
@@ -26,8 +26,9 @@ def test_configurations_no_trial_can_run_are_refused_before_ray(tmp_path, data_c
 
 
 def test_a_sweep_with_an_architecture_that_chose_nothing_is_an_error():
-    from harness.sweep_checks import SweepError, check_every_architecture_chose
-    from harness.sweep_result import TrialSummary
+    from harness.errors import SweepError
+    from harness.sweep.checks import check_every_architecture_chose
+    from harness.sweep.result import TrialSummary
 
     broken = tuple(TrialSummary(f"t{i}", None, TrainConfig(), "error", 0, float("nan"), 0.1) for i in range(3))
     fine = (TrialSummary("ok", None, TrainConfig(), "completed", 4, 0.5, 1.0),)

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from harness.config import TrainConfig
-from harness.sweep_result import SweepResult, TrialSummary, select_best
+from harness.sweep.result import SweepResult, TrialSummary, select_best
 
 
 def trial(trial_id: str, stopped_by: str, epochs: int, val_iou: float, lr: float = 1e-3) -> TrialSummary:

@@ -1,4 +1,4 @@
-"""harness.sweep_resume: what a resumed sweep refuses, on real Tune experiment directories and benchmarks."""
+"""harness.sweep.resume: what a resumed sweep refuses, on real Tune experiment directories and benchmarks."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 from conftest import SMOKE, smoke_overrides
 
 from harness.config import load_benchmark
-from harness.sweep_resume import check_restorable, check_same_benchmark
-from harness.sweep_storage import SweepError, SweepStorage
+from harness.errors import SweepError
+from harness.sweep.resume import check_restorable, check_same_benchmark
+from harness.sweep.storage import SweepStorage
 
 
 def test_resume_refuses_a_changed_benchmark_naming_each_key(tmp_path, data_cache_dir):

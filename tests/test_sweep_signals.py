@@ -5,8 +5,9 @@ import signal
 
 import pytest
 
-from harness.sweep_signals import SweepInterrupted, check_not_interrupted, graceful_stop
-from harness.sweep_storage import SweepError, SweepStorage
+from harness.errors import SweepError, SweepInterrupted
+from harness.sweep.signals import check_not_interrupted, graceful_stop
+from harness.sweep.storage import SweepStorage
 
 
 def test_a_stop_signal_is_recorded_and_the_previous_handlers_come_back(tmp_path):

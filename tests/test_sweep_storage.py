@@ -1,11 +1,11 @@
-"""harness.sweep_storage on a real local folder (object stores: tests/test_cluster_processes.py, with moto)."""
+"""harness.sweep.storage on a real local folder (object stores: tests/test_cluster_processes.py, with moto)."""
 
 from __future__ import annotations
 
 import pytest
 
-from harness.config import ConfigError
-from harness.sweep_storage import StorageError, SweepStorage
+from harness.errors import ConfigError, StorageError
+from harness.sweep.storage import SweepStorage
 
 
 @pytest.mark.parametrize(

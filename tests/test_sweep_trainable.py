@@ -7,7 +7,7 @@ from ray import tune
 
 from harness.config import load_benchmark, to_flat
 from harness.data.prepare import prepare_data
-from harness.sweep_trainable import METRIC, train_trial
+from harness.sweep.trainable import METRIC, train_trial
 
 
 def _fit_one(bench, config: dict, tmp_path, name: str):

@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 
 from harness.config import TrainConfig
 from harness.tracking import PARENT_TAG, ROLE_RETRAIN, ComparisonRecorder, check_tracking_uri
-from harness.train import model_from_config
+from harness.training.loop import model_from_config
 
 HISTORY = [
     {"epoch": 1, "train_loss": 0.9, "val_loss": 0.8, "val_iou": 0.4, "status": "running"},

@@ -5,8 +5,8 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
+from harness.errors import TrackingError
 from harness.tracking import (
-    TrackingError,
     TrialLogger,
     TrialRunFinder,
     check_tracking_uri,

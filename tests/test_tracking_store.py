@@ -7,14 +7,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from harness.tracking import (
-    TrackingError,
-    check_tracking_uri,
-    find_runs,
-    get_or_create_experiment,
-    resolve_uri,
-    retry,
-)
+from harness.errors import TrackingError
+from harness.tracking import check_tracking_uri, find_runs, get_or_create_experiment, resolve_uri, retry
 
 
 def test_unreachable_tracking_uri_fails_fast():

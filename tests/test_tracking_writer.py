@@ -13,14 +13,8 @@ import urllib.request
 import pytest
 from mlflow.tracking import MlflowClient
 
-from harness.tracking import (
-    PARENT_TAG,
-    ROLE_TRIAL,
-    TrackingError,
-    TrialLogger,
-    check_tracking_uri,
-    load_dict,
-)
+from harness.errors import TrackingError
+from harness.tracking import PARENT_TAG, ROLE_TRIAL, TrialLogger, check_tracking_uri, load_dict
 
 
 def _logger(uri, arch="unet", **kw):

@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from harness.checkpoints import CHECKPOINT_FILENAME, load_checkpoint
 from harness.config import TrainConfig
-from harness.losses import build_loss
 from harness.metrics import confusion_counts, confusion_stats
-from harness.train import (
+from harness.training.checkpoints import CHECKPOINT_FILENAME, load_checkpoint
+from harness.training.loop import (
     FitResult,
     evaluate,
     fit,
@@ -26,6 +25,7 @@ from harness.train import (
     predict,
     train_one_epoch,
 )
+from harness.training.losses import build_loss
 
 METRIC_KEYS = {
     "epoch", "train_loss", "val_loss", "val_accuracy", "val_iou", "val_precision", "val_recall", "val_f1",

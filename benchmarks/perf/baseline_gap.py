@@ -2,7 +2,7 @@
 
 A synthetic dataset on which a pixel classifier (brightness and colour, no spatial context) comes close to
 the networks cannot tell architectures apart by what they model. This script prepares a benchmark's data,
-fits the pixel baseline (:mod:`harness.baseline`) and retrains each architecture once with the
+fits the pixel baseline (:mod:`harness.compare.baseline`) and retrains each architecture once with the
 benchmark's training config (``--seeds`` to repeat), all scored on the same test pixels.
 
     python benchmarks/perf/baseline_gap.py benchmarks/demo.yaml --json runs/baseline_gap.json
@@ -20,11 +20,11 @@ import time
 
 import numpy as np
 
-from harness.baseline import pixel_baseline
+from harness.compare.baseline import pixel_baseline
+from harness.compare.retrain import retrain_and_score
 from harness.config import load_benchmark
 from harness.data.prepare import prepare_data
 from harness.metrics import confusion_stats
-from harness.retrain import retrain_and_score
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 
 One training step's FLOPs (forward + backward, batch as configured) are counted with
 ``torch.utils.flop_counter.FlopCounterMode``; the step is timed over in-memory batches with the harness's
-own loop (``harness.train.train_one_epoch``: the harness's memory format and autocast), and the peak is a
+own loop (``harness.training.loop.train_one_epoch``: the harness's memory format and autocast), and the peak is a
 large square matmul on the same device (on CPU the larger of ``torch.matmul`` and the same product as a
 1x1 convolution: see ``perfutil.matmul_peak``). ``mfu`` = step FLOPs x steps/s / peak FLOP/s. Plain fp32 loops
 (default and channels_last memory formats) and the harness loop under ``fit``'s default
@@ -47,9 +47,9 @@ def harness_loop(arch: str, base: int, depth: int, batches, device: torch.device
     algorithms, and on CUDA no cuDNN autotuning).
     """
     from harness.config import TrainConfig
-    from harness.losses import cross_entropy_loss
-    from harness.seeding import deterministic_algorithms
-    from harness.train import model_from_config, prepare_model, train_one_epoch
+    from harness.training.loop import model_from_config, prepare_model, train_one_epoch
+    from harness.training.losses import cross_entropy_loss
+    from harness.training.seeding import deterministic_algorithms
 
     torch.manual_seed(0)
     model = prepare_model(model_from_config(TrainConfig(arch=arch, depth=depth, base_channels=base)), device)
@@ -98,10 +98,10 @@ def interleaved(loops: dict, rounds: int) -> dict[str, float]:
 
 
 def eval_rates(arch: str, base: int, depth: int, patch: int, scenes: int, grid, sizes=(8, 16, 64)) -> dict:
-    """Images/s of ``harness.train.evaluate`` over the val split, per eval batch size (interleaved, best of 3)."""
+    """Images/s of ``harness.training.loop.evaluate`` over the val split, per eval batch size (interleaved, best of 3)."""
     from harness.config import TrainConfig
     from harness.data.dataset import CloudPatchDataset
-    from harness.train import evaluate, make_loader, model_from_config
+    from harness.training.loop import evaluate, make_loader, model_from_config
 
     data = perfutil.prepare(patch, scenes=scenes, grid=grid)
     dataset = CloudPatchDataset(data.cache_dir, data.indices("val"))

@@ -1,8 +1,8 @@
 """Data path: what the cache + ``CloudPatchDataset`` + DataLoader deliver vs what the model consumes; ingest.
 
-- ``loader_to_model_ratio``: images/s of the training loader (``harness.train.make_loader`` over a
+- ``loader_to_model_ratio``: images/s of the training loader (``harness.training.loop.make_loader`` over a
   ``CloudPatchDataset`` with augmentation, batch 8, shuffled, ``num_workers=0``: one process) over the
-  images/s one training step of the model consumes (``harness.train.train_one_epoch`` over batches already
+  images/s one training step of the model consumes (``harness.training.loop.train_one_epoch`` over batches already
   in memory), per model: the smoke model (32 px, base 4, depth 2), the CPU default of these benchmarks
   (64 px, base 16, depth 3) and the GPU-sized one (384 px, base 32, depth 4; on CPU a few steps of batch 2).
 - ``ingest_to_raw_read_ratio``: MB/s of ``harness.data.cache.ingest`` (decode + check + pack into a fresh
@@ -37,7 +37,7 @@ def loader_rate(data, patch: int, min_seconds: float) -> dict:
     """Images/s of the training loader over every cache row (augmented, shuffled, batch 8, in-process)."""
     from harness.data.cache import open_cache
     from harness.data.dataset import CloudPatchDataset
-    from harness.train import make_loader
+    from harness.training.loop import make_loader
 
     rows = np.arange(len(open_cache(data.cache_dir)))  # all rows: enough patches even at 384 px
     dataset = CloudPatchDataset(data.cache_dir, rows, augment=True, seed=0)
@@ -53,8 +53,8 @@ def model_rate(data, base: int, depth: int, batch: int, steps: int) -> dict:
     from harness.config import TrainConfig
     from harness.data.cache import open_cache
     from harness.data.dataset import CloudPatchDataset
-    from harness.losses import cross_entropy_loss
-    from harness.train import model_from_config, prepare_model, train_one_epoch
+    from harness.training.loop import model_from_config, prepare_model, train_one_epoch
+    from harness.training.losses import cross_entropy_loss
 
     torch.manual_seed(0)
     rows = np.arange(len(open_cache(data.cache_dir)))[: batch * (steps + 1)]

@@ -4,7 +4,7 @@ Both train the same U-Net (64 px patches, base 16, depth 3, batch 8, Adam, cross
 synthetic data with augmentation) for the same epochs with the same torch thread count, in this one run:
 
 - bare: ``torch.set_num_threads(T)``; a plain Adam + cross-entropy loop over a DataLoader of the cache;
-- sweep: ``harness.sweep.run_sweep`` on smoke.yaml overridden to one architecture, one trial,
+- sweep: ``harness.sweep.driver.run_sweep`` on smoke.yaml overridden to one architecture, one trial,
   ``asha.enabled=false``, ``resources.cpu=T`` (Ray sets OMP_NUM_THREADS=T in the trial), a temporary
   storage and a SQLite MLflow store.
 
@@ -167,9 +167,9 @@ def sweep_trial(data, epochs: int, threads: int, workdir: Path) -> dict:
 
 def checkpoint_cost(base: int, depth: int, workdir: Path) -> dict:
     """Size and save time of a per-epoch checkpoint (weights + Adam state) of a U-Net, as ``fit`` writes it."""
-    from harness.checkpoints import CHECKPOINT_FILENAME, save_checkpoint
     from harness.config import TrainConfig
-    from harness.train import model_from_config
+    from harness.training.checkpoints import CHECKPOINT_FILENAME, save_checkpoint
+    from harness.training.loop import model_from_config
 
     model = model_from_config(TrainConfig(arch="unet", depth=depth, base_channels=base))
     optimiser = torch.optim.Adam(model.parameters())

@@ -4,13 +4,13 @@ Synthetic 384-px scenes (4 x 4 patches each) are written in the real 38-Cloud la
 (``write_synthetic_dataset`` via ``prepare_data``: scene split 0.5/0.25/0.25, non-empty patches) at two
 sizes, 1x and 4x the scenes (8 and 32 with ``--quick``, 16 and 64 without), and measured:
 
-- ``trial_uss_growth_ratio``: unique memory (USS, ``psutil``) of a running trial (``harness.train.fit``,
+- ``trial_uss_growth_ratio``: unique memory (USS, ``psutil``) of a running trial (``harness.training.loop.fit``,
   U-Net depth 2 / base 4, batches of 1, ``num_workers=0``, in a child process), the largest reading at
   the end of an epoch, at 4x over 1x (the 1x trial runs as many steps as the 4x one). USS counts the
   cache's memory-mapped pages that no other process maps (page cache: clean, dropped under memory
   pressure), so it is split into those, anonymous memory (``trial_anon_growth_ratio``) and library pages.
 - ``compare_peak_rss_growth_ratio``: peak RSS (``getrusage(RUSAGE_SELF).ru_maxrss`` of a child process) of
-  ``harness.retrain.retrain_and_score`` (1 epoch, then the test split and every test scene), 4x over 1x;
+  ``harness.compare.retrain.retrain_and_score`` (1 epoch, then the test split and every test scene), 4x over 1x;
   also its peak anonymous (heap) and file-backed RSS, sampled every 20 ms.
 - ``ingest_to_raw_read_ratio_384``: ingest MB/s over a plain read of the same files (both from the page
   cache) of a tree of 4 hard-linked copies of the 4x tree (2048 patches with ``--quick``), decoding in
@@ -99,7 +99,7 @@ def child_trial(args: dict) -> dict:
     """A trial as the sweep runs it (``fit``), with USS read at the end of every epoch."""
     from harness.config import TrainConfig
     from harness.data.prepare import PreparedData
-    from harness.train import fit
+    from harness.training.loop import fit
 
     data = PreparedData(**args["data"])
     config = TrainConfig(**SMALL, epochs=args["epochs"], lr=1e-3, num_workers=0, device="cpu")
@@ -116,10 +116,10 @@ def child_trial(args: dict) -> dict:
 
 def child_compare(args: dict) -> dict:
     """One final retrain (1 epoch) and its scoring; peak RSS, peak anonymous and file-backed RSS."""
+    from harness.compare.retrain import retrain_and_score
     from harness.config import TrainConfig
     from harness.data.layout import find_scene_gts
     from harness.data.prepare import PreparedData
-    from harness.retrain import retrain_and_score
 
     data = PreparedData(**args["data"])
     peaks = {"RssAnon": 0, "RssFile": 0}
@@ -220,7 +220,7 @@ def loader_rates(data, min_seconds: float) -> dict:
     import torch
 
     from harness.data.dataset import CloudPatchDataset
-    from harness.train import make_loader
+    from harness.training.loop import make_loader
 
     dataset = CloudPatchDataset(data.cache_dir, data.indices("train"), augment=True, seed=0)
     out = {}
@@ -239,8 +239,8 @@ def model_rates(data, arch: str, steps: int) -> dict:
 
     from harness.config import TrainConfig
     from harness.data.dataset import CloudPatchDataset
-    from harness.losses import cross_entropy_loss
-    from harness.train import evaluate, model_from_config, prepare_model, train_one_epoch
+    from harness.training.loop import evaluate, model_from_config, prepare_model, train_one_epoch
+    from harness.training.losses import cross_entropy_loss
 
     torch.manual_seed(0)
     dataset = CloudPatchDataset(data.cache_dir, data.indices("train")[: 4 * (steps + 1)])

@@ -5,7 +5,7 @@ driver loop, result handling. ``sched_overhead_s_per_trial`` = (wall time of ``T
 trials, where ideal = ceil(trials / concurrency) x the trainable's own work (``--work-s``, default 0).
 Measured on one local Ray instance with 16 logical CPUs (``ray.init(num_cpus=16)``) and on a local
 3-node ``ray.cluster_utils.Cluster`` (16 CPUs in all), each with ``reuse_actors`` off (what
-``harness.sweep`` does today) and on. ``ray.init`` / cluster start are timed apart (a fixed cost).
+``harness.sweep.driver`` does today) and on. ``ray.init`` / cluster start are timed apart (a fixed cost).
 
 On a machine with fewer cores than logical CPUs the figure includes the contention of starting that
 many worker processes at once: it is an upper bound for a real 16-core node.

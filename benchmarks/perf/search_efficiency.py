@@ -4,9 +4,9 @@ Benchmark: ``benchmarks/search-efficiency.yaml`` (U-Net, 8 epochs, a finite spac
 6 learning rates x 3 depths x 2 widths x 2 norms, from dead ones at IoU 0 to the best at 0.89). Every
 configuration is trained once (``search_pool.py``; its curves are kept in ``results/search_pool.json``).
 A sweep of this benchmark that runs one trial at a time is then a deterministic function of its searcher
-seed, and :func:`harness.replay_search.replay_search` replays it exactly: the same Optuna sampler the
-sweep builds (:func:`harness.search.make_sampler`), the same intermediate values and PRUNED / COMPLETE
-states, Ray's ASHA rule. ``--check-trials N`` runs one real sweep (``harness.sweep.run_sweep``, TPE + ASHA)
+seed, and :func:`harness.audit.search_replay.replay_search` replays it exactly: the same Optuna sampler the
+sweep builds (:func:`harness.sweep.sampling.make_sampler`), the same intermediate values and PRUNED / COMPLETE
+states, Ray's ASHA rule. ``--check-trials N`` runs one real sweep (``harness.sweep.driver.run_sweep``, TPE + ASHA)
 and compares it with its replay: the same configurations in the same order, the same stops, its MLflow
 curves equal to the pool's.
 
@@ -67,7 +67,7 @@ def _pool(pool: dict) -> tuple[dict, float]:
 
 def run_strategies(pool: dict, seeds: list[int], trials: int, grace: int, rf: int) -> dict[str, dict]:
     """Replay every strategy for every seed; per strategy: per-seed values and their summaries."""
-    from harness.replay_search import replay_search
+    from harness.audit.search_replay import replay_search
 
     curves, optimum = _pool(pool)
     max_epochs, space = pool["max_epochs"], pool["space"]
@@ -102,9 +102,9 @@ def run_strategies(pool: dict, seeds: list[int], trials: int, grace: int, rf: in
 
 def default_grid(pool: dict, seeds: list[int], trials: int, graces, startups, rf: int) -> list[dict]:
     """TPE (+ ASHA) per (grace period or None, start-up trials): gap, epochs, and the paired difference to
-    the same grace period with today's start-up (``harness.search.tpe_startup_trials``)."""
-    from harness.replay_search import replay_search
-    from harness.search import tpe_startup_trials
+    the same grace period with today's start-up (``harness.sweep.sampling.tpe_startup_trials``)."""
+    from harness.audit.search_replay import replay_search
+    from harness.sweep.sampling import tpe_startup_trials
 
     curves, optimum = _pool(pool)
     max_epochs = pool["max_epochs"]
@@ -138,7 +138,7 @@ def default_grid(pool: dict, seeds: list[int], trials: int, graces, startups, rf
 
 def rank_correlations(pool: dict) -> dict[int, float]:
     """Spearman correlation of each epoch's validation IoU with the last epoch's, over the configurations."""
-    from harness.audit import spearman
+    from harness.audit.ranks import spearman
 
     max_epochs = pool["max_epochs"]
     full = [c["val_iou"] for c in pool["configs"] if len(c["val_iou"]) == max_epochs]
@@ -158,7 +158,7 @@ def main() -> None:
     args = p.parse_args()
     perfutil.quiet_logs()
     from harness.config import load_benchmark
-    from harness.search import tpe_startup_trials
+    from harness.sweep.sampling import tpe_startup_trials
 
     started = time.perf_counter()
     bench = load_benchmark(search_pool.BENCHMARK)

@@ -2,7 +2,7 @@
 
 A benchmark whose search space is all categorical (``benchmarks/search-efficiency.yaml``: 6 learning
 rates x 3 depths x 2 widths x 2 norms = 72 configurations) has finitely many trials a sweep can run. Each
-is trained here once with :func:`harness.train.fit`, the function every sweep trial calls, on one CPU
+is trained here once with :func:`harness.training.loop.fit`, the function every sweep trial calls, on one CPU
 thread (what a ``resources.cpu: 1`` Ray trial gets), and its per-epoch validation IoU is kept. Training
 is deterministic, so a sweep that samples a configuration gets exactly this curve, and a trial ASHA stops
 after r epochs has exactly its first r values: searchers and schedulers can then be replayed over the
@@ -69,7 +69,7 @@ def _init_worker() -> None:
 
 def _train(flat: dict[str, Any], data) -> dict[str, Any]:
     from harness.config import from_flat
-    from harness.train import fit
+    from harness.training.loop import fit
 
     result = fit(from_flat(flat), data, None)
     return {
@@ -134,8 +134,8 @@ def check_real_sweep(bench, pool: dict, workdir: Path, *, seed: int, trials: int
     of the same configuration, and whether the replay chose the same configurations in the same order
     and stopped the same trials after the same epochs.
     """
-    from harness.replay_search import replay_search
-    from harness.sweep import run_sweep
+    from harness.audit.search_replay import replay_search
+    from harness.sweep.driver import run_sweep
     from harness.tracking.reader import trial_curves
 
     arch = pool["arch"]

@@ -10,8 +10,8 @@ from harness.config.benchmark import (
     benchmark_from_dict,
     load_benchmark,
 )
-from harness.config.fields import ConfigError
 from harness.config.train import MODEL_KEYS, SEARCHABLE_KEYS, TrainConfig, from_flat, to_flat
+from harness.errors import ConfigError
 
 __all__ = [
     "MODEL_KEYS",

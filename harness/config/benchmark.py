@@ -16,9 +16,10 @@ from typing import Any
 
 import yaml
 
-from harness.config.fields import ConfigError, coerce
+from harness.config.fields import coerce
 from harness.config.search_spaces import load_search_spaces
 from harness.config.train import TrainConfig, check_value
+from harness.errors import ConfigError
 from harness.models import MODELS
 
 SPLIT_KINDS = ("scene", "random")

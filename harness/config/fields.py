@@ -7,9 +7,7 @@ from typing import Any
 
 import numpy as np
 
-
-class ConfigError(ValueError):
-    """A benchmark file, search space or override is invalid; the message names the key or file."""
+from harness.errors import ConfigError
 
 
 def coerce(key: str, value: Any, kind: type) -> Any:

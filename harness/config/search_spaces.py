@@ -6,10 +6,10 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.config.fields import ConfigError
 from harness.config.train import SEARCHABLE_KEYS, TrainConfig, check_value
+from harness.errors import ConfigError, SearchSpaceError
 from harness.models import MODELS
-from harness.search import SearchSpaceError, load_search_space
+from harness.sweep.sampling import load_search_space
 
 if TYPE_CHECKING:
     from harness.config.benchmark import Benchmark

@@ -1,7 +1,7 @@
 """``TrainConfig``: the one training-config schema, from a benchmark's ``train:`` section to ``fit``.
 
 Every default is defined here and nowhere else. Vocabularies come from the modules that own them
-(``harness.models.MODELS``, ``harness.models.NORMS``, ``harness.losses.LOSSES``,
+(``harness.models.MODELS``, ``harness.models.NORMS``, ``harness.training.losses.LOSSES``,
 ``harness.data.dataset.NORMALISATIONS``), so a value valid here is one ``fit`` can run. The config is
 frozen: a variant is made with ``dataclasses.replace``. It is flattened to a plain dict only at the Ray
 Tune boundary and in files (``to_flat`` / ``from_flat``), and read back typed.
@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from harness.config.fields import ConfigError, coerce
+from harness.config.fields import coerce
 from harness.data.dataset import NORMALISATIONS
-from harness.losses import LOSSES
+from harness.errors import ConfigError
 from harness.models import MODELS, NORMS
+from harness.training.losses import LOSSES
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 #: Hard limits whatever a benchmark or search space says.

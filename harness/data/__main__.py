@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.errors import InputError
+
 from .cache import ingest, open_cache, verify
 from .layout import BANDS, DatasetError, Problem, discover_patches
 from .prepare import manifest_name
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m harness.data") ->
     args = build_parser(prog).parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (InputError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except DatasetError as e:

@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 from numpy.lib.format import open_memmap
 
+from harness.errors import InputError, MissingInputError
+
 # DEFAULT_WORKERS, PROCESS_MIN_PATCHES and read_patch are re-exported: they were defined here.
 from .decode import DEFAULT_PROCESSES as DEFAULT_PROCESSES
 from .decode import DEFAULT_WORKERS as DEFAULT_WORKERS
@@ -144,7 +146,7 @@ def ingest(
     when `cache_dir` is a non-empty non-cache.
     """
     if subset not in ("train", "test"):
-        raise ValueError(f"subset must be 'train' or 'test', got {subset!r}")
+        raise InputError(f"subset must be 'train' or 'test', got {subset!r}")
     root, cache_dir = Path(root), Path(cache_dir)
     scan = scan_tree(root)
     patches = [p for p in scan.patches if p.kind == subset]
@@ -290,7 +292,7 @@ def open_cache(cache_dir: str | Path) -> Cache:
     cache_dir = Path(cache_dir)
     source = _read_source(cache_dir)
     if source is None:
-        raise FileNotFoundError(f"not a harness cache (no readable {SOURCE}): {cache_dir}")
+        raise MissingInputError(f"not a harness cache (no readable {SOURCE}): {cache_dir}")
     if source.get("format_version") != FORMAT_VERSION:
         raise DatasetError(
             [Problem(cache_dir / SOURCE, f"cache format {source.get('format_version')}, need {FORMAT_VERSION}")],

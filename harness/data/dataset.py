@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from harness.errors import InputError
+
 from .cache import IMAGES, MASKS, open_cache
 
 #: Cloud-Net's scaling: DN / 65535.
@@ -127,14 +129,14 @@ class CloudPatchDataset(Dataset):
         seed: int = 0,
     ) -> None:
         if normalisation not in NORMALISATIONS:
-            raise ValueError(f"normalisation must be one of {list(NORMALISATIONS)}, got {normalisation!r}")
+            raise InputError(f"normalisation must be one of {list(NORMALISATIONS)}, got {normalisation!r}")
         if normalisation == "standardise" and band_stats is None:
-            raise ValueError("normalisation='standardise' needs band_stats=(mean, std) from the train split")
+            raise InputError("normalisation='standardise' needs band_stats=(mean, std) from the train split")
         self.cache_dir = str(cache_dir)
         self.indices = np.asarray(indices, dtype=np.int64)
         cache = open_cache(cache_dir)  # validates the cache now rather than in a worker later
         if cache.masks is None:
-            raise ValueError(f"cache {cache_dir} has no masks (it was ingested from a test tree)")
+            raise InputError(f"cache {cache_dir} has no masks (it was ingested from a test tree)")
         if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= len(cache)):
             raise IndexError(f"indices out of range for a cache of {len(cache)} patches")
         self.patch_size = cache.patch_size

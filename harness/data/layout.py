@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from harness.errors import InputError, MissingInputError
+
 BANDS: tuple[str, ...] = ("red", "green", "blue", "nir")
 GT = "gt"
 ALL_BANDS: tuple[str, ...] = (*BANDS, GT)
@@ -30,7 +32,7 @@ _FOLDER_RE = re.compile(r"^(train|test)_(red|green|blue|nir|gt)(_additional_to38
 _TIFF_SUFFIXES = (".tif", ".tiff")
 
 
-class DatasetError(Exception):
+class DatasetError(InputError):
     """A dataset tree (or cache) has problems; `.problems` lists every one, each with its path."""
 
     def __init__(self, problems: Iterable[Problem], summary: str = "dataset has problems") -> None:
@@ -104,7 +106,7 @@ def parse_patch_name(name: str) -> PatchId:
     """Parse `patch_<k>_<row>_by_<col>_<SceneID>`; ValueError when it does not look like one."""
     m = _PATCH_RE.match(name)
     if m is None:
-        raise ValueError(f"not a patch name (patch_<k>_<row>_by_<col>_LC08...): {name!r}")
+        raise InputError(f"not a patch name (patch_<k>_<row>_by_<col>_LC08...): {name!r}")
     k, row, col, scene = m.groups()
     return PatchId(int(k), int(row), int(col), scene)
 
@@ -114,7 +116,7 @@ def parse_patch_filename(filename: str | Path) -> tuple[str, PatchId]:
     base = Path(filename).name
     m = _FILE_RE.match(base)
     if m is None:
-        raise ValueError(f"not a patch file name (<band>_patch_<k>_<row>_by_<col>_LC08....TIF): {base!r}")
+        raise InputError(f"not a patch file name (<band>_patch_<k>_<row>_by_<col>_LC08....TIF): {base!r}")
     return m.group(1).lower(), parse_patch_name(m.group(2))
 
 
@@ -146,7 +148,7 @@ def read_csv_names(path: Path) -> list[str]:
         reader = csv.DictReader(f)
         fields = {(h or "").strip().lower(): h for h in reader.fieldnames or []}
         if "name" not in fields:
-            raise ValueError(f"{path}: no 'name' column (columns: {reader.fieldnames})")
+            raise InputError(f"{path}: no 'name' column (columns: {reader.fieldnames})")
         key = fields["name"]
         return [row[key].strip() for row in reader if row.get(key) and row[key].strip()]
 
@@ -160,7 +162,7 @@ def scan_tree(root: str | Path) -> TreeScan:
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset root is not a directory: {root}")
+        raise MissingInputError(f"dataset root is not a directory: {root}")
     problems: list[Problem] = []
     # (kind, name) -> PatchFiles; the same name in train and test trees are different patches.
     found: dict[tuple[str, str], PatchFiles] = {}
@@ -251,7 +253,7 @@ def discover_patches(root: str | Path, *, subset: str | None = None) -> list[Pat
     Problems are ignored here; use `scan_tree` or `cache.verify` to see them.
     """
     if subset not in (None, "train", "test"):
-        raise ValueError(f"subset must be None, 'train' or 'test', got {subset!r}")
+        raise InputError(f"subset must be None, 'train' or 'test', got {subset!r}")
     patches = scan_tree(root).patches
     return [p for p in patches if subset is None or p.kind == subset]
 

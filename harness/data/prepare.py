@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.errors import InputError
+
 from . import synth
 from .cache import PATCHES, Cache, ingest, open_cache
 from .layout import DatasetError, Problem
@@ -47,7 +49,7 @@ class PreparedData:
     def indices(self, split: str) -> np.ndarray:
         """Cache rows (ascending int64) of the patches in `split` ("train", "val" or "test")."""
         if split not in SPLITS:
-            raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+            raise InputError(f"split must be one of {list(SPLITS)}, got {split!r}")
         return _split_rows(self.cache_dir, self.manifest_path, self.split_hash)[split].copy()
 
 
@@ -79,7 +81,7 @@ def synthetic_params(synthetic: Mapping[str, object]) -> dict[str, object]:
     """`write_synthetic_dataset` arguments with every default filled in (what the folder name hashes)."""
     unknown = sorted(set(synthetic) - set(synth.DEFAULTS))
     if unknown:
-        raise ValueError(f"synthetic: unknown parameter(s) {unknown}; known: {sorted(synth.DEFAULTS)}")
+        raise InputError(f"synthetic: unknown parameter(s) {unknown}; known: {sorted(synth.DEFAULTS)}")
     params = {**synth.DEFAULTS, **synthetic}
     if params["test_scenes"] is None:
         params["test_scenes"] = int(params["scenes"]) // 3
@@ -143,7 +145,7 @@ def prepare_data(
     `cache_dir/split-<kind>-<fractions>-seed<seed>[-nonempty].csv`.
     """
     if (root is None) == (synthetic is None):
-        raise ValueError("prepare_data needs exactly one of root=... or synthetic={...}")
+        raise InputError("prepare_data needs exactly one of root=... or synthetic={...}")
     fr = check_fractions(fractions)  # fail on bad fractions before any slow work
     cache_dir = Path(cache_dir)
     source = Path(root) if root is not None else ensure_synthetic(cache_dir, synthetic or {})

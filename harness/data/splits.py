@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.errors import InputError
+
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 KINDS: tuple[str, ...] = ("scene", "random")
 MANIFEST_COLUMNS = ["name", "split"]
@@ -27,23 +29,23 @@ def check_fractions(fractions: Sequence[float] | Mapping[str, float]) -> tuple[f
     if isinstance(fractions, Mapping):
         unknown = sorted(set(fractions) - set(SPLITS))
         if unknown:
-            raise ValueError(f"fractions: unknown split name(s) {unknown}; expected {list(SPLITS)}")
+            raise InputError(f"fractions: unknown split name(s) {unknown}; expected {list(SPLITS)}")
         values = [fractions.get(s, 0.0) for s in SPLITS]
     else:
         values = list(fractions)
         if len(values) != len(SPLITS):
-            raise ValueError(f"fractions must have 3 values (train, val, test), got {len(values)}: {values}")
+            raise InputError(f"fractions must have 3 values (train, val, test), got {len(values)}: {values}")
     out = []
     for i, (split, v) in enumerate(zip(SPLITS, values, strict=True)):
         try:
             f = float(v)
         except (TypeError, ValueError):
-            raise ValueError(f"fractions[{i}] ({split}) must be a number, got {v!r}") from None
+            raise InputError(f"fractions[{i}] ({split}) must be a number, got {v!r}") from None
         if not math.isfinite(f) or f < 0 or f > 1:
-            raise ValueError(f"fractions[{i}] ({split}) must be in [0, 1], got {v!r}")
+            raise InputError(f"fractions[{i}] ({split}) must be in [0, 1], got {v!r}")
         out.append(f)
     if not math.isclose(sum(out), 1.0, abs_tol=1e-6):
-        raise ValueError(
+        raise InputError(
             f"fractions must sum to 1, got {sum(out):g} ("
             + ", ".join(f"{s}={f:g}" for s, f in zip(SPLITS, out, strict=True))
             + ")"
@@ -59,7 +61,7 @@ def allocate(n: int, fractions: Sequence[float], *, unit: str = "patches") -> li
     """
     wanted = sum(1 for f in fractions if f > 0)
     if n < wanted:
-        raise ValueError(
+        raise InputError(
             f"cannot split {n} {unit} into {wanted} non-empty splits (fractions "
             + ", ".join(f"{f:g}" for f in fractions)
             + f"); need at least {wanted} {unit}"
@@ -93,22 +95,22 @@ def make_split(
     drops patches whose `nonempty` column is false before splitting.
     """
     if kind not in KINDS:
-        raise ValueError(f"split kind must be one of {list(KINDS)}, got {kind!r}")
+        raise InputError(f"split kind must be one of {list(KINDS)}, got {kind!r}")
     fr = check_fractions(fractions)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"split seed must be a non-negative integer, got {seed!r}")
+        raise InputError(f"split seed must be a non-negative integer, got {seed!r}")
     if "name" not in patches_df.columns:
-        raise ValueError("patches table has no 'name' column")
+        raise InputError("patches table has no 'name' column")
     df = patches_df
     if nonempty_only:
         if "nonempty" not in df.columns:
-            raise ValueError("nonempty_only=True needs a 'nonempty' column in the patches table")
+            raise InputError("nonempty_only=True needs a 'nonempty' column in the patches table")
         df = df[df["nonempty"].astype(bool)]
     if len(df) == 0:
-        raise ValueError("no patches to split" + (" (none is non-empty)" if nonempty_only else ""))
+        raise InputError("no patches to split" + (" (none is non-empty)" if nonempty_only else ""))
     names = df["name"].astype(str).to_numpy()
     if len(np.unique(names)) != len(names):
-        raise ValueError("patches table has duplicate names")
+        raise InputError("patches table has duplicate names")
 
     rng = np.random.default_rng(seed)
     if kind == "random":
@@ -141,13 +143,13 @@ def make_split(
 def _canonical_bytes(manifest_df: pd.DataFrame) -> bytes:
     """The manifest as CSV bytes: header `name,split`, rows sorted by name, LF line ends, UTF-8."""
     if list(manifest_df.columns) != MANIFEST_COLUMNS:
-        raise ValueError(f"manifest columns must be {MANIFEST_COLUMNS}, got {list(manifest_df.columns)}")
+        raise InputError(f"manifest columns must be {MANIFEST_COLUMNS}, got {list(manifest_df.columns)}")
     rows = sorted(zip(manifest_df["name"].astype(str), manifest_df["split"].astype(str), strict=True))
     for name, split in rows:
         if split not in SPLITS:
-            raise ValueError(f"manifest: split of {name} is {split!r}, expected one of {list(SPLITS)}")
+            raise InputError(f"manifest: split of {name} is {split!r}, expected one of {list(SPLITS)}")
         if any(c in name for c in ',"\n\r'):
-            raise ValueError(f"manifest: name {name!r} has a character CSV would quote")
+            raise InputError(f"manifest: name {name!r} has a character CSV would quote")
     return ("name,split\n" + "".join(f"{n},{s}\n" for n, s in rows)).encode("utf-8")
 
 
@@ -171,8 +173,8 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     """Read a manifest written by `write_manifest`; ValueError when it is not one."""
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
     if list(df.columns) != MANIFEST_COLUMNS:
-        raise ValueError(f"{path}: manifest columns must be {MANIFEST_COLUMNS}, got {list(df.columns)}")
+        raise InputError(f"{path}: manifest columns must be {MANIFEST_COLUMNS}, got {list(df.columns)}")
     bad = sorted(set(df["split"]) - set(SPLITS))
     if bad:
-        raise ValueError(f"{path}: unknown split value(s) {bad}")
+        raise InputError(f"{path}: unknown split value(s) {bad}")
     return df

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from harness.errors import InputError
+
 from .layout import BANDS, GT, PatchId, is_nonempty
 from .synth_scene import Scene, make_scene
 
@@ -92,14 +94,14 @@ def write_synthetic_dataset(
     of `patch_size` pixels, rows and cols drawn from `grid` (inclusive). `out` must not exist or be empty.
     """
     if scenes < 1:
-        raise ValueError(f"scenes must be >= 1, got {scenes}")
+        raise InputError(f"scenes must be >= 1, got {scenes}")
     if patch_size < 8:
-        raise ValueError(f"patch_size must be >= 8, got {patch_size}")
+        raise InputError(f"patch_size must be >= 8, got {patch_size}")
     if grid[0] < 1 or grid[1] < grid[0]:
-        raise ValueError(f"grid must be (min, max) with 1 <= min <= max, got {grid}")
+        raise InputError(f"grid must be (min, max) with 1 <= min <= max, got {grid}")
     test_scenes = scenes // 3 if test_scenes is None else test_scenes
     if test_scenes < 0 or additional_scenes < 0:
-        raise ValueError("test_scenes and additional_scenes must be >= 0")
+        raise InputError("test_scenes and additional_scenes must be >= 0")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"synthetic dataset output folder is not empty: {out}")

@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.errors import ResultsError
 from harness.report import write_report
-from harness.results import ResultsError
 
 EXIT_BAD_RESULTS = 3
 

@@ -65,7 +65,7 @@ def render_figures(res: Results, fig_dir: Path) -> dict[str, Path]:
         if res.budget is not None and len(res.budget):
             figures["budget"] = plot_budget(res.budget, res.archs, paths["budget"])
         if res.protocol_audit is not None and len(res.protocol_audit.curves):
-            from harness.report.fairness import plot_fairness  # imported here: it imports this module
+            from harness.report.audit import plot_fairness  # imported here: it imports this module
 
             figures["fairness"] = plot_fairness(res.protocol_audit, res.archs, paths["fairness"])
     return figures

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.report.fairness import fairness_section
+from harness.report.audit import fairness_section
 from harness.report.format import fmt_ci, fmt_int, fmt_p, fmt_rate, fmt_signed, fmt_value, is_missing, label, md_table
-from harness.report.protocol import budget_text, cloud_free_text, paired_text, scene_notes, scored_on
+from harness.report.methods import budget_text, cloud_free_text, paired_text, scene_notes, scored_on
 from harness.results import Results
 
 # Table 1 of the study, extended: (confusion_stats key, row label, is a count).

@@ -16,15 +16,8 @@ from urllib.parse import urlparse
 
 from mlflow.tracking import MlflowClient
 
-from harness.tracking.store import (
-    PARENT_TAG,
-    ROLE_SWEEP,
-    ROLE_TRIAL,
-    TrackingError,
-    client_for,
-    find_runs,
-    resolve_uri,
-)
+from harness.errors import TrackingError
+from harness.tracking.store import PARENT_TAG, ROLE_SWEEP, ROLE_TRIAL, client_for, find_runs, resolve_uri
 
 
 def _client(uri: str) -> MlflowClient:

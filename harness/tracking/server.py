@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 
 from mlflow.tracking import MlflowClient
 
-from harness.tracking.store import TrackingError
+from harness.errors import TrackingError
 
 #: Artifact locations every node can write to without a shared disk.
 _REMOTE_ARTIFACT_SCHEMES = ("mlflow-artifacts", "s3", "gs", "wasbs", "abfss", "hdfs", "http", "https")

@@ -27,6 +27,8 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from mlflow.tracking import MlflowClient
 
+from harness.errors import TrackingError
+
 T = TypeVar("T")
 
 ROLE_SWEEP = "sweep"
@@ -47,10 +49,6 @@ EPOCH_METRICS = (
     "epoch_seconds",
     "train_images_per_second",
 )
-
-
-class TrackingError(RuntimeError):
-    """The tracking store cannot be used; the message names the URI (or the run)."""
 
 
 def resolve_uri(uri: str) -> str:

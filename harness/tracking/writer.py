@@ -1,6 +1,6 @@
 """The write path: one parent run per (sweep, architecture), one child run per trial, standalone runs.
 
-:class:`TrialLogger` is driven by the Ray Tune callback in :mod:`harness.sweep` (which knows Ray; this
+:class:`TrialLogger` is driven by the Ray Tune callback in :mod:`harness.sweep.driver` (which knows Ray; this
 module does not). Two flaws of the stock integration are avoided on purpose:
 
 - runs are found by their tags (``sweep_id`` + ``arch`` for a parent, ``trial_id`` for a child), never by
@@ -27,13 +27,13 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
+from harness.errors import TrackingError
 from harness.tracking.store import (
     CONFIG_ARTIFACT,
     EPOCH_METRICS,
     PARENT_TAG,
     ROLE_SWEEP,
     ROLE_TRIAL,
-    TrackingError,
     client_for,
     find_runs,
     get_or_create_experiment,

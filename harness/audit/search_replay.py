@@ -4,7 +4,7 @@ When a search space is finite (every entry categorical) and every configuration 
 once with its per-epoch validation IoU kept, a sweep that runs one trial at a time
 (``search.max_concurrent: 1``) is a deterministic function of the searcher's seed: the same questions to
 Optuna, the same curves back, the same ASHA decisions. :func:`replay_search` replays it exactly, in the
-order the sweep's searcher (:class:`harness.searcher.OptunaStudySearcher`) and Tune's ASHA do it;
+order the sweep's searcher (:class:`harness.sweep.searcher.OptunaStudySearcher`) and Tune's ASHA do it;
 ``tests/test_replay.py`` checks it against a real Tune run, and ``benchmarks/perf/search_efficiency.py``
 uses it to compare TPE + ASHA, TPE, ASHA and random search over many seeds.
 """
@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from harness.replay import AshaReplay
+from harness.audit.asha_replay import AshaReplay
 
 
 def config_key(params: Mapping[str, object]) -> str:
@@ -58,7 +58,7 @@ def replay_search(
     What the sweep's searcher does, in the same order: ask the study for a configuration from the
     categorical ``space``; report each epoch's finite IoU (step = epoch); stop where ASHA ``(grace period,
     reduction factor)`` says (None: run to the end); tell Optuna COMPLETE, PRUNED or FAIL by
-    :func:`harness.search.trial_outcome`. The sampler is :func:`harness.search.make_sampler` with
+    :func:`harness.sweep.sampling.trial_outcome`. The sampler is :func:`harness.sweep.sampling.make_sampler` with
     ``budget`` (default ``trials``), or TPE with ``startup_trials`` random start-up trials when given.
     ``pool`` maps :func:`config_key` of every configuration in ``space`` to its per-epoch IoU (a curve
     shorter than ``max_epochs`` diverged).
@@ -66,7 +66,7 @@ def replay_search(
     import optuna
     from optuna.distributions import CategoricalDistribution
 
-    from harness.search import make_sampler, trial_outcome
+    from harness.sweep.sampling import make_sampler, trial_outcome
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if startup_trials is not None and sampler == "tpe":

@@ -18,7 +18,7 @@ correlation is measured on the trials that survived every rung (a range-restrict
 ``asha.enabled: false`` audits every trial and answers for the configured rungs prospectively.
 
 Pure functions on curves (numpy, pandas, scipy): no Ray, no MLflow. The results-directory files are
-declared in :mod:`harness.results`; :mod:`harness.report.fairness` renders them.
+declared in :mod:`harness.results`; :mod:`harness.report.audit` renders them.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from harness.sweep_result import SweepResult
+from harness.sweep.result import SweepResult
 
 #: Correlations of two architectures at a rung that differ by this much bias the comparison.
 RHO_GAP = 0.3
@@ -197,7 +197,7 @@ def audit_protocol(
     """Audit the sweep's early stopping per architecture; ``curves`` maps architecture -> its trials.
 
     ``replay`` (only for a sweep whose trials all ran every epoch): per architecture, the schedule replayed
-    over these curves (:func:`harness.replay.replay_grid`): ``full_best`` (best final IoU with no early
+    over these curves (:func:`harness.audit.asha_replay.replay_grid`): ``full_best`` (best final IoU with no early
     stopping), ``best_iou_mean`` (mean best found under the schedule), ``p_found_best``,
     ``epochs_fraction_mean``, ``orders``. Losses that differ by :data:`REPLAY_GAP` between architectures
     flag the comparison whatever the correlations say.

@@ -1,7 +1,7 @@
 """One final retrain: fit a chosen config with one seed, then score it on the shared test split.
 
 Runs as a Ray task (:func:`harness.cluster.run_tasks`), so it takes and returns plain data. The test
-split is scored by :func:`harness.train.evaluate`, the function that scores validation during the
+split is scored by :func:`harness.training.loop.evaluate`, the function that scores validation during the
 sweep: the same autocast precision and memory format on every device.
 
 Scene scores follow 38-Cloud's ``evaluation.m``: every patch of each test scene is predicted, whatever
@@ -27,7 +27,7 @@ from harness.data.dataset import CloudPatchDataset
 from harness.data.prepare import PreparedData
 from harness.metrics import scene_scores, stitch_scene
 from harness.results import SCORING_VERSION, RetrainResult
-from harness.train import evaluate, fit, make_eval_dataset, make_loader, predict, resolve_device
+from harness.training.loop import evaluate, fit, make_eval_dataset, make_loader, predict, resolve_device
 
 #: Predicted masks (n, H, W) uint8 of the given cache rows, in their order.
 PredictRows = Callable[[np.ndarray], np.ndarray]

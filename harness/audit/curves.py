@@ -1,9 +1,9 @@
 """A finished sweep's per-epoch curves, read back from MLflow: the input of the protocol audit and the replay.
 
-:func:`load_sweep` finds a sweep's :class:`~harness.sweep_result.SweepResult` s (one per architecture) and its
+:func:`load_sweep` finds a sweep's :class:`~harness.sweep.result.SweepResult` s (one per architecture) and its
 resolved benchmark; :func:`sweep_curves` reads each trial's ``val_iou`` and ``epoch_seconds`` per epoch
 (:func:`harness.tracking.reader.trial_curves`); :func:`protocol_audit` is the final comparison's audit
-(:func:`harness.audit.audit_protocol`) of the sweeps it compares.
+(:func:`harness.audit.ranks.audit_protocol`) of the sweeps it compares.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from pathlib import Path
 
 import yaml
 
-from harness.audit import ProtocolAudit, TrialCurve, audit_protocol, curves_from_sweep
-from harness.replay import ReplayError, replay_sweep
-from harness.sweep_result import SWEEP_RESULT_FILE, SweepResult
-from harness.tracking import TrackingError, download_artifacts, load_dict, sweep_parent_runs
+from harness.audit.asha_replay import replay_sweep
+from harness.audit.ranks import ProtocolAudit, TrialCurve, audit_protocol, curves_from_sweep
+from harness.errors import ReplayError, TrackingError
+from harness.sweep.result import SWEEP_RESULT_FILE, SweepResult
+from harness.tracking import download_artifacts, load_dict, sweep_parent_runs
 from harness.tracking.reader import trial_curves
 
 #: Random arrival orders the comparison's audit replays the configured schedule over.
@@ -63,7 +64,7 @@ def sweep_curves(
 
 
 def protocol_audit(bench, sweeps: Mapping[str, SweepResult], *, orders: int = REPLAY_ORDERS) -> ProtocolAudit:
-    """The final comparison's audit of its sweeps (:func:`harness.audit.audit_protocol`), curves from MLflow.
+    """The final comparison's audit of its sweeps (:func:`harness.audit.ranks.audit_protocol`), curves from MLflow.
 
     The ASHA settings and concurrency are the ones the sweep ran with (its stored ``benchmark.yaml``), else
     ``bench``'s. When every trial ran every epoch, the configured schedule is also replayed over the curves

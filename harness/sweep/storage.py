@@ -26,20 +26,12 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from harness.config import ConfigError
+from harness.errors import ConfigError, StorageError
 
 SWEEP_FILE = "sweep.json"
 STUDY_FILE = "optuna.db"
 #: URI schemes a sweep storage may use ("" is a local or shared path).
 OBJECT_STORE_SCHEMES = ("s3", "gs")
-
-
-class SweepError(RuntimeError):
-    """A sweep cannot start or continue; the message says why and what to do."""
-
-
-class StorageError(SweepError):
-    """The sweep storage cannot be used (unreachable, no such bucket, refused); the message names the URI."""
 
 
 def _credential_hint(scheme: str) -> str:

@@ -1,12 +1,12 @@
 """The final comparison: retrain each architecture's chosen config over paired seeds and score them all.
 
-1. Read each architecture's :class:`~harness.sweep_result.SweepResult` from its sweep's parent MLflow run:
+1. Read each architecture's :class:`~harness.sweep.result.SweepResult` from its sweep's parent MLflow run:
    the sweep already chose the config; nothing is chosen again here.
 2. Retrain each chosen config for every seed in ``compare.seeds``: the same seeds, hence the same data
    order and augmentation, for every architecture (paired). Retrains run as Ray tasks, so a cluster
    runs them in parallel; each finished one is logged to MLflow at once, and a re-run reuses it.
-3. Score every model on the shared test split, whose hash must equal the sweep's (:mod:`harness.retrain`).
-4. Statistics (:mod:`harness.stats`), cost and the expected-best-vs-budget curve become a
+3. Score every model on the shared test split, whose hash must equal the sweep's (:mod:`harness.compare.retrain`).
+4. Statistics (:mod:`harness.stats.intervals`), cost and the expected-best-vs-budget curve become a
    :class:`~harness.results.Results`, written atomically as a results directory that
    :func:`harness.report.write_report` renders; the directory is logged to MLflow as a run tagged
    ``final_compare``.
@@ -30,23 +30,23 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from harness.baseline import pixel_baseline
+from harness.audit.curves import protocol_audit
 from harness.cluster import run_tasks
-from harness.compare_results import build_results, source_root
+from harness.compare.baseline import pixel_baseline
+from harness.compare.retrain import retrain_and_score
+from harness.compare.tables import build_results, source_root
 from harness.config import Benchmark, TrainConfig, benchmark_from_dict, to_flat
 from harness.data.cache import open_cache
 from harness.data.layout import find_scene_gts
 from harness.data.prepare import PreparedData, prepare_data
+from harness.errors import CompareError, TrackingError
 from harness.metrics import confusion_stats, per_image_scores
 from harness.report import write_report
 from harness.results import SCORING_VERSION, RetrainResult, write_results
-from harness.retrain import retrain_and_score
-from harness.sweep_curves import protocol_audit
-from harness.sweep_result import SWEEP_RESULT_FILE, SweepResult
+from harness.sweep.result import SWEEP_RESULT_FILE, SweepResult
 from harness.tracking import (
     ROLE_RETRAIN,
     ComparisonRecorder,
-    TrackingError,
     check_tracking_uri,
     download_artifacts,
     latest_sweep,
@@ -54,11 +54,7 @@ from harness.tracking import (
     sweep_parent_runs,
     system_metrics,
 )
-from harness.train import model_from_config
-
-
-class CompareError(RuntimeError):
-    """The comparison cannot run as asked; the message says why."""
+from harness.training.loop import model_from_config
 
 
 # -- what to compare --------------------------------------------------------------------------------
@@ -227,7 +223,7 @@ def summary_metrics(results_dir: Path) -> dict[str, float]:
 
     ``<arch>_pooled_iou_*``: IoU of each seed's pooled test pixels, mean and interval over seeds;
     ``<arch>_per_image_iou_mean``: IoU of each test image, averaged over images and seeds;
-    ``pixel_baseline_pooled_iou``: the per-pixel logistic regression (:mod:`harness.baseline`) on the same pixels.
+    ``pixel_baseline_pooled_iou``: the per-pixel logistic regression (:mod:`harness.compare.baseline`) on the same pixels.
     """
     summary = pd.read_csv(results_dir / "summary.csv")
     metrics = {}
@@ -262,7 +258,7 @@ def test_metrics(result: RetrainResult) -> dict[str, float]:
 
 
 def retrain_task(system: Mapping[str, Any], **kwargs: Any) -> RetrainResult:
-    """One final retrain as a Ray task (:func:`~harness.retrain.retrain_and_score`), with system metrics.
+    """One final retrain as a Ray task (:func:`~harness.compare.retrain.retrain_and_score`), with system metrics.
 
     ``system`` (tracking URI, experiment, the retrain run's tags, sampling interval) names the run the
     comparison opened for this retrain; the machine's CPU, memory and GPU use are logged there while it trains.
@@ -363,7 +359,7 @@ def _write_atomically(out: Path, bench, data, sweeps, retrains, sample_rows, met
     try:
         meta = {**meta, "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
         results = build_results(staging, bench, data, sweeps, retrains, sample_rows, meta)
-        results.protocol_audit = protocol_audit(bench, sweeps)  # was the tuning fair? (harness.audit)
+        results.protocol_audit = protocol_audit(bench, sweeps)  # was the tuning fair? (harness.audit.ranks)
         write_results(staging, results)
         write_report(staging)
         if out.exists():

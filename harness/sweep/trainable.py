@@ -1,7 +1,7 @@
 """The Tune function trainable of a sweep: one configuration, fitted, reporting every epoch with a checkpoint.
 
 It runs in a Ray worker. The configuration crosses the Tune boundary flat and is read back typed
-(:func:`harness.config.from_flat`); :func:`harness.train.fit` does the training and knows nothing of Ray,
+(:func:`harness.config.from_flat`); :func:`harness.training.loop.fit` does the training and knows nothing of Ray,
 so this module is the adapter between the two: epochs become Tune reports (with ``training_iteration =
 epoch``), Tune's checkpoint becomes ``fit``'s resume folder, and a configuration that cannot run ends as
 a result rather than an exception Tune would retry.
@@ -40,7 +40,7 @@ def train_trial(
 
 
 def _train_trial(config: dict[str, Any], data: PreparedData, prepare_args: dict[str, Any]) -> None:
-    from harness import train  # imported in the worker; the loop knows nothing of Ray
+    from harness.training import loop as train  # imported in the worker; the loop knows nothing of Ray
 
     data = data_on_node(data, prepare_args)
     train_config = from_flat(config)

@@ -1,7 +1,7 @@
 """The report's "Was the tuning fair?" section and its figure, from the protocol audit of the results directory.
 
 Presentation only: every number comes from ``protocol_audit.csv``, ``protocol_audit.json`` and
-``sweep_curves.csv`` (:mod:`harness.audit` computed them; :mod:`harness.results` declares them).
+``sweep_curves.csv`` (:mod:`harness.audit.ranks` computed them; :mod:`harness.results` declares them).
 :func:`fairness_section` returns the section's Markdown lines (none without an audit); :func:`plot_fairness`
 draws each architecture's sweep trials, early against final IoU, stopped trials marked where they stopped.
 """
@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from harness.audit import ProtocolAudit
+from harness.audit.ranks import ProtocolAudit
 from harness.report.figures import DPI, PALETTE
 from harness.report.format import fmt_ci, fmt_int, fmt_rate, fmt_signed, is_missing, label, md_table
 from harness.results import Results

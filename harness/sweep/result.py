@@ -2,7 +2,7 @@
 
 The sweep decides, once, through :func:`select_best`, and writes one :class:`SweepResult` per
 architecture (``sweep_result.json`` on the architecture's parent MLflow run).
-:func:`harness.compare.load_sweep_results` reads it back typed and never re-decides. No Ray and no MLflow
+:func:`harness.compare.driver.load_sweep_results` reads it back typed and never re-decides. No Ray and no MLflow
 here: the rule is tested without either.
 """
 
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.config.train import TrainConfig, from_flat, to_flat
+from harness.errors import InputError
 
 #: The MLflow artifact holding a SweepResult on the architecture's parent run.
 SWEEP_RESULT_FILE = "sweep_result.json"
@@ -54,7 +55,7 @@ class SweepResult:
     def best_config(self) -> TrainConfig:
         """The configuration the final comparison retrains; ValueError when the sweep chose none."""
         if self.best is None:
-            raise ValueError(
+            raise InputError(
                 f"sweep {self.sweep_id}, {self.arch}: no trial ran all {self.max_epochs} epochs; "
                 "raise search.num_samples or lower asha.reduction_factor"
             )
@@ -78,11 +79,11 @@ class SweepResult:
     def from_dict(cls, raw: Mapping[str, Any]) -> SweepResult:
         """Inverse of :meth:`to_dict`; ValueError when the dict is not a sweep result of this format."""
         if raw.get("format") != FORMAT:
-            raise ValueError(f"not a sweep result of format {FORMAT} (got format {raw.get('format')!r})")
+            raise InputError(f"not a sweep result of format {FORMAT} (got format {raw.get('format')!r})")
         trials = tuple(_trial_from_dict(t) for t in raw["trials"])
         best = [t for t in trials if t.trial_id == raw["best_trial_id"]] or [None]
         if raw["best_trial_id"] is not None and best[0] is None:
-            raise ValueError(f"sweep result names best trial {raw['best_trial_id']!r}, which is not in its table")
+            raise InputError(f"sweep result names best trial {raw['best_trial_id']!r}, which is not in its table")
         return cls(
             sweep_id=raw["sweep_id"],
             benchmark=raw["benchmark"],

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from harness.config.train import MODEL_KEYS, TrainConfig, from_flat, to_flat
-from harness.seeding import capture_rng_state, restore_rng_state
+from harness.training.seeding import capture_rng_state, restore_rng_state
 
 CHECKPOINT_FILENAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = 2

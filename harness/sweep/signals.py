@@ -16,17 +16,10 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from harness.sweep_storage import SweepError, SweepStorage
+from harness.errors import SweepError, SweepInterrupted
+from harness.sweep.storage import SweepStorage
 
 log = logging.getLogger("harness.sweep")
-
-
-class SweepInterrupted(SweepError):
-    """A stop signal ended the sweep before its budget was spent: it is resumable and never counts as finished."""
-
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.signum = signum
 
 
 @contextlib.contextmanager

@@ -28,13 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# Replicates are computed in chunks of about this many image weights, to bound memory.
-_CHUNK_ELEMENTS = 2_000_000
-
-
-def _heaviside(x: np.ndarray) -> np.ndarray:
-    """1 where x > 0, 0.5 where x == 0, 0 where x < 0 (a win, a tie, a loss)."""
-    return (x > 0) + 0.5 * (x == 0)
+from harness.stats.arrays import CHUNK_ELEMENTS, win_tie_loss
 
 
 def _scene_means(scores: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
@@ -51,7 +45,7 @@ def probability_of_improvement(a: np.ndarray, b: np.ndarray, strata: Sequence) -
     """
     a, b, groups = _check(a, b, strata)
     xa, xb = _scene_means(a, groups), _scene_means(b, groups)
-    return float(_heaviside(xa[:, None, :] - xb[None, :, :]).mean())
+    return float(win_tie_loss(xa[:, None, :] - xb[None, :, :]).mean())
 
 
 def _check(a, b, strata) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
@@ -103,7 +97,7 @@ def hierarchical_paired_bootstrap(
     n_scenes = len(groups)
     d = a - b
     rng = np.random.default_rng(seed)
-    per_chunk = max(1, _CHUNK_ELEMENTS // max(n_images, n_seeds * n_seeds * n_scenes))
+    per_chunk = max(1, CHUNK_ELEMENTS // max(n_images, n_seeds * n_seeds * n_scenes))
     diffs, probs = [], []
     for start in range(0, n_boot, per_chunk):
         rows = min(per_chunk, n_boot - start)
@@ -123,7 +117,7 @@ def hierarchical_paired_bootstrap(
             drawn += scene_c[:, k] * size
         diffs.append((seed_w * diff_sum).sum(axis=1) / (n_seeds * drawn))
         # P(A > B) of the replicate: seed pairs weighted by their draw counts, scenes by theirs.
-        wins = _heaviside(xa[:, :, None, :] - xb[:, None, :, :])  # (B, S, S, K)
+        wins = win_tie_loss(xa[:, :, None, :] - xb[:, None, :, :])  # (B, S, S, K)
         pair_w = seed_w[:, :, None] * seed_w[:, None, :]
         per_scene = np.einsum("bst,bstk->bk", pair_w, wins) / (n_seeds * n_seeds)
         probs.append((per_scene * scene_c).sum(axis=1) / n_scenes)

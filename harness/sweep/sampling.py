@@ -9,7 +9,7 @@ A search-space file maps a training key to a distribution::
 
 Types: ``loguniform`` / ``uniform`` / ``float`` (``log: true`` allowed, ``step`` optional), ``int``
 (``log``, ``step``), ``categorical`` (``choices``). No Ray here: the Ray searcher in
-:mod:`harness.searcher` asks :func:`trial_outcome` what to tell Optuna, so that logic is tested without
+:mod:`harness.sweep.searcher` asks :func:`trial_outcome` what to tell Optuna, so that logic is tested without
 training anything.
 """
 
@@ -30,6 +30,8 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
+from harness.errors import SearchSpaceError
+
 _TYPES = {"loguniform", "uniform", "float", "int", "categorical"}
 _FIELDS = {
     "loguniform": {"type", "low", "high", "step", "log"},
@@ -40,10 +42,6 @@ _FIELDS = {
 }
 #: ``check_value(key, value) -> value``: coerces a value to its field's type or raises ValueError.
 ValueCheck = Callable[[str, Any], Any]
-
-
-class SearchSpaceError(ValueError):
-    """A search-space entry is invalid; the message names the key."""
 
 
 def load_search_space(

@@ -6,7 +6,7 @@
   cannot be read is refused, naming it (Tune would silently start the architecture again);
 - :func:`recover_lost_checkpoints`: a checkpoint Tune deleted before its state upload is put back.
 
-One of the sweep driver's modules, the only ones that import ``ray`` (see :mod:`harness.sweep`).
+One of the sweep driver's modules, the only ones that import ``ray`` (see :mod:`harness.sweep.driver`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import pyarrow.fs as pafs
 from ray import cloudpickle, tune
 
 from harness.config import Benchmark
-from harness.searcher import load_state
-from harness.sweep_storage import SWEEP_FILE, SweepError, SweepStorage
+from harness.errors import SweepError
+from harness.sweep.searcher import load_state
+from harness.sweep.storage import SWEEP_FILE, SweepStorage
 
 log = logging.getLogger("harness.sweep")
 

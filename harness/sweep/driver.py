@@ -1,21 +1,21 @@
 """The Ray Tune driver: one Tune run per architecture, same budget, TPE + ASHA, every trial in MLflow.
 
-The driver's modules (this one, :mod:`harness.sweep_trainable`, :mod:`harness.sweep_resume`,
-:mod:`harness.searcher`, :mod:`harness.cluster`) are the only ones that import ``ray``. For each
+The driver's modules (this one, :mod:`harness.sweep.trainable`, :mod:`harness.sweep.resume`,
+:mod:`harness.sweep.searcher`, :mod:`harness.cluster`) are the only ones that import ``ray``. For each
 architecture of a benchmark it runs a ``Tuner`` with the same number of trials, the same seeded TPE
 sampler settings, the same ASHA schedule and the same per-trial resources; every trial trains with
-:func:`harness.train.fit` (through :func:`~harness.sweep_trainable.train_trial`) and reports every
-epoch (with a checkpoint) to Tune, to the scheduler, to Optuna (:class:`~harness.searcher.OptunaStudySearcher`)
+:func:`harness.training.loop.fit` (through :func:`~harness.sweep.trainable.train_trial`) and reports every
+epoch (with a checkpoint) to Tune, to the scheduler, to Optuna (:class:`~harness.sweep.searcher.OptunaStudySearcher`)
 and, through a driver-side callback, to MLflow.
-Everything a resume needs is in the sweep's storage (:mod:`harness.sweep_storage`).
+Everything a resume needs is in the sweep's storage (:mod:`harness.sweep.storage`).
 
 Everything that can be checked is checked before ``sweep.json`` is written: the benchmark file, the
 search spaces, the storage (scheme, reachability, credentials), the tracking URI and its artifact store,
 the data, the Ray cluster (address, token, resources). With no ``--address`` a private local Ray instance is
 started (never a stale cluster left on the machine); with one, the sweep joins that cluster and
 refuses per-trial resources no node of it can provide. Each architecture's answer is one
-:class:`~harness.sweep_result.SweepResult`, chosen by :func:`~harness.sweep_result.select_best` and
-stored on its parent MLflow run, where :func:`harness.compare.load_sweep_results` reads it. The command
+:class:`~harness.sweep.result.SweepResult`, chosen by :func:`~harness.sweep.result.select_best` and
+stored on its parent MLflow run, where :func:`harness.compare.driver.load_sweep_results` reads it. The command
 line is in :mod:`harness.cli` (``cloudmask sweep`` / ``python -m harness.sweep``).
 """
 
@@ -44,14 +44,15 @@ from harness.cluster import check_loader_workers, check_resources, ray_session
 from harness.config import Benchmark, from_flat, to_flat
 from harness.data.cache import open_cache
 from harness.data.prepare import PreparedData, prepare_data
-from harness.search import stopped_by, to_optuna
-from harness.searcher import TRIAL_LINKS, OptunaStudySearcher
-from harness.sweep_checks import check_every_architecture_chose, check_trials_can_run, most_loader_workers
-from harness.sweep_result import SWEEP_RESULT_FILE, SweepResult, TrialSummary, select_best
-from harness.sweep_resume import check_restorable, check_same_benchmark, recover_lost_checkpoints
-from harness.sweep_signals import SweepInterrupted, check_not_interrupted, graceful_stop
-from harness.sweep_storage import SWEEP_FILE, StorageError, SweepError, SweepStorage
-from harness.sweep_trainable import METRIC, train_trial
+from harness.errors import StorageError, SweepError, SweepInterrupted
+from harness.sweep.checks import check_every_architecture_chose, check_trials_can_run, most_loader_workers
+from harness.sweep.result import SWEEP_RESULT_FILE, SweepResult, TrialSummary, select_best
+from harness.sweep.resume import check_restorable, check_same_benchmark, recover_lost_checkpoints
+from harness.sweep.sampling import stopped_by, to_optuna
+from harness.sweep.searcher import TRIAL_LINKS, OptunaStudySearcher
+from harness.sweep.signals import check_not_interrupted, graceful_stop
+from harness.sweep.storage import SWEEP_FILE, SweepStorage
+from harness.sweep.trainable import METRIC, train_trial
 from harness.tracking import TrialLogger, TrialRunFinder, check_tracking_uri, git_commit
 from harness.tracking.server import check_artifact_store
 
@@ -295,7 +296,7 @@ def run_architecture(
     """Run (or resume) one architecture's Tune experiment; choose and record its :class:`SweepResult`.
 
     Raises :class:`SweepInterrupted` when a stop signal (``stop_signals``, from
-    :func:`~harness.sweep_signals.graceful_stop`) ended it, :class:`SweepError` when Tune left trials
+    :func:`~harness.sweep.signals.graceful_stop`) ended it, :class:`SweepError` when Tune left trials
     unfinished without one: nothing is chosen or recorded then.
     """
     trainable, tune_config, run_config, fixed, trial_logger = _tuner(bench, arch, data, state, storage, workdir)
@@ -377,10 +378,3 @@ def run_sweep(bench: Benchmark, *, address: str | None = None, resume: bool = Fa
     check_every_architecture_chose(results)
     return results
 
-
-if __name__ == "__main__":
-    import sys
-
-    from harness.cli import main
-
-    sys.exit(main(["sweep", *sys.argv[1:]]))

@@ -2,10 +2,10 @@
 
 One call of ``fit`` is one trial: it seeds everything, builds the model and the data loaders from a
 :class:`~harness.config.TrainConfig`, trains for ``config.epochs`` epochs and after each one calls
-``report(metrics, checkpoint_dir)`` with a checkpoint of that epoch (:mod:`harness.checkpoints`).
+``report(metrics, checkpoint_dir)`` with a checkpoint of that epoch (:mod:`harness.training.checkpoints`).
 ``fit(..., checkpoint_dir=D)`` resumes from ``D/checkpoint.pt``: on CPU, N epochs + resume + M epochs
 gives exactly the losses and weights of N + M epochs in one go. The Ray trainable that wraps it lives in
-:mod:`harness.sweep`.
+:mod:`harness.sweep.driver`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from harness.checkpoints import (
+from harness.config.train import TrainConfig
+from harness.metrics import ConfusionAccumulator, confusion_stats, per_image_counts
+from harness.models import build_model
+from harness.training.checkpoints import (
     CHECKPOINT_FILENAME,
     check_resumable,
     checkpoint_config,
@@ -35,11 +38,8 @@ from harness.checkpoints import (
     scratch_dir,
     stored_band_stats,
 )
-from harness.config.train import TrainConfig
-from harness.losses import LossFn, build_loss, cloud_probability, cross_entropy_loss, supervised_loss
-from harness.metrics import ConfusionAccumulator, confusion_stats, per_image_counts
-from harness.models import build_model
-from harness.seeding import deterministic_algorithms, seed_everything, seed_worker
+from harness.training.losses import LossFn, build_loss, cloud_probability, cross_entropy_loss, supervised_loss
+from harness.training.seeding import deterministic_algorithms, seed_everything, seed_worker
 
 Report = Callable[[dict, "str | None"], Any]
 

@@ -7,7 +7,7 @@ only Optuna's public API:
   ``ray_trial_id``, so the study itself says which Optuna trial is which Ray trial;
 - ``on_trial_result``: ``trial.report(value, epoch)``, unless the study already shows the trial finished
   (a restored driver may replay results of a trial an earlier driver had already told);
-- ``on_trial_complete``: :func:`harness.search.trial_outcome` decides, ``study.tell`` records; an
+- ``on_trial_complete``: :func:`harness.sweep.sampling.trial_outcome` decides, ``study.tell`` records; an
   ASHA-stopped trial stays PRUNED with its per-epoch values, the stopping epoch's included;
 - ``save``/``restore``: *which* study (name and storage) and the Ray trial ids asked so far, never a
   pickle of the study. On restore the study is reconciled with the experiment Tune restores (the two are
@@ -45,10 +45,10 @@ from optuna.trial import TrialState
 from ray.tune import ExperimentAnalysis
 from ray.tune.search import Searcher
 
-from harness.search import make_sampler, trial_outcome
-from harness.sweep_storage import StudyFile, is_object_store_file
+from harness.sweep.sampling import make_sampler, trial_outcome
+from harness.sweep.storage import StudyFile, is_object_store_file
 
-log = logging.getLogger("harness.searcher")
+log = logging.getLogger("harness.sweep.searcher")
 RAY_TRIAL_ID = "ray_trial_id"
 #: Study name -> a function from a Ray trial id to more ids of that trial (e.g. ``{"mlflow_run_id": …}``),
 #: registered by the sweep driver in its own process: a function does not pickle with the searcher, and a
@@ -278,7 +278,7 @@ class OptunaStudySearcher(Searcher):
             self._linked.add(trial_id)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        """Tell the study how the trial ended (:func:`harness.search.trial_outcome`), once."""
+        """Tell the study how the trial ended (:func:`harness.sweep.sampling.trial_outcome`), once."""
         # Tune hands the result on which ASHA stopped a trial only to this method, not to
         # on_trial_result: report it first, so a pruned trial keeps its value at the stopping epoch.
         if not error:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import collections
 
-from harness.config import Benchmark, ConfigError
-from harness.sweep_result import SweepResult
-from harness.sweep_storage import SweepError
+from harness.config import Benchmark
+from harness.errors import ConfigError, SweepError
+from harness.sweep.result import SweepResult
 
 
 def most_loader_workers(bench: Benchmark) -> int:
