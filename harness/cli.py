@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         # Not an error the harness raised on purpose: a bug, never "bad input". The traceback is the report.
         traceback.print_exc()
-        print(f"error: internal error (a bug in the harness or a library it uses; exit {EXIT_RUNTIME})", file=sys.stderr)
+        print("error: internal error (a bug in the harness or in a library it uses)", file=sys.stderr)
         return EXIT_RUNTIME
 
 

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SMOKE
 
 from harness.cli import EXIT_BAD_INPUT, build_parser, main
+from tests.conftest import SMOKE
 
 CLOUDMASK = shutil.which("cloudmask", path=str(Path(sys.executable).parent))
 

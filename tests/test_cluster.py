@@ -6,13 +6,13 @@ import dataclasses
 import shutil
 
 import pytest
-from conftest import SMOKE
 
 from harness.cluster import check_reachable, check_resources, data_on_node, run_tasks, token_source
 from harness.config import load_benchmark
 from harness.data.prepare import prepare_data
 from harness.errors import ClusterError
 from harness.metrics import confusion_stats
+from tests.conftest import SMOKE
 
 
 def test_run_tasks_yields_every_result_with_its_index(ray_cluster):

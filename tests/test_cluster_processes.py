@@ -25,12 +25,12 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import SMOKE
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from harness.sweep.result import SWEEP_RESULT_FILE, SweepResult
 from harness.tracking import load_dict
+from tests.conftest import SMOKE
 
 BIN = Path(sys.executable).parent
 BUCKET = "sweeps"

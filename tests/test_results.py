@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import stats
+from harness.compare import tables
 from harness.errors import MissingResultsError, ResultsError
 from harness.metrics import cloud_free_counts, confusion_stats
 from harness.results import COLUMNS, OPTIONAL_FILES, REQUIRED_FILES, Results, load_results
@@ -141,8 +141,8 @@ def make_results_dir(root, *, shift=0.05, optional=True, archs=ARCHS, seed=0):
         },
     }
     results.to_csv(root / "results.csv", index=False)
-    stats.summary_table(results, costs=costs).to_csv(root / "summary.csv", index=False)
-    stats.paired_table(results, per_image, n_boot=2000).to_csv(root / "paired.csv", index=False)
+    tables.summary_table(results, costs=costs).to_csv(root / "summary.csv", index=False)
+    tables.paired_table(results, per_image, n_boot=2000).to_csv(root / "paired.csv", index=False)
     best = {
         arch: {
             "trial_id": f"{arch}_0000{i}",
@@ -190,7 +190,7 @@ def make_results_dir(root, *, shift=0.05, optional=True, archs=ARCHS, seed=0):
             "stopped_by": np.tile(["completed"] * 3 + ["asha"] * 8 + ["diverged"], len(archs)),
         }
     )
-    stats.budget_table(trials).to_csv(root / "budget.csv", index=False)
+    tables.budget_table(trials).to_csv(root / "budget.csv", index=False)
     scene_rows = [
         {
             "arch": arch,

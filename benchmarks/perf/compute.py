@@ -98,7 +98,7 @@ def interleaved(loops: dict, rounds: int) -> dict[str, float]:
 
 
 def eval_rates(arch: str, base: int, depth: int, patch: int, scenes: int, grid, sizes=(8, 16, 64)) -> dict:
-    """Images/s of ``harness.training.loop.evaluate`` over the val split, per eval batch size (interleaved, best of 3)."""
+    """Images/s of ``harness.training.loop.evaluate`` over the val split, per eval batch size (best of 3)."""
     from harness.config import TrainConfig
     from harness.data.dataset import CloudPatchDataset
     from harness.training.loop import evaluate, make_loader, model_from_config

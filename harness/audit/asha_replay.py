@@ -8,7 +8,7 @@ have cost: the best final IoU the sweep would still have found and the fraction 
 spent, over many random arrival orders of the trials, per architecture.
 
 * :class:`AshaReplay` is Ray's ``AsyncHyperBandScheduler`` decision rule (one bracket, mode max, trials
-  stopped at ``max_t``) in plain Python; ``tests/test_replay.py`` checks it against Ray's own scheduler and
+  stopped at ``max_t``) in plain Python; ``tests/audit/test_asha_replay.py`` checks it against Ray's own scheduler and
   a real Tune run, trial stop for trial stop.
 * :func:`replay_schedule` runs trials in a given order, ``concurrency`` at a time; each epoch takes its
   recorded duration (or one unit), and the scheduler sees results in the order they would arrive.

@@ -5,7 +5,7 @@ once with its per-epoch validation IoU kept, a sweep that runs one trial at a ti
 (``search.max_concurrent: 1``) is a deterministic function of the searcher's seed: the same questions to
 Optuna, the same curves back, the same ASHA decisions. :func:`replay_search` replays it exactly, in the
 order the sweep's searcher (:class:`harness.sweep.searcher.OptunaStudySearcher`) and Tune's ASHA do it;
-``tests/test_replay.py`` checks it against a real Tune run, and ``benchmarks/perf/search_efficiency.py``
+``tests/audit/test_asha_replay.py`` checks it against a real Tune run, and ``benchmarks/perf/search_efficiency.py``
 uses it to compare TPE + ASHA, TPE, ASHA and random search over many seeds.
 """
 

@@ -41,6 +41,7 @@ from harness.data.layout import find_scene_gts
 from harness.data.prepare import PreparedData, prepare_data
 from harness.errors import CompareError, TrackingError
 from harness.metrics import confusion_stats, per_image_scores
+from harness.models import get_model_spec
 from harness.report import write_report
 from harness.results import SCORING_VERSION, RetrainResult, write_results
 from harness.sweep.result import SWEEP_RESULT_FILE, SweepResult
@@ -189,6 +190,7 @@ def run_compare(
             "split_kind": bench.split.kind,
             "seeds": list(bench.compare.seeds),
             "architectures": list(bench.architectures),
+            "arch_labels": {arch: get_model_spec(arch).label for arch in bench.architectures},
             "best_configs": {
                 arch: {
                     "trial_id": sweeps[arch].best.trial_id,
@@ -223,7 +225,8 @@ def summary_metrics(results_dir: Path) -> dict[str, float]:
 
     ``<arch>_pooled_iou_*``: IoU of each seed's pooled test pixels, mean and interval over seeds;
     ``<arch>_per_image_iou_mean``: IoU of each test image, averaged over images and seeds;
-    ``pixel_baseline_pooled_iou``: the per-pixel logistic regression (:mod:`harness.compare.baseline`) on the same pixels.
+    ``pixel_baseline_pooled_iou``: the per-pixel logistic regression (:mod:`harness.compare.baseline`) on the
+    same pixels.
     """
     summary = pd.read_csv(results_dir / "summary.csv")
     metrics = {}

@@ -20,7 +20,7 @@ from harness.config.fields import coerce
 from harness.config.search_spaces import load_search_spaces
 from harness.config.train import TrainConfig, check_value
 from harness.errors import ConfigError
-from harness.models import MODELS
+from harness.models import list_models
 
 SPLIT_KINDS = ("scene", "random")
 SAMPLERS = ("tpe", "random")
@@ -261,7 +261,14 @@ def benchmark_from_dict(raw: dict[str, Any], *, base_dir: Path | None = None, so
         **sections,
     )
     _validate(bench)
-    return dataclasses.replace(bench, search_spaces=load_search_spaces(raw.get("search_spaces"), bench, base_dir))
+    spaces = load_search_spaces(
+        raw.get("search_spaces"),
+        architectures=bench.architectures,
+        trial_config=bench.trial_config,
+        patch_size=(bench.data.synthetic or {}).get("patch_size"),
+        base_dir=base_dir,
+    )
+    return dataclasses.replace(bench, search_spaces=spaces)
 
 
 def _section(key: str, cls: type, value: Any):
@@ -307,12 +314,12 @@ def _typed(key: str, value: Any, default: Any) -> Any:
 
 def _architectures(value: Any) -> tuple[str, ...]:
     if value is None:
-        return tuple(MODELS)
+        return tuple(list_models())
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"architectures: expected a non-empty list of names, got {value!r}")
     for arch in value:
-        if arch not in MODELS:
-            raise ConfigError(f"architectures: unknown architecture {arch!r}; valid: {', '.join(MODELS)}")
+        if arch not in list_models():
+            raise ConfigError(f"architectures: unknown architecture {arch!r}; valid: {', '.join(list_models())}")
     if len(set(value)) != len(value):
         raise ConfigError(f"architectures: duplicate entries in {value!r}")
     return tuple(value)

@@ -1,8 +1,9 @@
 """``TrainConfig``: the one training-config schema, from a benchmark's ``train:`` section to ``fit``.
 
-Every default is defined here and nowhere else. Vocabularies come from the modules that own them
-(``harness.models.MODELS``, ``harness.models.NORMS``, ``harness.training.losses.LOSSES``,
-``harness.data.dataset.NORMALISATIONS``), so a value valid here is one ``fit`` can run. The config is
+Every default is defined here and nowhere else. Vocabularies come from the modules that own them, none
+of which imports torch: the model registry (:func:`harness.models.list_models`, its capabilities such as
+deep supervision and depth range, ``harness.models.NORMS``), ``harness.training.loss_names.LOSSES`` and
+``harness.data.normalisation.NORMALISATIONS``, so a value valid here is one ``fit`` can run. The config is
 frozen: a variant is made with ``dataclasses.replace``. It is flattened to a plain dict only at the Ray
 Tune boundary and in files (``to_flat`` / ``from_flat``), and read back typed.
 """
@@ -16,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.config.fields import coerce
-from harness.data.dataset import NORMALISATIONS
+from harness.data.normalisation import NORMALISATIONS
 from harness.errors import ConfigError
-from harness.models import MODELS, NORMS
-from harness.training.losses import LOSSES
+from harness.models import NORMS, list_models, shape_problem
+from harness.training.loss_names import LOSSES
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 #: Hard limits whatever a benchmark or search space says.
@@ -64,8 +65,10 @@ class TrainConfig:
             problem = value_problem(f.name, value)
             if problem:
                 raise ConfigError(f"train.{f.name}: {problem}")
-        if self.deep_supervision and self.arch != "unetpp":
-            raise ConfigError(f"train.deep_supervision: only unetpp has deep supervision heads, not {self.arch!r}")
+        problem = shape_problem(self.arch, depth=self.depth, deep_supervision=self.deep_supervision)
+        if problem:
+            key = "deep_supervision" if "deep supervision" in problem else "depth"
+            raise ConfigError(f"train.{key}: {problem}")
 
 
 _TYPES: dict[str, type] = {f.name: type(f.default) for f in dataclasses.fields(TrainConfig)}
@@ -78,7 +81,7 @@ SEARCHABLE_KEYS = tuple(name for name in _TYPES if name not in {"arch", "device"
 def value_problem(key: str, value: Any) -> str | None:
     """Why ``value`` (already of the field's type) is not allowed for ``key``, or None."""
     vocabularies = {
-        "arch": tuple(MODELS),
+        "arch": tuple(list_models()),
         "norm": NORMS,
         "loss": LOSSES,
         "normalisation": NORMALISATIONS,

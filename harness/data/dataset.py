@@ -16,46 +16,9 @@ from torch.utils.data import Dataset
 from harness.errors import InputError
 
 from .cache import IMAGES, MASKS, open_cache
+from .normalisation import NORMALISATIONS, SCALE, band_stats
 
-#: Cloud-Net's scaling: DN / 65535.
-SCALE = 1.0 / 65535.0
-NORMALISATIONS = ("scale", "standardise")
-
-
-def band_stats(
-    cache_dir: str | Path, indices: np.ndarray | list[int], *, max_patches: int = 2048
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-band (mean[4], std[4]) in DN over the given cache rows (float64).
-
-    No-data pixels (zero in every band, outside the scene footprint) are left out: they would pull
-    the statistics towards zero. At most `max_patches` evenly spaced rows are read, which is plenty
-    for four numbers and keeps this fast on 50 GB caches.
-    """
-    cache = open_cache(cache_dir)
-    rows = np.sort(np.asarray(indices, dtype=np.int64))
-    if rows.size == 0:
-        raise ValueError("band_stats needs at least one patch index")
-    if rows.size > max_patches:
-        rows = rows[np.linspace(0, rows.size - 1, max_patches).round().astype(np.int64)]
-    total = np.zeros(4)
-    total_sq = np.zeros(4)
-    count = 0
-    for start in range(0, rows.size, 64):  # chunks keep memory small whatever the patch size
-        block = np.asarray(cache.images[rows[start : start + 64]], dtype=np.float64)
-        valid = np.any(block != 0, axis=1)  # (n, H, W)
-        n = int(valid.sum())
-        if n == 0:
-            continue
-        pix = block.transpose(1, 0, 2, 3)[:, valid]  # (4, n)
-        total += pix.sum(axis=1)
-        total_sq += (pix * pix).sum(axis=1)
-        count += n
-    if count == 0:
-        raise ValueError("band_stats: the selected patches hold no valid (non-zero) pixels")
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
-    return mean, np.maximum(std, 1e-6)
-
+__all__ = ["NORMALISATIONS", "SCALE", "CloudPatchDataset", "RowReader", "band_stats", "dihedral"]
 
 class RowReader:
     """Reads rows of a ``.npy`` array with ``pread``: a copy per row, nothing mapped into the process.

@@ -8,7 +8,7 @@ logits. Padding keeps every feature map the size of its level, so the output is 
 Parameter count: with ``norm="none"``, depth 4 and 32 base channels the network has 7,760,418
 parameters with the harness defaults (4 input bands, 2 classes) -- the UNet++ paper's "7.76 M" (Table 1).
 Every choice of 1/3/4 inputs and 1/2 outputs rounds to 7.76 M; the transposed-convolution up-sampling
-is what matters (bilinear up-sampling would give 7.06 M). See ``tests/test_models.py``.
+is what matters (bilinear up-sampling would give 7.06 M). See ``tests/models/test_models.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-NORMS = ("batch", "none")
+from harness.models.registry import NORMS
+
 MIN_DEPTH, MAX_DEPTH = 1, 6
 
 

@@ -2,7 +2,7 @@
 
 Presentation only: every number comes from ``protocol_audit.csv``, ``protocol_audit.json`` and
 ``sweep_curves.csv`` (:mod:`harness.audit.ranks` computed them; :mod:`harness.results` declares them).
-:func:`fairness_section` returns the section's Markdown lines (none without an audit); :func:`plot_fairness`
+:func:`protocol_audit_section` returns the section's Markdown lines (none without an audit); :func:`plot_protocol_audit`
 draws each architecture's sweep trials, early against final IoU, stopped trials marked where they stopped.
 """
 
@@ -15,8 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from harness.audit.ranks import ProtocolAudit
-from harness.report.figures import DPI, PALETTE
 from harness.report.format import fmt_ci, fmt_int, fmt_rate, fmt_signed, is_missing, label, md_table
+from harness.report.style import PALETTE, save
 from harness.results import Results
 
 STOPPED, FAILED, RUNG = "0.55", "0.75", "#CC79A7"
@@ -125,7 +125,7 @@ def _replay_lines(s: dict, archs: list[str]) -> list[str]:
     ]
 
 
-def fairness_section(res: Results, figures: dict[str, Path]) -> list[str]:
+def protocol_audit_section(res: Results, figures: dict[str, Path]) -> list[str]:
     """Return the "Was the tuning fair?" section's Markdown lines; none when the results hold no audit."""
     audit = res.protocol_audit
     if audit is None:
@@ -158,13 +158,13 @@ def fairness_section(res: Results, figures: dict[str, Path]) -> list[str]:
         "shows, per architecture, the best IoU each schedule would still have found and the epochs it would cost.",
         "",
     ]
-    if "fairness" in figures:
-        link = figures["fairness"].relative_to(res.root).as_posix()
+    if "protocol_audit" in figures:
+        link = figures["protocol_audit"].relative_to(res.root).as_posix()
         parts += [f"![Validation IoU per epoch of every sweep trial]({link})", ""]
     return parts
 
 
-def plot_fairness(audit: ProtocolAudit, archs: list[str], path: Path) -> Path:
+def plot_protocol_audit(audit: ProtocolAudit, archs: list[str], path: Path) -> Path:
     """One panel per architecture: every sweep trial's validation IoU per epoch; stopped trials end in ×."""
     curves = audit.curves.replace([np.inf, -np.inf], np.nan)
     s = audit.summary
@@ -201,5 +201,4 @@ def plot_fairness(audit: ProtocolAudit, archs: list[str], path: Path) -> Path:
     ]
     axes[-1].legend(handles=handles, frameon=False, loc="lower right", fontsize=8)
     fig.suptitle("Was the tuning fair? Every sweep trial's validation IoU per epoch")
-    fig.savefig(path, dpi=DPI, facecolor="white")
-    return path
+    return save(fig, path)

@@ -18,27 +18,11 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from harness.report.audit import plot_protocol_audit
 from harness.report.format import fmt_rate, fmt_signed, is_missing, label
+from harness.report.style import CLEAR, CLOUD, FALSE_NEG, FALSE_POS, STYLE, arch_colours, save
 from harness.results import Results
 
-# Okabe-Ito: distinguishable with the common colour-vision deficiencies.
-PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
-# Masks and error maps share one scheme so the eye can move between them: clear dark, cloud light,
-# errors in two saturated colours that stay apart for colour-blind readers.
-CLEAR, CLOUD, FALSE_POS, FALSE_NEG = "#262626", "#e0e0e0", "#E69F00", "#0072B2"
-DPI = 110
-STYLE = {
-    "font.size": 10,
-    "axes.titlesize": 11,
-    "axes.labelsize": 10,
-    "legend.fontsize": 9,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "figure.dpi": DPI,
-    "savefig.dpi": DPI,
-}
 MAX_SAMPLE_ROWS = 8
 # Figure key (as render_markdown links it) -> PNG file name in the figures directory.
 FIGURE_FILES = {
@@ -46,7 +30,8 @@ FIGURE_FILES = {
     "samples": "samples.png",
     "per_image": "per_image_iou.png",
     "budget": "budget.png",
-    "fairness": "fairness.png",
+    # The protocol audit's figure keeps the file name reports have always linked.
+    "protocol_audit": "fairness.png",
 }
 
 
@@ -65,24 +50,13 @@ def render_figures(res: Results, fig_dir: Path) -> dict[str, Path]:
         if res.budget is not None and len(res.budget):
             figures["budget"] = plot_budget(res.budget, res.archs, paths["budget"])
         if res.protocol_audit is not None and len(res.protocol_audit.curves):
-            from harness.report.audit import plot_fairness  # imported here: it imports this module
-
-            figures["fairness"] = plot_fairness(res.protocol_audit, res.archs, paths["fairness"])
+            figures["protocol_audit"] = plot_protocol_audit(res.protocol_audit, res.archs, paths["protocol_audit"])
     return figures
-
-
-def _colours(archs: list[str]) -> dict[str, str]:
-    return {arch: PALETTE[i % len(PALETTE)] for i, arch in enumerate(archs)}
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=DPI, facecolor="white")
-    return path
 
 
 def plot_curves(curves: pd.DataFrame, archs: list[str], path: Path) -> Path:
     """Plot loss (train solid, validation dashed) and validation IoU per epoch: seed mean, min-max band."""
-    colours = _colours(archs)
+    colours = arch_colours(archs)
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax_loss, ax_iou = fig.subplots(1, 2)
     curves = curves.replace([np.inf, -np.inf], np.nan)  # an infinite loss is "diverged", not a number to average
@@ -119,7 +93,7 @@ def plot_curves(curves: pd.DataFrame, archs: list[str], path: Path) -> Path:
     ax_iou.set(title="Validation IoU", xlabel="epoch", ylabel="IoU (cloud)")
     ax_iou.legend(handles=arch_handles, frameon=False, loc="lower right")
     fig.suptitle("Training curves of the final retrains (line: mean over seeds; band: min–max)")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _display_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -196,7 +170,7 @@ def plot_samples(samples: dict, archs: list[str], per_image: pd.DataFrame | None
     fig.legend(handles=legend, loc="outside lower center", ncols=4, frameon=False, fontsize=9)
     seed_text = f" (models of seed {seed})" if seed is not None else ""
     fig.suptitle(f"Test patches{seed_text}")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def per_image_means(per_image: pd.DataFrame) -> pd.DataFrame:
@@ -210,7 +184,7 @@ def per_image_means(per_image: pd.DataFrame) -> pd.DataFrame:
 
 def plot_per_image(per_image: pd.DataFrame, paired: pd.DataFrame, archs: list[str], path: Path) -> Path:
     """Plot per-image IoU (seed mean): violin + points per arch; per pair a scatter and the differences."""
-    colours = _colours(archs)
+    colours = arch_colours(archs)
     means = per_image_means(per_image)
     archs = [a for a in archs if a in means.columns]
     pairs = [r for r in paired.itertuples() if r.arch_a in archs and r.arch_b in archs][:3]
@@ -221,7 +195,7 @@ def plot_per_image(per_image: pd.DataFrame, paired: pd.DataFrame, archs: list[st
     for i, r in enumerate(pairs):
         _paired_scatter(fig.add_subplot(grid[i, 1]), means, r.arch_a, r.arch_b, colours)
         _difference_histogram(fig.add_subplot(grid[i, 2]), means, r, colours)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _violins(ax, means: pd.DataFrame, archs: list[str], colours: dict[str, str]) -> None:
@@ -329,7 +303,7 @@ def _difference_histogram(ax, means: pd.DataFrame, row, colours: dict[str, str])
 
 def plot_budget(budget: pd.DataFrame, archs: list[str], path: Path) -> Path:
     """Plot expected best validation IoU vs number of trials and vs device-hours (mean ± sd of the best)."""
-    colours = _colours(archs)
+    colours = arch_colours(archs)
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     axes = fig.subplots(1, 2)
     for arch in archs:
@@ -355,4 +329,4 @@ def plot_budget(budget: pd.DataFrame, archs: list[str], path: Path) -> Path:
     axes[0].xaxis.get_major_locator().set_params(integer=True)
     axes[0].legend(frameon=False, loc="lower right")
     fig.suptitle("Tuning budget (Dodge et al. 2019; band: ± sd of the best of n trials)")
-    return _save(fig, path)
+    return save(fig, path)

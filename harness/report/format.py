@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+from collections.abc import Iterator, Mapping
 
 import pandas as pd
 
-# Only registry keys that exist get a display name; any other key is shown as it is.
-ARCH_LABELS = {"unet": "U-Net", "unetpp": "UNet++"}
+from harness.models import get_model_spec, list_models
+
 MISSING = "n/a"
+# The display names of the results directory being rendered (its meta.json's arch_labels, which compare
+# wrote from the model registry), so a report re-rendered elsewhere keeps the names it was made with.
+_LABELS: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar("arch_labels", default=None)
+
+
+@contextlib.contextmanager
+def arch_labels(labels: Mapping[str, str] | None) -> Iterator[None]:
+    """Within the block, :func:`label` takes display names from ``labels`` first."""
+    token = _LABELS.set(dict(labels or {}))
+    try:
+        yield
+    finally:
+        _LABELS.reset(token)
 
 
 def label(arch: str) -> str:
-    """Return the display name of an architecture (its registry key when it has none)."""
-    return ARCH_LABELS.get(arch, arch)
+    """The display name of an architecture: the rendered results' own, else the registry's, else its key."""
+    names = _LABELS.get() or {}
+    if arch in names:
+        return names[arch]
+    return get_model_spec(arch).label if arch in list_models() else arch
 
 
 def is_missing(x) -> bool:

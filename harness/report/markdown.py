@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.report.audit import fairness_section
+from harness.report.audit import protocol_audit_section
 from harness.report.format import fmt_ci, fmt_int, fmt_p, fmt_rate, fmt_signed, fmt_value, is_missing, label, md_table
 from harness.report.methods import budget_text, cloud_free_text, paired_text, scene_notes, scored_on
 from harness.results import Results
@@ -354,7 +354,7 @@ def render_markdown(res: Results, figures: dict[str, Path]) -> str:
             "",
             fig("budget", "Expected best validation IoU vs trials and device-hours"),
         ]
-    parts += fairness_section(res, figures)
+    parts += protocol_audit_section(res, figures)
     parts += ["## Chosen configurations", "", _config_table(res), ""]
     if res.scene_scores is not None or res.meta.get("scene_protocol"):
         parts += ["## Scene-level scores (38-Cloud stitching, argmax labels, ×100)", "", *scene_notes(res)]

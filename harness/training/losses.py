@@ -1,4 +1,4 @@
-"""Segmentation losses by name: the owner of the ``loss`` vocabulary (``LOSSES``).
+"""Segmentation losses by name: the ``loss`` vocabulary is :data:`harness.training.loss_names.LOSSES`.
 
 Every loss takes logits (B, 2, H, W) and an int64 mask (B, H, W) with cloud = class 1, and computes in
 float32 whatever precision the network ran in.
@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+
+from harness.training.loss_names import LOSSES
 
 CLOUD = 1
 
@@ -43,8 +45,6 @@ def cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
 
 _PARTS: dict[str, LossFn] = {"ce": cross_entropy_loss, "jaccard": soft_jaccard_loss, "dice": soft_dice_loss}
 
-#: Every loss name a config may use: the single losses and their sums with cross-entropy.
-LOSSES = ("ce", "jaccard", "dice", "ce+jaccard", "ce+dice")
 
 
 def build_loss(name: str) -> LossFn:

@@ -1,0 +1,49 @@
+"""Search spaces in a benchmark: checked against the typed training config at load, errors naming the key."""
+
+import pytest
+
+from harness.config import load_benchmark
+from harness.errors import ConfigError
+from tests.config.test_benchmark import BASE, _write
+
+DEFAULT_SPACE = "{lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}, depth: {type: int, low: 1, high: 3}}"
+
+
+def _with_space(tmp_path, arch: str, entry: str):
+    """The base benchmark file with ``arch``'s search space replaced by ``entry`` (YAML)."""
+    return _write(tmp_path, BASE.replace(f"  {arch}: {DEFAULT_SPACE}", f"  {arch}: {entry}"))
+
+
+@pytest.mark.parametrize(
+    ("space", "needle"),
+    [
+        ("{lr: {type: loguniform, low: 0, high: 1}}", "lr.low"),
+        ("{lr: {type: loguniform, low: 1.0e-2, high: 1.0e-4}}", "lr: low"),
+        ("{lr: {type: gaussian, low: 1, high: 2}}", "lr.type"),
+        ("{depth: {type: int, low: 1, high: 9}}", "depth"),
+        ("{depth: {type: int, low: 1, high: 6}}", "divisible"),
+        ("{colour: {type: categorical, choices: [red]}}", "colour"),
+        ("{loss: {type: categorical, choices: []}}", "loss.choices"),
+        ("{lr: {type: uniform, low: 0.1, high: 0.2, sigma: 3}}", "lr.sigma"),
+        # A value fit would refuse fails at load, not inside a Ray trial.
+        ("{loss: {type: categorical, choices: [ce, bogus]}}", "bogus"),
+        ("{depth: {type: loguniform, low: 1, high: 3}}", "depth.type"),
+    ],
+)
+def test_bad_search_space_entries_are_named(tmp_path, space, needle):
+    path = _with_space(tmp_path, "unetpp", f"{space}")
+    with pytest.raises(ConfigError) as err:
+        load_benchmark(path)
+    assert "search_spaces.unetpp" in str(err.value) and needle in str(err.value)
+
+
+def test_sampled_value_must_fit_the_architecture(tmp_path):
+    path = _with_space(tmp_path, "unet", "{lr: 0.1, deep_supervision: {type: categorical, choices: [false, true]}}")
+    with pytest.raises(ConfigError, match="search_spaces.unet.deep_supervision: True does not fit the unet config"):
+        load_benchmark(path)
+
+
+def test_missing_search_space_file_is_named(tmp_path):
+    path = _with_space(tmp_path, "unetpp", "no/such/space.yaml")
+    with pytest.raises(ConfigError, match="no/such/space.yaml"):
+        load_benchmark(path)

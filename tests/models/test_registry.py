@@ -1,0 +1,143 @@
+"""The model registry, and every registered architecture through it (timm's registry-driven tests).
+
+Each test over ``list_models()`` runs for every architecture registered, so adding one to the registry adds
+it to these tests: forward and backward at 64 px, output shape at every depth of its range, parameter and
+FLOP counts, clear errors for impossible shapes, and a tiny overfit.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from harness.errors import ModelError
+from harness.metrics import confusion_counts, confusion_stats
+from harness.models import (
+    ModelSpec,
+    build_model,
+    count_parameters,
+    flops_per_patch,
+    get_model_spec,
+    list_models,
+    register_model,
+)
+from harness.models import registry as registry_module
+
+ARCHS = tuple(list_models())
+
+
+def test_registry_lists_the_built_in_architectures_with_their_specs():
+    assert ARCHS[:2] == ("unet", "unetpp")
+    spec = get_model_spec("unetpp")
+    assert (spec.label, spec.deep_supervision, spec.depth_range) == ("UNet++", True, (1, 6))
+    assert not get_model_spec("unet").deep_supervision
+
+
+def test_importing_the_registry_loads_no_network_module():
+    import subprocess
+    import sys
+
+    code = "import sys, harness.models; harness.models.list_models(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_register_model_adds_a_lazily_built_architecture_and_refuses_a_clash(monkeypatch):
+    monkeypatch.setattr(registry_module, "_REGISTRY", dict(registry_module._REGISTRY))
+    register_model(ModelSpec(name="unet-copy", label="U-Net copy", family="U-Net", builder="harness.models.unet:UNet"))
+    assert "unet-copy" in list_models()
+    assert isinstance(build_model("unet-copy", depth=2, base_channels=4), nn.Module)
+    with pytest.raises(ModelError, match="already registered"):
+        register_model(ModelSpec(name="unet-copy", label="x", family="x", builder="harness.models.unetpp:UNetPlusPlus"))
+    with pytest.raises(ModelError, match="module:attribute"):
+        register_model(ModelSpec(name="bad", label="x", family="x", builder="harness.models.unet.UNet"))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_forward_and_backward_at_64_px(arch):
+    torch.manual_seed(0)
+    model = build_model(arch, depth=3, base_channels=4).train()
+    out = model(torch.randn(2, 4, 64, 64))
+    out = out[-1] if isinstance(out, list) else out
+    assert out.shape == (2, 2, 64, 64)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_parameter_and_flop_counts_grow_with_width(arch):
+    small, wide = (build_model(arch, depth=2, base_channels=c) for c in (4, 8))
+    assert 0 < count_parameters(small) < count_parameters(wide)
+    assert 0 < flops_per_patch(small, patch_size=64) < flops_per_patch(wide, patch_size=64)
+    # FLOPs of a convolutional network scale with the pixels: 4x the area, 4x the FLOPs.
+    assert flops_per_patch(small, patch_size=128) == 4 * flops_per_patch(small, patch_size=64)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_output_shape_matches_input_at_every_depth_of_its_range(arch):
+    low, high = get_model_spec(arch).depth_range
+    for depth in range(low, min(high, 5) + 1):
+        model = build_model(arch, depth=depth, base_channels=4).eval()
+        with torch.no_grad():
+            assert model(torch.randn(2, 4, 32, 64)).shape == (2, 2, 32, 64)
+
+
+def test_unknown_architecture_error_lists_valid_names():
+    with pytest.raises(ModelError, match="unknown architecture 'segformer'") as info:
+        build_model("segformer", depth=2, base_channels=4)
+    for name in list_models():
+        assert name in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"depth": 0}, "takes depth 1..6, got 0"),
+        ({"depth": 7}, "takes depth 1..6, got 7"),
+        ({"depth": 2.0}, "depth must be an integer"),
+        ({"norm": "layer"}, "norm must be one of 'batch', 'none'"),
+        ({"base_channels": 0}, "base_channels must be a positive integer"),
+    ],
+)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_bad_arguments_raise_clear_errors(arch, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build_model(arch, **{"depth": 2, "base_channels": 4, **kwargs})
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHS if not get_model_spec(a).deep_supervision])
+def test_deep_supervision_is_rejected_where_the_spec_has_no_heads(arch):
+    with pytest.raises(ModelError, match=f"has deep supervision heads, not '{arch}'"):
+        build_model(arch, depth=2, base_channels=4, deep_supervision=True)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_input_not_divisible_by_two_to_the_depth_errors_clearly(arch):
+    model = build_model(arch, depth=3, base_channels=4)
+    with pytest.raises(ValueError, match=r"divisible by 2\*\*depth = 8 \(depth 3\), got 36x32"):
+        model(torch.randn(1, 4, 36, 32))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_tiny_model_overfits_four_patches(arch):
+    # A cheap constructed task: clouds are bright in every band; the net must learn the threshold
+    # and shapes of 4 fixed 32 px patches.
+    generator = torch.Generator().manual_seed(0)
+    masks = torch.zeros(4, 32, 32, dtype=torch.int64)
+    for i in range(4):
+        top, left = torch.randint(0, 20, (2,), generator=generator).tolist()
+        masks[i, top : top + 12, left : left + 10] = 1
+    images = 0.3 * torch.rand(4, 4, 32, 32, generator=generator) + 0.5 * masks[:, None].float()
+    torch.manual_seed(0)
+    model = build_model(arch, depth=2, base_channels=8)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(50):
+        optimiser.zero_grad()
+        loss = nn.functional.cross_entropy(model(images), masks)
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    with torch.no_grad():
+        pred = model(images).argmax(dim=1)
+    assert confusion_stats(*confusion_counts(pred, masks))["iou"] > 0.9
