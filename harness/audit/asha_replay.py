@@ -315,4 +315,3 @@ def replay_sweep(
         runs.append(rows.assign(arch=arch))
         summaries.append(summarise(arch, rows, values, sweep.max_epochs))
     return pd.concat(summaries, ignore_index=True), pd.concat(runs, ignore_index=True)
-

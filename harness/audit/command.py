@@ -69,4 +69,3 @@ def replay_command(args) -> int:
     print(format_summary(summary))
     print(f"\nsummary: {out}\nper order: {out.with_name(f'{out.stem}-runs.csv')}")
     return 0
-

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,18 +50,19 @@ class SplitConfig:
 class SearchConfig:
     """The per-architecture budget: trials, sampler (seeded TPE, or random as a baseline), concurrency.
 
-    ``storage``: an Optuna RDB URL (``postgresql://…``) for the studies; unset, they live in the sweep's
-    storage as ``optuna.db``. ``device_hours``: a compute budget per architecture besides the trial cap
-    (equal trials are not equal compute: UNet++ costs 1.4-2.5x U-Net's FLOPs); no trial starts once an
-    architecture's trials have used that many device-hours (GPU-hours with ``resources.gpu`` > 0, else
-    CPU-core-hours: trial seconds x per-trial resources).
+    ``study_database``: an Optuna RDB URL (``postgresql://…``) for the studies; unset, they live in the
+    sweep's storage as ``optuna.db`` (formerly ``search.storage``, still read with a deprecation warning).
+    ``device_hours``: a compute budget per architecture besides the trial cap (equal trials are not equal
+    compute: UNet++ costs 1.4-2.5x U-Net's FLOPs); no trial starts once an architecture's trials have used
+    that many device-hours (GPU-hours with ``resources.gpu`` > 0, else CPU-core-hours: trial seconds x
+    per-trial resources).
     """
 
     num_samples: int = 8
     seed: int = 0
     max_concurrent: int = 2
     sampler: str = "tpe"
-    storage: str | None = None
+    study_database: str | None = None
     device_hours: float | None = None
 
 
@@ -185,7 +187,7 @@ _OPTIONAL_TYPES: dict[str, type] = {
     "data.root": str,
     "data.synthetic": dict,
     "compare.epochs": int,
-    "search.storage": str,
+    "search.study_database": str,
     "search.device_hours": float,
     "compare.register_models": str,
     "ray.num_cpus": int,
@@ -285,12 +287,36 @@ def _section(key: str, cls: type, value: Any):
         except ConfigError as exc:
             raise ConfigError(f"train.{exc}") from None
         return TrainConfig(**checked)
+    if cls is SearchConfig:
+        value = _renamed_search_keys(value)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(value) - set(fields))
     if unknown:
         raise ConfigError(f"{key}.{unknown[0]}: unknown key; valid: {', '.join(fields)}")
     defaults = cls()
     return cls(**{name: _typed(f"{key}.{name}", val, getattr(defaults, name)) for name, val in value.items()})
+
+
+#: Keys of the search section renamed since they were introduced: old name -> new name.
+RENAMED_SEARCH_KEYS = {"storage": "study_database"}
+
+
+def _renamed_search_keys(value: dict[str, Any]) -> dict[str, Any]:
+    """The search section with its renamed keys under their new names, each with a deprecation warning."""
+    value = dict(value)
+    for old, new in RENAMED_SEARCH_KEYS.items():
+        if old not in value:
+            continue
+        if new in value:
+            raise ConfigError(f"search.{old}: renamed search.{new}; give only search.{new}")
+        warnings.warn(
+            f"search.{old} is deprecated: it names the Optuna study database, now search.{new} "
+            f"(the sweep's own storage is the top-level `storage`); search.{old} is read as search.{new}",
+            FutureWarning,
+            stacklevel=2,
+        )
+        value[new] = value.pop(old)
+    return value
 
 
 def _typed(key: str, value: Any, default: Any) -> Any:

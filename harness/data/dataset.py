@@ -20,6 +20,7 @@ from .normalisation import NORMALISATIONS, SCALE, band_stats
 
 __all__ = ["NORMALISATIONS", "SCALE", "CloudPatchDataset", "RowReader", "band_stats", "dihedral"]
 
+
 class RowReader:
     """Reads rows of a ``.npy`` array with ``pread``: a copy per row, nothing mapped into the process.
 

@@ -166,7 +166,7 @@ def _new_state(bench: Benchmark, storage: SweepStorage, data: PreparedData) -> d
         "created": stamp,
         "git_commit": git_commit(),
         "storage": storage.uri,
-        "study_storage": bench.search.storage or storage.study_storage(),
+        "study_storage": bench.search.study_database or storage.study_storage(),
         "config": bench.to_dict(),
     }
 
@@ -178,7 +178,7 @@ def _tuner(bench: Benchmark, arch: str, data: PreparedData, state: dict, storage
     searcher = OptunaStudySearcher(
         to_optuna(space),
         study_name=f"{state['sweep_id']}-{arch}",
-        storage=bench.search.storage or storage.study_storage(),
+        storage=bench.search.study_database or storage.study_storage(),
         metric=METRIC,
         mode=MODE,
         sampler=bench.search.sampler,
@@ -377,4 +377,3 @@ def run_sweep(bench: Benchmark, *, address: str | None = None, resume: bool = Fa
     storage.write_json(SWEEP_FILE, state)
     check_every_architecture_chose(results)
     return results
-

@@ -20,6 +20,7 @@ import pyarrow.fs as pafs
 from ray import cloudpickle, tune
 
 from harness.config import Benchmark
+from harness.config.benchmark import RENAMED_SEARCH_KEYS
 from harness.errors import SweepError
 from harness.sweep.searcher import load_state
 from harness.sweep.storage import SWEEP_FILE, SweepStorage
@@ -44,6 +45,9 @@ def check_same_benchmark(stored: dict[str, Any] | None, bench: Benchmark, storag
     if stored is None:
         return
     before, now = _flatten(stored), _flatten(bench.to_dict())
+    for old, new in RENAMED_SEARCH_KEYS.items():  # a sweep started before a key was renamed
+        if f"search.{old}" in before:
+            before[f"search.{new}"] = before.pop(f"search.{old}")
     changed = [
         key
         for key in sorted(set(before) | set(now))

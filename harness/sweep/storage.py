@@ -3,7 +3,7 @@
 A sweep's storage (``storage:`` in the benchmark, ``--storage`` on the command line) holds:
 
 - ``sweep.json``: the sweep's identity and state (sweep id, split hash, resolved benchmark);
-- ``optuna.db``: the Optuna studies (one per architecture), unless ``search.storage`` names an RDB;
+- ``optuna.db``: the Optuna studies (one per architecture), unless ``search.study_database`` names an RDB;
 - ``<arch>/``: Ray Tune's experiment of each architecture (trial checkpoints, experiment state).
 
 A local or shared path is used in place. For ``s3://`` and ``gs://`` URIs (pyarrow's filesystems, the
@@ -18,7 +18,6 @@ import json
 import os
 import sqlite3
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from harness.errors import ConfigError, StorageError
+from harness.retry import with_retries
 
 SWEEP_FILE = "sweep.json"
 STUDY_FILE = "optuna.db"
@@ -183,16 +183,16 @@ class SweepStorage:
         fs, base = self._fs()
         if not self.remote:
             Path(base).mkdir(parents=True, exist_ok=True)
-        last: OSError | None = None
-        for attempt in range(4):  # a blip in the object store should not end a long sweep
-            try:
-                with fs.open_output_stream(f"{base}/{name}") as out:
-                    out.write(payload)
-                return
-            except OSError as exc:
-                last = exc
-                time.sleep(0.5 * 2**attempt)
-        raise self._fail(f"cannot write {name}", last or OSError("no attempt"))
+
+        def write() -> None:
+            with fs.open_output_stream(f"{base}/{name}") as out:
+                out.write(payload)
+
+        # A blip in the object store should not end a long sweep.
+        def fail(exc: BaseException) -> StorageError:
+            return self._fail(f"cannot write {name}", exc)
+
+        with_retries(write, attempts=4, delay=0.5, retry_on=(OSError,), give_up=fail)
 
     def download(self, name: str, local: Path) -> bool:
         """Copy ``name`` to ``local``; False when the storage has no such file."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import fcntl
 import os
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -28,6 +27,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 from mlflow.tracking import MlflowClient
 
 from harness.errors import TrackingError
+from harness.retry import with_retries
 
 T = TypeVar("T")
 
@@ -197,14 +197,12 @@ def retry(fn: Callable[[], T], *, what: str, attempts: int = 6, delay: float = 0
     Raises :class:`TrackingError` naming ``what`` after ``attempts`` failures; with the defaults a
     store has about 15 s to come back.
     """
-    for i in range(attempts):
-        try:
-            return fn()
-        except Exception as exc:
-            if i == attempts - 1:
-                raise TrackingError(f"MLflow: {what} failed after {attempts} attempts: {exc}") from exc
-            time.sleep(delay * 2**i)
-    raise TrackingError(f"MLflow: {what} was not attempted (attempts={attempts})")
+    return with_retries(
+        fn,
+        attempts=attempts,
+        delay=delay,
+        give_up=lambda exc: TrackingError(f"MLflow: {what} failed after {attempts} attempts: {exc}"),
+    )
 
 
 __all__ = [

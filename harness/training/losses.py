@@ -46,7 +46,6 @@ def cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
 _PARTS: dict[str, LossFn] = {"ce": cross_entropy_loss, "jaccard": soft_jaccard_loss, "dice": soft_dice_loss}
 
 
-
 def build_loss(name: str) -> LossFn:
     """Loss by name: "ce", "jaccard", "dice", or "ce+jaccard" / "ce+dice" (the plain sum)."""
     if name not in LOSSES:

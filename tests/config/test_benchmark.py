@@ -132,3 +132,14 @@ def test_apply_overrides_creates_sections():
 def test_empty_synthetic_section_means_the_generator_defaults(tmp_path):
     bench = load_benchmark(_write(tmp_path, BASE), ["data.synthetic={}"])
     assert bench.prepare_args()["synthetic"] == {} and bench.prepare_args()["root"] is None
+
+
+def test_the_study_database_key_and_its_deprecated_name(tmp_path):
+    url = f"sqlite:///{tmp_path}/studies.db"
+    bench = load_benchmark(ROOT / "benchmarks" / "smoke.yaml", [f"search.study_database={url}"])
+    assert bench.search.study_database == url
+    with pytest.warns(FutureWarning, match=r"search.storage is deprecated.*search.study_database"):
+        old = load_benchmark(ROOT / "benchmarks" / "smoke.yaml", [f"search.storage={url}"])
+    assert old.search == bench.search and old.to_dict() == bench.to_dict()
+    with pytest.raises(ConfigError, match="search.storage: renamed search.study_database"):
+        load_benchmark(ROOT / "benchmarks" / "smoke.yaml", [f"search.storage={url}", f"search.study_database={url}"])
