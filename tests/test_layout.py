@@ -176,6 +176,19 @@ def test_a_benchmark_loads_and_validates_without_torch():
     assert out.strip() == "('unet', 'unetpp') False"
 
 
+@pytest.mark.parametrize(
+    "package", ["harness.sweep", "harness.compare", "harness.audit", "harness.stats", "harness.models"]
+)
+def test_every_name_a_facade_exports_resolves(package):
+    import importlib
+
+    module = importlib.import_module(package)
+    for name in module.__all__:
+        assert getattr(module, name) is not None, f"{package}.{name}"
+    with pytest.raises(AttributeError):
+        module.no_such_name  # noqa: B018
+
+
 if __name__ == "__main__":
     graph = import_graph()
     for component in cycles(graph):

@@ -12,8 +12,7 @@ use. ``python -m harness.final_compare`` is ``cloudmask compare``.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from harness import lazy_exports
 
 _EXPORTS = {
     "run_compare": "harness.compare.driver",
@@ -25,9 +24,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    """Import a public name from its module on first use (PEP 562)."""
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'harness.compare' has no attribute {name!r}")
+__getattr__ = lazy_exports("harness.compare", _EXPORTS)

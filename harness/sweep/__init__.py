@@ -18,8 +18,7 @@ their modules on first use (as optuna's facades do), so ``from harness.sweep imp
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from harness import lazy_exports
 
 _EXPORTS = {
     "run_sweep": "harness.sweep.driver",
@@ -36,9 +35,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    """Import a public name from its module on first use (PEP 562)."""
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'harness.sweep' has no attribute {name!r}")
+__getattr__ = lazy_exports("harness.sweep", _EXPORTS)
