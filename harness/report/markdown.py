@@ -133,8 +133,8 @@ def baseline_text(res: Results) -> list[str]:
         if a in summary.index and "iou" in summary.columns
     ]
     return [
-        f"Floor: a per-pixel logistic regression on the four log-bands (no spatial context, `harness/baseline.py`, "
-        f"fit on training pixels) scores IoU {base['iou']:.4f}, F1 {base['f1']:.4f}, accuracy {base['accuracy']:.4f} "
+        "Floor: a per-pixel logistic regression on the four log-bands (no spatial context, "
+        f"`harness/compare/baseline.py`, fit on training pixels) scores IoU {base['iou']:.4f}, F1 {base['f1']:.4f}, accuracy {base['accuracy']:.4f} "
         f"on the same test pixels. The networks' pooled IoU over it: {', '.join(margins)}: what spatial modelling "
         "adds on this data. A margin near zero means this data cannot rank architectures.",
         "",

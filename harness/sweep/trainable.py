@@ -52,8 +52,9 @@ def _train_trial(config: dict[str, Any], data: PreparedData, prepare_args: dict[
         if not first_epoch:
             first_epoch.append(int(metrics["epoch"]))
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        # training_iteration = epoch, also after a restore from a checkpoint newer than the one Tune's
-        # state names (see sweep_resume.recover_lost_checkpoints): the scheduler and Optuna count epochs, not reports.
+        # training_iteration = epoch, also after a restore from a checkpoint newer than the one Tune's state
+        # names (see harness.sweep.resume.recover_lost_checkpoints): the scheduler and Optuna count epochs,
+        # not reports.
         extra = {"restored_at_epoch": first_epoch[0] - 1, "training_iteration": int(metrics["epoch"])}
         tune.report({**metrics, **extra}, checkpoint=checkpoint)
 
