@@ -134,7 +134,8 @@ def baseline_text(res: Results) -> list[str]:
     ]
     return [
         "Floor: a per-pixel logistic regression on the four log-bands (no spatial context, "
-        f"`harness/compare/baseline.py`, fit on training pixels) scores IoU {base['iou']:.4f}, F1 {base['f1']:.4f}, accuracy {base['accuracy']:.4f} "
+        f"`harness/compare/baseline.py`, fit on training pixels) scores IoU {base['iou']:.4f}, F1 {base['f1']:.4f}, "
+        f"accuracy {base['accuracy']:.4f} "
         f"on the same test pixels. The networks' pooled IoU over it: {', '.join(margins)}: what spatial modelling "
         "adds on this data. A margin near zero means this data cannot rank architectures.",
         "",
