@@ -272,7 +272,7 @@ def check_replayable(sweep: SweepResult, curves: Sequence[TrialCurve]) -> None:
         raise ReplayError(f"sweep {sweep.sweep_id}, {sweep.arch}: no whole val_iou curve in MLflow: {', '.join(short)}")
 
 
-# -- the command -----------------------------------------------------------------------------------
+# -- a whole sweep, every architecture --------------------------------------------------------------
 def default_grace_periods(max_epochs: int) -> list[int]:
     """1, 2, 4, ... below ``max_epochs``: every grace period that leaves ASHA a rung to decide at."""
     return [2**k for k in range(max_epochs.bit_length()) if 2**k < max_epochs] or [1]

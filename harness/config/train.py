@@ -67,8 +67,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{f.name}: {problem}")
         problem = shape_problem(self.arch, depth=self.depth, deep_supervision=self.deep_supervision)
         if problem:
-            key = "deep_supervision" if "deep supervision" in problem else "depth"
-            raise ConfigError(f"train.{key}: {problem}")
+            key, why = problem
+            raise ConfigError(f"train.{key}: {why}")
 
 
 _TYPES: dict[str, type] = {f.name: type(f.default) for f in dataclasses.fields(TrainConfig)}

@@ -76,15 +76,21 @@ def get_model_spec(name: str) -> ModelSpec:
         raise ModelError(f"unknown architecture {name!r}; valid architectures: {', '.join(_REGISTRY)}") from None
 
 
-def shape_problem(name: str, *, depth: int, deep_supervision: bool = False) -> str | None:
-    """Why architecture ``name`` cannot take this depth or deep supervision, or None (``name`` must be registered)."""
+def shape_problem(name: str, *, depth: int, deep_supervision: bool = False) -> tuple[str, str] | None:
+    """(the offending argument, why) when architecture ``name`` cannot take this shape, else None.
+
+    The argument is ``"depth"`` (outside the spec's ``depth_range``) or ``"deep_supervision"`` (the spec
+    has no intermediate heads); ``name`` must be registered.
+    """
     spec = get_model_spec(name)
     low, high = spec.depth_range
     if not low <= depth <= high:
-        return f"{name} takes depth {low}..{high}, got {depth}"
+        return "depth", f"{name} takes depth {low}..{high}, got {depth}"
     if deep_supervision and not spec.deep_supervision:
         with_heads = [s.name for s in _REGISTRY.values() if s.deep_supervision]
-        return f"only {', '.join(with_heads) or 'no architecture'} has deep supervision heads, not {name!r}"
+        return "deep_supervision", (
+            f"only {', '.join(with_heads) or 'no architecture'} has deep supervision heads, not {name!r}"
+        )
     return None
 
 
@@ -107,7 +113,7 @@ def build_model(
     spec = get_model_spec(arch)
     problem = shape_problem(arch, depth=depth, deep_supervision=deep_supervision)
     if problem:
-        raise ModelError(problem)
+        raise ModelError(problem[1])
     kwargs: dict[str, Any] = dict(depth=depth, base_channels=base_channels, norm=norm)
     if deep_supervision:
         kwargs["deep_supervision"] = True

@@ -76,3 +76,20 @@ def test_check_value_and_searchable_keys():
         check_value("loss", "bogus")
     assert "lr" in SEARCHABLE_KEYS and "depth" in SEARCHABLE_KEYS
     assert not {"arch", "seed", "device"} & set(SEARCHABLE_KEYS)
+
+
+def test_an_architectures_depth_range_is_checked_naming_the_depth_key(monkeypatch):
+    from harness.models import ModelSpec, register_model
+    from harness.models import registry as registry_module
+
+    monkeypatch.setattr(registry_module, "_REGISTRY", dict(registry_module._REGISTRY))
+    register_model(
+        ModelSpec(
+            name="shallow", label="Shallow", family="U-Net", builder="harness.models.unet:UNet", depth_range=(1, 3)
+        )
+    )
+    assert TrainConfig(arch="shallow", depth=3).depth == 3
+    with pytest.raises(ConfigError, match=r"train\.depth: shallow takes depth 1\.\.3, got 4"):
+        TrainConfig(arch="shallow", depth=4)
+    with pytest.raises(ConfigError, match=r"train\.deep_supervision: only unetpp has deep supervision heads"):
+        TrainConfig(arch="shallow", depth=2, deep_supervision=True)
