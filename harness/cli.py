@@ -29,7 +29,8 @@ from harness.errors import InputError, RunError, SweepInterrupted
 EXIT_OK, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_RUNTIME = 0, 2, 3, 4
 EXIT_CODES = (
     "exit codes: 0 ok; 2 usage; 3 bad input (names the key or file); 4 runtime failure (incl. an architecture "
-    "with no trial that ran every epoch, or trials Tune left unfinished); 130/143 sweep stopped by "
+    "with no trial that ran every epoch, or trials Tune left unfinished; a bug prints its traceback); 130/143 "
+    "sweep stopped by "
     "Ctrl-C/SIGTERM (resumable with --resume)"
 )
 DEMO_BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "demo.yaml"
