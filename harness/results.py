@@ -45,13 +45,18 @@ Required
     ``n_trials_stopped`` (by ASHA), ``n_trials_failed`` (diverged or errored).
 ``paired.csv``
     One row per architecture pair (``harness.compare.tables.paired_table``, columns ``PAIRED_COLUMNS``),
-    over the per-image IoU set (images whose ground truth has cloud, the same for every arch and seed):
-    ``mean_iou_a, mean_iou_b, iou_diff_mean`` (a - b, over seeds and images); the headline, seeds as
-    the unit: ``iou_diff_ci_low/high`` (95 % hierarchical bootstrap: seeds, then scenes, then images)
-    and ``p_a_better`` with ``p_a_better_ci_low/high`` (probability of improvement P(A > B) per scene,
-    averaged over scenes); ``seeds_a_higher`` (shared seeds whose mean per-image IoU is higher for a,
-    ties one half) and ``seed_t_p`` (paired t-test over seeds); image-level, images treated as
-    independent: ``image_ci_low/high`` (paired bootstrap over seed-averaged images) and
+    written as ``a - b`` with ``a`` the architecture with the higher mean, over the per-image IoU set
+    (images whose ground truth has cloud, the same for every arch and seed): ``mean_iou_a, mean_iou_b,
+    iou_diff_mean`` (a - b, over seeds and images); the headline, for "this test set, new training
+    seeds": ``iou_diff_ci_low/high`` (95 % Student-t interval over the per-seed mean differences),
+    ``detectable_diff`` (smallest difference detectable with power 0.8), ``p_a_better`` with
+    ``p_a_better_ci_low/high`` (probability of improvement P(A > B) per scene, averaged over scenes;
+    Wilson bound with n = seeds); ``seeds_a_higher`` (shared seeds whose mean per-image IoU is higher
+    for a, ties one half) and ``seed_t_p`` (paired t-test over seeds); for "new scenes":
+    ``new_scenes_ci_low/high``, ``new_scenes_detectable_diff`` (seeds x scenes random effects);
+    ``boot_ci_low/high`` (percentile hierarchical bootstrap: seeds, then scenes, then images; not the
+    headline, it undercovers with few seeds); image-level, images treated as independent:
+    ``image_ci_low/high`` (paired bootstrap over seed-averaged images) and
     ``image_wilcoxon_p``; ``n_images, n_scenes, n_seeds``.
 
 Optional (the matching section or figure is left out when absent or empty)
@@ -134,6 +139,19 @@ COST_KEYS = (
     "n_trials_stopped",
     "n_trials_failed",
 )
+# Fewer test scenes than this: the report does not present paired.csv's "new scenes" interval as an
+# estimate (the between-scene variance rests on too few scenes) and says so.
+MIN_SCENES_FOR_NEW_SCENES = 10
+# Columns of paired.csv added with the seed-t headline (issue 18): a results directory written before
+# lacks them and still renders, its interval labelled as the old percentile bootstrap.
+PAIRED_ADDED = (
+    "detectable_diff",
+    "new_scenes_ci_low",
+    "new_scenes_ci_high",
+    "new_scenes_detectable_diff",
+    "boot_ci_low",
+    "boot_ci_high",
+)
 # Columns of paired.csv, in order (see paired_table).
 PAIRED_COLUMNS = [
     "arch_a",
@@ -143,11 +161,17 @@ PAIRED_COLUMNS = [
     "iou_diff_mean",
     "iou_diff_ci_low",
     "iou_diff_ci_high",
+    "detectable_diff",
     "p_a_better",
     "p_a_better_ci_low",
     "p_a_better_ci_high",
     "seeds_a_higher",
     "seed_t_p",
+    "new_scenes_ci_low",
+    "new_scenes_ci_high",
+    "new_scenes_detectable_diff",
+    "boot_ci_low",
+    "boot_ci_high",
     "image_ci_low",
     "image_ci_high",
     "image_wilcoxon_p",
@@ -180,7 +204,7 @@ _SEED_CI = [f"{metric}_{part}" for metric, _ in SEED_METRICS for part in ("mean"
 COLUMNS: dict[str, tuple[str, ...]] = {
     RESULTS: ("arch", "seed", "iou"),
     SUMMARY: ("arch", "n_seeds", *_SEED_CI),
-    PAIRED: tuple(PAIRED_COLUMNS),
+    PAIRED: tuple(c for c in PAIRED_COLUMNS if c not in PAIRED_ADDED),
     PER_IMAGE: ("arch", "seed", "name", "iou"),
     CURVES: ("arch", "seed", "epoch", "train_loss", "val_loss", "val_iou"),
     BUDGET: ("arch", "n_trials", "expected_best_val_iou", "device_hours"),

@@ -24,6 +24,7 @@ declared in :mod:`harness.results`; :mod:`harness.report.audit` renders them.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -150,6 +151,16 @@ def curves_from_sweep(sweep: SweepResult, history: Mapping[str, Sequence[tuple[i
     return out
 
 
+def _resample_seed(seed: int, arch: str, rung: int) -> int:
+    """The bootstrap seed of one architecture at one rung: independent across architectures and rungs.
+
+    ``_gaps`` subtracts two architectures' replicates as independent resamples; seeding both with the
+    same number would draw the same trial indices for both and understate the gap's spread. The
+    architecture enters by its name's CRC-32, so the seed does not depend on the order of the sweeps.
+    """
+    return int(np.random.SeedSequence([seed, zlib.crc32(arch.encode()), rung]).generate_state(1)[0])
+
+
 def _arch_rows(
     arch: str, curves: Sequence[TrialCurve], rungs: list[int], max_epochs: int, top_k: int, n_boot: int, seed: int
 ) -> tuple[list[dict], dict[int, np.ndarray]]:
@@ -162,7 +173,9 @@ def _arch_rows(
         early = np.array([c.values[rung - 1] for c in full])
         rho, low, high, boot = (math.nan, math.nan, math.nan, np.array([]))
         if len(full) >= MIN_TRIALS:
-            rho, low, high, boot = spearman_bootstrap(early, final, n_boot=n_boot, seed=seed + rung)
+            rho, low, high, boot = spearman_bootstrap(
+                early, final, n_boot=n_boot, seed=_resample_seed(seed, arch, rung)
+            )
         reps[rung] = boot
         stopped = [c for c in curves if c.stopped_by == "asha" and c.epochs == rung]
         floor = min((c.values[rung - 1] for c in top), default=math.inf)
@@ -252,7 +265,9 @@ def _gaps(table: pd.DataFrame, reps: Mapping[str, Mapping[int, np.ndarray]], run
         at = table[(table.rung == rung) & table.spearman.notna()]
         if len(at) < 2:
             continue
-        high, low = at.loc[at.spearman.idxmax()], at.loc[at.spearman.idxmin()]
+        high = at.loc[at.spearman.idxmax()]
+        rest = at.drop(index=high.name)  # two architectures even when their rhos tie
+        low = rest.loc[rest.spearman.idxmin()]
         a, b = reps[high.arch][rung], reps[low.arch][rung]
         n = min(len(a), len(b))
         diff = a[:n] - b[:n]  # independent resamples of two architectures' trials

@@ -285,19 +285,29 @@ def paired_table(
     n_boot: int = 10_000,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """``paired.csv``: one row per architecture pair ``(a, b)`` (default: every pair in order of appearance).
+    """``paired.csv``: one row per architecture pair, oriented so that ``a`` is the one with the higher mean.
 
-    The images are the per-image IoU set: the rows of ``per_image`` with a defined ``iou``, which must
-    be the same images for every shared seed of both architectures (ValueError otherwise: choose the
-    set from ground truth, ``harness.metrics.per_image_scores``). Columns (:data:`PAIRED_COLUMNS`):
+    ``pairs`` (default: every pair in order of appearance) names the pairs; each row is written as
+    ``a - b`` with ``a`` the architecture whose mean per-image IoU is higher (ties keep the given
+    order), so every difference the report prints, in the headline, the table and the figure, is
+    positive-for-the-winner and reads the same way. The images are the per-image IoU set: the rows of
+    ``per_image`` with a defined ``iou``, which must be the same images for every shared seed of both
+    architectures (ValueError otherwise: choose the set from ground truth,
+    ``harness.metrics.per_image_scores``). Columns (:data:`PAIRED_COLUMNS`):
 
     * ``mean_iou_a/b``: mean per-image IoU over the shared seeds and the set; ``iou_diff_mean`` = a - b.
-    * Headline, seeds as the unit: ``iou_diff_ci_low/high``, the hierarchical bootstrap interval of the
-      difference (seeds, then scenes from ``scene_id``, then images within scenes;
-      :func:`hierarchical_paired_bootstrap`), and ``p_a_better`` with ``p_a_better_ci_low/high``, the
-      probability of improvement P(A > B) from the same replicates. ``seeds_a_higher``: number of
-      shared seeds whose mean per-image IoU is higher for a (ties one half); ``seed_t_p``: paired
-      t-test over those per-seed means.
+    * Headline, for "this test set, new training seeds" (:mod:`harness.stats.paired`):
+      ``iou_diff_ci_low/high``, the Student-t interval over the per-seed mean differences;
+      ``detectable_diff``, the smallest difference that design detects with power 0.8; ``p_a_better``
+      (the probability of improvement P(A > B), per scene, averaged over scenes) with
+      ``p_a_better_ci_low/high`` (Wilson bound, n = seeds). ``seeds_a_higher``: number of shared seeds
+      whose mean per-image IoU is higher for a (ties one half); ``seed_t_p``: paired t-test over those
+      per-seed means (the test that matches the headline interval).
+    * For "new scenes": ``new_scenes_ci_low/high`` and ``new_scenes_detectable_diff`` (seeds and scenes
+      as crossed random factors, scenes from ``scene_id``); the report shows them with at least
+      ``MIN_SCENES_FOR_NEW_SCENES`` test scenes.
+    * ``boot_ci_low/high``: the percentile spread of the hierarchical bootstrap (seeds, then scenes,
+      then images), rliable's interval; it undercovers with few seeds (``benchmarks/stats/RESULTS.md``).
     * Image-level, images treated as independent (seed-to-seed variation ignored): each image's IoU is
       averaged over seeds, then ``image_ci_low/high`` is a paired bootstrap interval of the mean
       difference and ``image_wilcoxon_p`` a Wilcoxon signed-rank p-value.
@@ -323,6 +333,8 @@ def paired_table(
         scenes = img.drop_duplicates("name").set_index("name")
         strata = scenes["scene_id"].reindex(names).to_numpy() if "scene_id" in scenes else np.array(names)
         score_a, score_b = _score_matrix(img, a, seeds, names), _score_matrix(img, b, seeds, names)
+        if score_b.mean() > score_a.mean():  # the winner first: one direction for every difference
+            (a, score_a), (b, score_b) = (b, score_b), (a, score_a)
         h = hierarchical_paired_bootstrap(score_a, score_b, strata, n_boot=n_boot, seed=seed)
         seed_a, seed_b = score_a.mean(axis=1), score_b.mean(axis=1)
         image_a, image_b = score_a.mean(axis=0), score_b.mean(axis=0)
@@ -336,11 +348,17 @@ def paired_table(
                 "iou_diff_mean": h["diff"],
                 "iou_diff_ci_low": h["diff_ci_low"],
                 "iou_diff_ci_high": h["diff_ci_high"],
+                "detectable_diff": h["detectable_diff"],
                 "p_a_better": h["p_improve"],
                 "p_a_better_ci_low": h["p_improve_ci_low"],
                 "p_a_better_ci_high": h["p_improve_ci_high"],
                 "seeds_a_higher": float(np.sum(win_tie_loss(seed_a - seed_b))),
                 "seed_t_p": paired_t_test(seed_a, seed_b),
+                "new_scenes_ci_low": h["new_scenes_ci_low"],
+                "new_scenes_ci_high": h["new_scenes_ci_high"],
+                "new_scenes_detectable_diff": h["new_scenes_detectable_diff"],
+                "boot_ci_low": h["boot_diff_low"],
+                "boot_ci_high": h["boot_diff_high"],
                 "image_ci_low": image_low,
                 "image_ci_high": image_high,
                 "image_wilcoxon_p": wilcoxon_signed_rank(image_a, image_b),

@@ -10,7 +10,7 @@ import pandas as pd
 from harness.report.audit import protocol_audit_section
 from harness.report.format import fmt_ci, fmt_int, fmt_p, fmt_rate, fmt_signed, fmt_value, is_missing, label, md_table
 from harness.report.methods import budget_text, cloud_free_text, paired_text, scene_notes, scored_on
-from harness.results import Results
+from harness.results import MIN_SCENES_FOR_NEW_SCENES, Results
 
 # Table 1 of the study, extended: (confusion_stats key, row label, is a count).
 TABLE1_ROWS = [
@@ -21,7 +21,7 @@ TABLE1_ROWS = [
     ("total", "total pixels", True),
     ("accuracy", "accuracy", False),
     ("balanced_accuracy", "balanced accuracy", False),
-    ("iou", "IoU", False),
+    ("iou", "IoU (pooled pixels)", False),
     ("f1", "F1", False),
     ("mcc", "MCC", False),
     ("tpr", "TPR (recall)", False),
@@ -37,8 +37,8 @@ TABLE1_ROWS = [
     ("lr_minus", "LR−", False),
 ]
 SEED_METRICS = [
-    ("iou", "IoU"),
-    ("per_image_iou", "per-image IoU"),
+    ("iou", "pooled IoU"),
+    ("per_image_iou", "mean per-image IoU"),
     ("f1", "F1"),
     ("accuracy", "accuracy"),
     ("balanced_accuracy", "balanced acc."),
@@ -47,7 +47,7 @@ SCENE_KEYS = [
     ("precision", "precision"),
     ("recall", "recall"),
     ("specificity", "specificity"),
-    ("iou", "IoU"),
+    ("iou", "scene IoU"),
     ("overall_accuracy", "overall accuracy"),
 ]
 # The study and 38-Cloud each name IoU differently; say so once, where a reader first meets it.
@@ -58,12 +58,19 @@ def _interval(low, high, digits: int = 4, fmt=fmt_signed) -> str:
     return "no interval" if is_missing(low) or is_missing(high) else f"[{fmt(low, digits)}, {fmt(high, digits)}]"
 
 
+def _seed_level(r) -> bool:
+    """True for a paired.csv written with the seed-level headline (issue 18); False for an older one."""
+    return "detectable_diff" in r._fields
+
+
 def headline(paired: pd.DataFrame) -> list[str]:
     """Return one sentence per architecture pair, built from paired.csv only.
 
-    It states the hierarchical (seeds, then scenes, then images) interval and the probability of
-    improvement, never an image-level test: images of one scene are not independent draws, and the
-    training seed is the unit of replication.
+    Each states the difference winner − loser, its 95% interval with what it covers ("this test set, new
+    training seeds": Student t over the per-seed differences), the smallest difference the design could
+    detect when no difference is established, the "new scenes" interval or why there is none, and the
+    probability of improvement; never an image-level test: images of one scene are not independent
+    draws, and the training seed is the unit of replication.
     """
     sentences = []
     for r in paired.itertuples():
@@ -71,16 +78,17 @@ def headline(paired: pd.DataFrame) -> list[str]:
         if is_missing(r.iou_diff_mean):
             sentences.append(f"{label(a)} vs {label(b)}: no test image has cloud in its ground truth; no comparison.")
             continue
-        # Speak of the winner, so the difference is positive.
+        # Speak of the winner, so the difference is positive (paired.csv puts the winner first; an older
+        # file may not).
         flip = r.iou_diff_mean < 0
         win, lose = (b, a) if flip else (a, b)
         win_iou, lose_iou = (r.mean_iou_b, r.mean_iou_a) if flip else (r.mean_iou_a, r.mean_iou_b)
         diff = -r.iou_diff_mean if flip else r.iou_diff_mean
-        low, high = (-r.iou_diff_ci_high, -r.iou_diff_ci_low) if flip else (r.iou_diff_ci_low, r.iou_diff_ci_high)
         p, p_low, p_high = r.p_a_better, r.p_a_better_ci_low, r.p_a_better_ci_high
         if flip:
             p, p_low, p_high = 1 - p, 1 - p_high, 1 - p_low
         seeds_won = r.n_seeds - r.seeds_a_higher if flip else r.seeds_a_higher
+        n_seeds, n_scenes = int(r.n_seeds), int(r.n_scenes)
         if r.iou_diff_mean == 0:
             start = f"{label(a)} and {label(b)} have the same mean per-image test IoU ({fmt_rate(win_iou)})"
         else:
@@ -88,56 +96,98 @@ def headline(paired: pd.DataFrame) -> list[str]:
                 f"**{label(win)}** has the higher mean per-image test IoU: {fmt_rate(win_iou)} vs "
                 f"{fmt_rate(lose_iou)} for {label(lose)}, a difference of {fmt_signed(diff)}"
             )
-        basis = f"{int(r.n_images)} test images with cloud, {int(r.n_scenes)} scenes, {int(r.n_seeds)} paired seeds"
+        basis = f"{int(r.n_images)} test images with cloud, {n_scenes} scenes, {n_seeds} paired seeds"
+        if r.iou_diff_mean != 0:
+            basis = f"{label(win)} − {label(lose)}; {basis}"
+        low, high = _oriented(r.iou_diff_ci_low, r.iou_diff_ci_high, flip)
+        if _seed_level(r):
+            interval = (
+                f"for this test set and new training seeds, 95% CI {_interval(low, high)} (Student t over the "
+                f"{n_seeds} per-seed differences)"
+            )
+        else:
+            interval = (
+                f"95% CI {_interval(low, high)} from a percentile hierarchical bootstrap over seeds, scenes and "
+                "images (written before issue 18; it undercovers with few seeds: rerun `cloudmask compare`)"
+            )
         if is_missing(low) or is_missing(high):
             verdict = "there is no interval, so **no difference is established**"
         elif low > 0 or high < 0:
             verdict = "the interval excludes 0"
         else:
             verdict = "the interval includes 0: **no difference is established**"
-        if r.n_seeds < 2:
-            verdict += " (one seed: the interval ignores seed-to-seed variation)"
-        prob = f"P({label(win)} > {label(lose)}) = {fmt_rate(p, 2)}"
-        if p in (0.0, 1.0):
-            # Every seed pair agrees on every scene: the bootstrap has nothing to vary, and a bare "1.00"
-            # from a handful of seeds would read as certainty.
-            w, l_ = label(win), label(lose)
-            prob += (
-                f" (every {w} seed beats every {l_} seed on every scene" if p == 1.0
-                else f" (no {w} seed beats any {l_} seed on any scene"
-            ) + "; the bootstrap puts no interval on a boundary value)"  # fmt: skip
-        else:
-            prob += (
-                f" {_interval(p_low, p_high, 2, fmt_rate)} (a {label(win)} seed beats a {label(lose)} seed on a "
-                "scene, averaged over scenes)"
-            )
-        seeds = f"{label(win)} is higher in {seeds_won:g} of {int(r.n_seeds)} paired seeds"
-        if not is_missing(r.seed_t_p):
-            seeds += f" (paired t-test over seeds: p = {fmt_p(r.seed_t_p)})"
+            if _seed_level(r) and not is_missing(r.detectable_diff):
+                verdict += (
+                    f"; differences below {fmt_rate(r.detectable_diff)} would likely go unseen with {n_seeds} "
+                    "seeds (power 0.8)"
+                )
+        if n_seeds < 2:
+            verdict += " (one seed: no seed-to-seed variation is observed)"
         sentences.append(
-            f"{start} ({basis}; 95% CI {_interval(low, high)} from a hierarchical bootstrap over seeds, then "
-            f"scenes, then images); {verdict}. {prob}; {seeds}."
+            f"{start} ({basis}); {interval}; {verdict}. {new_scenes_sentence(r, flip)} "
+            f"{_improvement_sentence(win, lose, p, p_low, p_high)}; {label(win)} is higher in {seeds_won:g} of "
+            f"{n_seeds} paired seeds"
+            + (f" (paired t-test over seeds: p = {fmt_p(r.seed_t_p)})." if not is_missing(r.seed_t_p) else ".")
         )
     return sentences
 
 
+def _oriented(low, high, flip: bool) -> tuple[float, float]:
+    return (-high, -low) if flip else (low, high)
+
+
+def new_scenes_sentence(r, flip: bool = False) -> str:
+    """What the comparison says about new scenes: the interval with enough scenes, otherwise why not."""
+    n_scenes = int(r.n_scenes)
+    if not _seed_level(r):
+        return "Generalisation to new scenes is not estimated."
+    if n_scenes < MIN_SCENES_FOR_NEW_SCENES:
+        return (
+            f"Generalisation to new scenes is not estimated: {n_scenes} test scenes are too few to estimate how "
+            f"the difference varies between scenes (it takes at least {MIN_SCENES_FOR_NEW_SCENES})."
+        )
+    low, high = _oriented(r.new_scenes_ci_low, r.new_scenes_ci_high, flip)
+    return f"For new scenes (seeds and scenes both random), 95% CI {_interval(low, high)}" + (
+        f", detectable difference {fmt_rate(r.new_scenes_detectable_diff)}."
+        if not is_missing(r.new_scenes_detectable_diff)
+        else "."
+    )
+
+
+def _improvement_sentence(win: str, lose: str, p: float, low: float, high: float) -> str:
+    text = f"P({label(win)} > {label(lose)}) = {fmt_rate(p, 2)} {_interval(low, high, 2, fmt_rate)}"
+    if p == 1.0:
+        return text + f" (every {label(win)} seed beats every {label(lose)} seed on every scene)"
+    if p == 0.0:
+        return text + f" (no {label(win)} seed beats any {label(lose)} seed on any scene)"
+    return text + f" (a {label(win)} seed beats a {label(lose)} seed on a scene, averaged over scenes)"
+
+
 def baseline_text(res: Results) -> list[str]:
-    """The per-pixel baseline beside the networks: what brightness and colour alone achieve here."""
+    """The per-pixel baseline beside the networks, and each network's margin over it with its interval."""
     base = res.meta.get("pixel_baseline")
     if not base:
         return []
     summary = res.summary.set_index("arch")
-    margins = [
-        f"{label(a)} {fmt_signed(float(summary.loc[a, 'iou']) - base['iou'])}"
-        for a in res.archs
-        if a in summary.index and "iou" in summary.columns
-    ]
+    margins = []
+    for a in res.archs:
+        if a not in summary.index or "iou_mean" not in summary.columns:
+            continue
+        s = summary.loc[a]
+        # The baseline is fit once on training pixels: a constant, so the margin's interval is the
+        # network's interval over seeds shifted by it.
+        margin = f"{label(a)} {fmt_signed(float(s['iou_mean']) - base['iou'])}"
+        if not (is_missing(s.get("iou_ci_low")) or is_missing(s.get("iou_ci_high"))):
+            margin += f" {_interval(s['iou_ci_low'] - base['iou'], s['iou_ci_high'] - base['iou'])}"
+        margins.append(margin)
     return [
         "Floor: a per-pixel logistic regression on the four log-bands (no spatial context, "
         f"`harness/compare/baseline.py`, fit on training pixels) scores IoU {base['iou']:.4f}, F1 {base['f1']:.4f}, "
-        f"accuracy {base['accuracy']:.4f} "
-        f"on the same test pixels. The networks' pooled IoU over it: {', '.join(margins)}: what spatial modelling "
-        "adds on this data. A margin near zero means this data cannot rank architectures.",
+        f"accuracy {base['accuracy']:.4f} on the same test pixels. Margin of each network over it (mean over "
+        f"seeds of each seed's pooled IoU minus the floor's, with the 95% Student-t interval over seeds): "
+        f"{', '.join(margins)}. A margin is how far above a per-pixel classifier a network lands on this data, "
+        "not a measured effect of spatial context alone; a margin near zero means this data cannot rank "
+        "architectures.",
         "",
     ]
 
@@ -167,40 +217,51 @@ def _per_seed_table(res: Results) -> str:
     frame = res.results.pivot_table(index="seed", columns="arch", values="iou", aggfunc="first")
     archs = [a for a in res.archs if a in frame.columns]
     rows = [[str(seed), *(fmt_rate(frame.loc[seed, a]) for a in archs)] for seed in frame.index]
-    return md_table(["seed", *(f"{label(a)} IoU" for a in archs)], rows)
+    return md_table(["seed", *(f"{label(a)} pooled IoU" for a in archs)], rows)
 
 
 def _paired_table(res: Results) -> str:
-    rows = [
-        [
+    rows, seed_level = [], False
+    for r in res.paired.itertuples():
+        seed_level = _seed_level(r)
+        row = [
             f"{label(r.arch_a)} − {label(r.arch_b)}",
             fmt_rate(r.mean_iou_a),
             fmt_rate(r.mean_iou_b),
             fmt_signed(r.iou_diff_mean),
             _interval(r.iou_diff_ci_low, r.iou_diff_ci_high),
-            f"{fmt_rate(r.p_a_better, 2)} "
-            + (
-                "(no interval)"
-                if r.p_a_better in (0.0, 1.0)
-                else _interval(r.p_a_better_ci_low, r.p_a_better_ci_high, 2, fmt_rate)
-            ),
+        ]
+        if seed_level:
+            row.append(fmt_rate(r.detectable_diff))
+        row += [
+            f"{fmt_rate(r.p_a_better, 2)} {_interval(r.p_a_better_ci_low, r.p_a_better_ci_high, 2, fmt_rate)}",
             f"{r.seeds_a_higher:g} of {int(r.n_seeds)}",
             fmt_p(r.seed_t_p),
+        ]
+        if seed_level:
+            enough = int(r.n_scenes) >= MIN_SCENES_FOR_NEW_SCENES
+            row.append(
+                _interval(r.new_scenes_ci_low, r.new_scenes_ci_high)
+                if enough
+                else f"not estimated ({int(r.n_scenes)} scenes)"
+            )
+        row += [
             _interval(r.image_ci_low, r.image_ci_high),
             fmt_p(r.image_wilcoxon_p),
             f"{int(r.n_images)} / {int(r.n_scenes)}",
         ]
-        for r in res.paired.itertuples()
-    ]
+        rows.append(row)
     header = [
         "pair (a − b)",
-        "mean IoU a",
-        "mean IoU b",
+        "mean per-image IoU a",
+        "mean per-image IoU b",
         "difference",
-        "95% CI, hierarchical",
+        "95% CI, this test set, new seeds" if seed_level else "95% CI, hierarchical bootstrap",
+        *(["detectable difference"] if seed_level else []),
         "P(a > b) [95% CI]",
         "seeds a higher",
         "t-test p, seeds",
+        *(["95% CI, new scenes"] if seed_level else []),
         "95% CI, image-level",
         "Wilcoxon p, image-level",
         "images / scenes",
@@ -250,9 +311,12 @@ def _budget_table(res: Results) -> str:
                 cells.append("")
             else:
                 h = hit.iloc[0]
-                cells.append(f"{fmt_rate(h.expected_best_val_iou)} ({h.device_hours:,.2f} h)")
+                sd = getattr(h, "expected_best_val_iou_sd", float("nan"))
+                spread = "" if is_missing(sd) else f" ± {fmt_rate(sd)}"
+                cells.append(f"{fmt_rate(h.expected_best_val_iou)}{spread} ({h.device_hours:,.2f} h)")
         rows.append([str(n), *cells])
-    return md_table(["trials", *(f"{label(a)}: E[best val IoU] (device-h)" for a in archs)], rows)
+    header = ["trials", *(f"{label(a)}: E[best val IoU] ± sd (device-h)" for a in archs)]
+    return md_table(header, rows)
 
 
 def _config_table(res: Results) -> str:
@@ -277,7 +341,7 @@ def _scene_tables(res: Results) -> str:
     out = md_table(["architecture", *(name for _, name in SCENE_KEYS)], rows)
     iou = scores.pivot_table(index="scene_id", columns="arch", values="iou", aggfunc="mean")
     rows = [[f"`{scene}`", *(fmt_rate(iou.loc[scene, a], 2) for a in archs)] for scene in iou.index]
-    return out + "\n\nIoU per scene (mean over seeds):\n\n" + md_table(["scene", *map(label, archs)], rows)
+    return out + "\n\nScene IoU per scene (mean over seeds):\n\n" + md_table(["scene", *map(label, archs)], rows)
 
 
 def _name_iou_once(lines: list[str]) -> list[str]:

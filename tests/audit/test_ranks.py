@@ -185,3 +185,20 @@ def test_a_replayed_loss_gap_flags_the_comparison_whatever_the_correlations():
         audit_protocol(curves, max_epochs=4, grace_period=1, reduction_factor=2, replay=replay).summary["verdict"]
         == "fair"
     )
+
+
+def test_two_architectures_resample_their_trials_independently():
+    # Identical curves for both architectures, early and final ranks partly agreeing: the gap between
+    # their rhos is 0, but its interval is the difference of two independent resamples, so it has a
+    # spread. Seeding both with the same number (before issue 18) drew the same trials for both and
+    # gave the interval [0, 0].
+    early = [0.1, 0.5, 0.2, 0.7, 0.4, 0.3, 0.6, 0.8]
+    final = [0.2, 0.3, 0.1, 0.9, 0.6, 0.5, 0.4, 0.8]
+    curves = {
+        arch: [_curve(arch, i, e, f) for i, (e, f) in enumerate(zip(early, final, strict=True))]
+        for arch in ("unet", "unetpp")
+    }
+    audit = audit_protocol(curves, max_epochs=4, grace_period=1, reduction_factor=3, n_boot=400)
+    gap = audit.summary["gaps"][0]
+    assert gap["rho_gap"] == pytest.approx(0.0)
+    assert gap["ci_low"] < -0.1 and gap["ci_high"] > 0.1

@@ -66,7 +66,7 @@ def test_report_has_both_architectures_and_figures(compared):
     # The per-pixel floor, scored from its own counts on the same test pixels, is in the report and in MLflow.
     base = meta["pixel_baseline"]
     assert base["iou"] == pytest.approx(confusion_stats(base["tp"], base["fn"], base["fp"], base["tn"])["iou"])
-    assert f"scores IoU {base['iou']:.4f}" in text and "what spatial modelling adds" in text
+    assert f"scores IoU {base['iou']:.4f}" in text and "Margin of each network over it" in text
     _, finals = _runs(bench, role="final_compare")  # this one, and any other test's comparison of the same sweep
     assert finals and all(f.data.metrics["pixel_baseline_pooled_iou"] == pytest.approx(base["iou"]) for f in finals)
     # The comparison retrains exactly what the sweep chose: it never decides again.

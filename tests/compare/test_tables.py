@@ -119,7 +119,9 @@ def test_paired_table_identical_architectures_find_no_difference():
     row = table.iloc[0]
     assert (row.arch_a, row.arch_b, row.n_images, row.n_scenes, row.n_seeds) == ("a", "b", 29, 3, 2)
     assert (row.iou_diff_mean, row.iou_diff_ci_low, row.iou_diff_ci_high) == (0.0, 0.0, 0.0)
-    assert (row.p_a_better, row.p_a_better_ci_low, row.p_a_better_ci_high) == (0.5, 0.5, 0.5)
+    # P(A > B) = 0.5 exactly; its interval is the Wilson bound for 2 seeds (p = 0.5, n = 2, z = 1.96).
+    assert (row.p_a_better, row.p_a_better_ci_low, row.p_a_better_ci_high) == pytest.approx((0.5, 0.0945312, 0.9054688))
+    assert (row.boot_ci_low, row.boot_ci_high, row.detectable_diff) == (0.0, 0.0, 0.0)
     assert (row.image_ci_low, row.image_ci_high, row.image_wilcoxon_p) == (0.0, 0.0, 1.0)
     assert row.seeds_a_higher == 1.0 and row.seed_t_p == 1.0  # two ties count one half each
 

@@ -65,7 +65,8 @@ def test_report_names_both_architectures_and_the_winner(full_report):
     text = path.read_text()
     assert "U-Net" in text and "UNet++" in text
     assert "**U-Net** has the higher mean per-image test IoU" in text
-    assert "hierarchical bootstrap over seeds, then scenes, then images); the interval excludes 0" in text
+    assert "for this test set and new training seeds, 95% CI [" in text
+    assert "(Student t over the 3 per-seed differences); the interval excludes 0" in text
     assert "ab12" * 16 in text  # split hash
     assert "Data (sha256 of every split's patch names and pixels): `" + "cd34" * 16 in text
     assert "`lr`" in text and "unet_00000" in text  # chosen configs
@@ -90,7 +91,7 @@ def test_table1_counts_equal_the_csv(full_report):
     for key, name in (("tp", "TP"), ("fn", "FN"), ("fp", "FP"), ("tn", "TN"), ("total", "total pixels")):
         printed = [int(cell.replace(",", "")) for cell in rows[name]]
         assert printed == [summary.loc[a, key] for a in ARCHS]
-    iou = float(rows["IoU"][0])  # the study's "threat score" row
+    iou = float(rows["IoU (pooled pixels)"][0])  # the study's "threat score" row
     assert iou == pytest.approx(summary.loc["unet", "iou"], abs=5e-5)
 
 
@@ -101,8 +102,8 @@ def test_iou_is_called_iou_and_its_other_names_appear_once(full_report):
     first = text.index("IoU")
     assert text[first:].startswith('IoU (the study\'s "threat score", 38-Cloud\'s "Jaccard index")')
     scene = _table_rows(text, "## Scene-level scores")
-    assert scene["architecture"] == ["precision", "recall", "specificity", "IoU", "overall accuracy"]
-    assert "IoU per scene (mean over seeds):" in text
+    assert scene["architecture"] == ["precision", "recall", "specificity", "scene IoU", "overall accuracy"]
+    assert "Scene IoU per scene (mean over seeds):" in text
 
 
 def test_scene_table_is_the_mean_over_scenes_then_seeds(full_report):
@@ -155,8 +156,9 @@ def test_headline_speaks_of_the_winner_when_b_is_better():
     }
     (sentence,) = headline(pd.DataFrame([row]))
     assert sentence.startswith("**UNet++** has the higher mean per-image test IoU: 0.7500 vs 0.7000 for U-Net")
-    assert "difference of +0.0500 (24 test images with cloud, 3 scenes, 3 paired seeds" in sentence
-    assert "95% CI [+0.0300, +0.0700] from a hierarchical bootstrap" in sentence
+    assert "difference of +0.0500 (UNet++ − U-Net; 24 test images with cloud, 3 scenes, 3 paired seeds" in sentence
+    # A paired.csv written before issue 18 (no detectable_diff): its interval is named for what it was.
+    assert "95% CI [+0.0300, +0.0700] from a percentile hierarchical bootstrap" in sentence
     assert "the interval excludes 0" in sentence
     assert "P(UNet++ > U-Net) = 0.75 [0.60, 0.90]" in sentence
     assert "UNet++ is higher in 3 of 3 paired seeds (paired t-test over seeds: p = 0.012)" in sentence
@@ -165,13 +167,42 @@ def test_headline_speaks_of_the_winner_when_b_is_better():
     assert "probability" not in sentence
 
 
+def _seed_level_row(**changes):
+    row = dict.fromkeys(PAIRED_COLUMNS, math.nan)
+    row.update(arch_a="unet", arch_b="unetpp", mean_iou_a=0.71, mean_iou_b=0.70, iou_diff_mean=0.01)
+    row.update(iou_diff_ci_low=-0.02, iou_diff_ci_high=0.04, detectable_diff=0.045, p_a_better=0.6)
+    row.update(p_a_better_ci_low=0.2, p_a_better_ci_high=0.9, seeds_a_higher=3.0, seed_t_p=0.4)
+    row.update(new_scenes_ci_low=-0.05, new_scenes_ci_high=0.07, new_scenes_detectable_diff=0.08)
+    row.update(n_images=120, n_scenes=3, n_seeds=5)
+    row.update(changes)
+    return row
+
+
+def test_headline_states_its_estimand_and_what_the_design_could_not_see():
+    (sentence,) = headline(pd.DataFrame([_seed_level_row()]))
+    assert (
+        "for this test set and new training seeds, 95% CI [-0.0200, +0.0400] (Student t over the 5 per-seed" in sentence
+    )
+    assert "**no difference is established**; differences below 0.0450 would likely go unseen with 5 seeds" in sentence
+    # 3 scenes: the "new scenes" interval is computed but not offered as an estimate.
+    assert "Generalisation to new scenes is not estimated: 3 test scenes are too few" in sentence
+    assert "[-0.0500, +0.0700]" not in sentence
+    (many,) = headline(pd.DataFrame([_seed_level_row(n_scenes=12)]))
+    assert (
+        "For new scenes (seeds and scenes both random), 95% CI [-0.0500, +0.0700], detectable difference 0.0800" in many
+    )
+    # An interval that excludes 0 needs no power line.
+    (clear,) = headline(pd.DataFrame([_seed_level_row(iou_diff_ci_low=0.005)]))
+    assert "the interval excludes 0" in clear and "would likely go unseen" not in clear
+
+
 def test_headline_without_a_ci_claims_no_difference():
     row = dict.fromkeys(PAIRED_COLUMNS, math.nan)
     row.update(arch_a="unet", arch_b="unetpp", mean_iou_a=0.8, mean_iou_b=0.7, iou_diff_mean=0.1, n_images=1)
     row.update(n_scenes=1, n_seeds=1, seeds_a_higher=1.0)
     (sentence,) = headline(pd.DataFrame([row]))
     assert "95% CI no interval" in sentence and "**no difference is established**" in sentence
-    assert "one seed: the interval ignores seed-to-seed variation" in sentence
+    assert "one seed: no seed-to-seed variation is observed" in sentence
     assert "significant" not in sentence and "t-test" not in sentence
 
 
@@ -276,8 +307,9 @@ def test_budget_section_says_how_trials_count_and_its_bias(full_report):
     assert "U-Net 12 trials (3 completed, 8 stopped by ASHA, 1 diverged or failed)" in section
 
 
-def test_a_probability_of_one_is_not_given_an_interval_or_read_as_certainty(full_report):
+def test_a_probability_of_one_keeps_its_interval_and_is_not_read_as_certainty(full_report):
     _, path = full_report
     text = path.read_text()  # the fixture's U-Net beats UNet++ with every seed pair on every scene
-    assert "P(U-Net > UNet++) = 1.00 (every U-Net seed beats every UNet++ seed on every scene" in text
+    # 3 seeds bound P(A > B) only at 0.44 (Wilson, n = 3), however clean the sweep of wins.
+    assert "P(U-Net > UNet++) = 1.00 [0.44, 1.00] (every U-Net seed beats every UNet++ seed on every scene" in text
     assert "[1.00, 1.00]" not in text
