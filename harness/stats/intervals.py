@@ -9,9 +9,9 @@ Conventions shared by every function of :mod:`harness.stats`:
 
 * The unit of replication of a final comparison is the training seed. Intervals of a mean over seeds
   are Student-t intervals (a percentile bootstrap over 3 seeds is their min-max, which covers the mean
-  about 76 % of the time, not 95 %); the headline paired comparison resamples seeds, then scenes, then
-  images (:func:`harness.compare.tables.paired_table`). Image-level intervals and tests are kept, and
-  labelled as such.
+  about 76 % of the time, not 95 %); the headline paired comparison is the t interval over per-seed
+  differences, for "this test set, new training seeds" (:mod:`harness.stats.paired`). Image-level
+  intervals and tests are kept, and labelled as such.
 * NaN marks "undefined"; primitives drop NaNs before computing (pairwise for paired inputs), never
   turning them into 0 or 1.
 * Randomness comes only from ``np.random.default_rng(seed)``: the same inputs and seed give the same
