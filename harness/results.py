@@ -239,6 +239,15 @@ class Results:
 
 
 # -- reading a results directory
+def has_seed_level_intervals(paired: pd.DataFrame) -> bool:
+    """True when ``paired.csv`` carries the seed-level headline (issue 18), False for one written before.
+
+    An older file's ``iou_diff_ci_low/high`` are the percentile hierarchical bootstrap; the report names
+    them as such instead of as the t interval over seeds.
+    """
+    return all(column in paired.columns for column in PAIRED_ADDED)
+
+
 def load_results(results_dir: str | os.PathLike) -> Results:
     """Read a results directory (format: this module's docstring).
 

@@ -21,7 +21,7 @@ from matplotlib.ticker import MaxNLocator
 from harness.report.audit import plot_protocol_audit
 from harness.report.format import fmt_rate, fmt_signed, is_missing, label
 from harness.report.style import CLEAR, CLOUD, FALSE_NEG, FALSE_POS, STYLE, arch_colours, save
-from harness.results import Results
+from harness.results import Results, has_seed_level_intervals
 
 MAX_SAMPLE_ROWS = 8
 # Figure key (as render_markdown links it) -> PNG file name in the figures directory.
@@ -188,13 +188,14 @@ def plot_per_image(per_image: pd.DataFrame, paired: pd.DataFrame, archs: list[st
     means = per_image_means(per_image)
     archs = [a for a in archs if a in means.columns]
     pairs = [r for r in paired.itertuples() if r.arch_a in archs and r.arch_b in archs][:3]
+    interval_name = "this test set, new seeds" if has_seed_level_intervals(paired) else "hierarchical"
     rows = max(1, len(pairs))
     fig = Figure(figsize=(13.5 if pairs else 5.5, 4.3 * rows), layout="constrained")
     grid = fig.add_gridspec(rows, 3, width_ratios=[1.15, 1, 1]) if pairs else fig.add_gridspec(1, 1)
     _violins(fig.add_subplot(grid[:, 0]), means, archs, colours)
     for i, r in enumerate(pairs):
         _paired_scatter(fig.add_subplot(grid[i, 1]), means, r.arch_a, r.arch_b, colours)
-        _difference_histogram(fig.add_subplot(grid[i, 2]), means, r, colours)
+        _difference_histogram(fig.add_subplot(grid[i, 2]), means, r, colours, interval_name)
     return save(fig, path)
 
 
@@ -265,7 +266,7 @@ def _paired_scatter(ax, means: pd.DataFrame, a: str, b: str, colours: dict[str, 
     ax.set(xlabel=f"IoU {label(a)}", ylabel=f"IoU {label(b)}")
 
 
-def _difference_histogram(ax, means: pd.DataFrame, row, colours: dict[str, str]) -> None:
+def _difference_histogram(ax, means: pd.DataFrame, row, colours: dict[str, str], interval_name: str) -> None:
     """Draw the histogram of per-image IoU differences a - b, with paired.csv's mean and headline CI on top."""
     a, b = row.arch_a, row.arch_b
     diff = (means[a] - means[b]).dropna().to_numpy()
@@ -282,7 +283,7 @@ def _difference_histogram(ax, means: pd.DataFrame, row, colours: dict[str, str])
             alpha=0.35,
             lw=0,
             zorder=0,
-            label=f"95% CI, {'this test set, new seeds' if 'detectable_diff' in row._fields else 'hierarchical'} "
+            label=f"95% CI, {interval_name} "
             f"[{fmt_signed(row.iou_diff_ci_low, 3)}, {fmt_signed(row.iou_diff_ci_high, 3)}]",
         )
     ax.set(

@@ -10,7 +10,7 @@ import pandas as pd
 from harness.report.audit import protocol_audit_section
 from harness.report.format import fmt_ci, fmt_int, fmt_p, fmt_rate, fmt_signed, fmt_value, is_missing, label, md_table
 from harness.report.methods import budget_text, cloud_free_text, paired_text, scene_notes, scored_on
-from harness.results import MIN_SCENES_FOR_NEW_SCENES, Results
+from harness.results import MIN_SCENES_FOR_NEW_SCENES, Results, has_seed_level_intervals
 
 # Table 1 of the study, extended: (confusion_stats key, row label, is a count).
 TABLE1_ROWS = [
@@ -58,11 +58,6 @@ def _interval(low, high, digits: int = 4, fmt=fmt_signed) -> str:
     return "no interval" if is_missing(low) or is_missing(high) else f"[{fmt(low, digits)}, {fmt(high, digits)}]"
 
 
-def _seed_level(r) -> bool:
-    """True for a paired.csv written with the seed-level headline (issue 18); False for an older one."""
-    return "detectable_diff" in r._fields
-
-
 def headline(paired: pd.DataFrame) -> list[str]:
     """Return one sentence per architecture pair, built from paired.csv only.
 
@@ -73,6 +68,7 @@ def headline(paired: pd.DataFrame) -> list[str]:
     draws, and the training seed is the unit of replication.
     """
     sentences = []
+    seed_level = has_seed_level_intervals(paired)
     for r in paired.itertuples():
         a, b = r.arch_a, r.arch_b
         if is_missing(r.iou_diff_mean):
@@ -100,7 +96,7 @@ def headline(paired: pd.DataFrame) -> list[str]:
         if r.iou_diff_mean != 0:
             basis = f"{label(win)} − {label(lose)}; {basis}"
         low, high = _oriented(r.iou_diff_ci_low, r.iou_diff_ci_high, flip)
-        if _seed_level(r):
+        if seed_level:
             interval = (
                 f"for this test set and new training seeds, 95% CI {_interval(low, high)} (Student t over the "
                 f"{n_seeds} per-seed differences)"
@@ -116,7 +112,7 @@ def headline(paired: pd.DataFrame) -> list[str]:
             verdict = "the interval excludes 0"
         else:
             verdict = "the interval includes 0: **no difference is established**"
-            if _seed_level(r) and not is_missing(r.detectable_diff):
+            if seed_level and not is_missing(r.detectable_diff):
                 verdict += (
                     f"; differences below {fmt_rate(r.detectable_diff)} would likely go unseen with {n_seeds} "
                     "seeds (power 0.8)"
@@ -124,7 +120,7 @@ def headline(paired: pd.DataFrame) -> list[str]:
         if n_seeds < 2:
             verdict += " (one seed: no seed-to-seed variation is observed)"
         sentences.append(
-            f"{start} ({basis}); {interval}; {verdict}. {new_scenes_sentence(r, flip)} "
+            f"{start} ({basis}); {interval}; {verdict}. {new_scenes_sentence(r, flip, seed_level)} "
             f"{_improvement_sentence(win, lose, p, p_low, p_high)}; {label(win)} is higher in {seeds_won:g} of "
             f"{n_seeds} paired seeds"
             + (f" (paired t-test over seeds: p = {fmt_p(r.seed_t_p)})." if not is_missing(r.seed_t_p) else ".")
@@ -136,10 +132,10 @@ def _oriented(low, high, flip: bool) -> tuple[float, float]:
     return (-high, -low) if flip else (low, high)
 
 
-def new_scenes_sentence(r, flip: bool = False) -> str:
-    """What the comparison says about new scenes: the interval with enough scenes, otherwise why not."""
+def new_scenes_sentence(r, flip: bool = False, seed_level: bool = True) -> str:
+    """What a paired.csv row says about new scenes: the interval with enough scenes, otherwise why not."""
     n_scenes = int(r.n_scenes)
-    if not _seed_level(r):
+    if not seed_level:
         return "Generalisation to new scenes is not estimated."
     if n_scenes < MIN_SCENES_FOR_NEW_SCENES:
         return (
@@ -221,9 +217,8 @@ def _per_seed_table(res: Results) -> str:
 
 
 def _paired_table(res: Results) -> str:
-    rows, seed_level = [], False
+    rows, seed_level = [], has_seed_level_intervals(res.paired)
     for r in res.paired.itertuples():
-        seed_level = _seed_level(r)
         row = [
             f"{label(r.arch_a)} − {label(r.arch_b)}",
             fmt_rate(r.mean_iou_a),

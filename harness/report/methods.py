@@ -8,7 +8,7 @@ were scored. :mod:`harness.report.markdown` places these paragraphs in their sec
 from __future__ import annotations
 
 from harness.report.format import fmt_int, fmt_rate, is_missing, label, md_table
-from harness.results import MIN_SCENES_FOR_NEW_SCENES, Results
+from harness.results import MIN_SCENES_FOR_NEW_SCENES, Results, has_seed_level_intervals
 
 
 def iou_set(res: Results) -> tuple[float, float]:
@@ -90,8 +90,7 @@ def scored_on(res: Results) -> str:
 
 def paired_text(res: Results) -> list[str]:
     """Return the paired section's explanation of its columns (paragraphs, each followed by a blank)."""
-    seed_level = "detectable_diff" in res.paired.columns
-    if not seed_level:
+    if not has_seed_level_intervals(res.paired):
         return [
             "Per-image IoU over the set above; the difference a − b is its mean over seeds and images. This "
             "results directory was written before issue 18: its 95% CI is the percentile hierarchical bootstrap "
