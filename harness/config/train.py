@@ -22,6 +22,9 @@ from harness.errors import ConfigError
 from harness.models import NORMS, list_models, shape_problem
 from harness.training.loss_names import LOSSES
 
+#: Training precision: "auto" is bf16 autocast on a CUDA device with bf16, fp16 autocast with a gradient
+#: scaler on one without (T4, V100), float32 on the CPU; the others force that precision on any device.
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 #: Hard limits whatever a benchmark or search space says.
 _RANGES = {
@@ -53,6 +56,7 @@ class TrainConfig:
     normalisation: str = "scale"
     num_workers: int = 0
     device: str = "auto"
+    precision: str = "auto"
     seed: int = 0
     #: False: fastest cuDNN kernels; GPU runs then no longer repeat exactly.
     deterministic: bool = True
@@ -75,7 +79,7 @@ _TYPES: dict[str, type] = {f.name: type(f.default) for f in dataclasses.fields(T
 #: Keys that fix the network's shape: a checkpoint resumes only a config that agrees on them.
 MODEL_KEYS = ("arch", "depth", "base_channels", "norm", "deep_supervision")
 #: Keys a search space may sample: all but the architecture and bookkeeping.
-SEARCHABLE_KEYS = tuple(name for name in _TYPES if name not in {"arch", "device", "seed", "deterministic"})
+SEARCHABLE_KEYS = tuple(name for name in _TYPES if name not in {"arch", "device", "precision", "seed", "deterministic"})
 
 
 def value_problem(key: str, value: Any) -> str | None:
@@ -85,6 +89,7 @@ def value_problem(key: str, value: Any) -> str | None:
         "norm": NORMS,
         "loss": LOSSES,
         "normalisation": NORMALISATIONS,
+        "precision": PRECISIONS,
     }
     if key in vocabularies and value not in vocabularies[key]:
         return f"expected one of {', '.join(vocabularies[key])}, got {value!r}"

@@ -70,9 +70,20 @@ def checkpoint_config(checkpoint: dict) -> TrainConfig:
 
 
 def checkpoint_state(
-    *, config: TrainConfig, epoch: int, model: nn.Module, optimiser, history, loader_generator, band_stats
+    *,
+    config: TrainConfig,
+    epoch: int,
+    model: nn.Module,
+    optimiser,
+    history,
+    loader_generator,
+    band_stats,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict:
-    """Everything a resume needs after ``epoch``: weights, optimiser, history, random states, band stats."""
+    """Everything a resume needs after ``epoch``: weights, optimiser, history, random states, band stats.
+
+    With fp16 training also the gradient scaler's state (its scale and growth tracker), else None.
+    """
     return {
         "format": CHECKPOINT_FORMAT,
         "epoch": epoch,
@@ -82,6 +93,7 @@ def checkpoint_state(
         "history": [dict(entry) for entry in history],
         "rng": capture_rng_state(loader_generator),
         "band_stats": None if band_stats is None else [np.asarray(s, dtype=np.float64).tolist() for s in band_stats],
+        "scaler": None if scaler is None else scaler.state_dict(),
     }
 
 
@@ -96,10 +108,18 @@ def check_resumable(checkpoint: dict, config: TrainConfig, path: Path) -> None:
         raise ValueError(f"{path}: checkpoint is for a different network ({details})")
 
 
-def restore_training_state(checkpoint: dict, model: nn.Module, optimiser, loader_generator) -> list[dict]:
-    """Load weights, optimiser and RNG states from a checkpoint; returns its history (one entry per epoch)."""
+def restore_training_state(
+    checkpoint: dict, model: nn.Module, optimiser, loader_generator, *, scaler: torch.amp.GradScaler | None = None
+) -> list[dict]:
+    """Load weights, optimiser and RNG states from a checkpoint; returns its history (one entry per epoch).
+
+    ``scaler`` (fp16 training) takes the checkpoint's scaler state when it has one; a checkpoint written in
+    another precision leaves it at its initial scale.
+    """
     model.load_state_dict(checkpoint["model"])
     optimiser.load_state_dict(checkpoint["optimiser"])
+    if scaler is not None and checkpoint.get("scaler"):
+        scaler.load_state_dict(checkpoint["scaler"])
     # Last: building the model and the datasets drew from the global generators.
     restore_rng_state(checkpoint["rng"], loader_generator)
     history = [dict(entry) for entry in checkpoint["history"]]

@@ -10,6 +10,7 @@ gives exactly the losses and weights of N + M epochs in one go. The Ray trainabl
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import time
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from harness.config.train import TrainConfig
+from harness.config.train import PRECISIONS, TrainConfig
 from harness.metrics import ConfusionAccumulator, confusion_stats, per_image_counts
 from harness.models import build_model
 from harness.training.checkpoints import (
@@ -42,6 +43,7 @@ from harness.training.losses import LossFn, build_loss, cloud_probability, cross
 from harness.training.seeding import deterministic_algorithms, seed_everything, seed_worker
 
 Report = Callable[[dict, "str | None"], Any]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,6 +56,8 @@ class FitResult:
     seconds: float = 0.0
     #: (mean[4], std[4]) of the train split when normalisation is "standardise", else None.
     band_stats: tuple | None = None
+    #: The precision training ran in ("bf16", "fp16" or "fp32"), as ``train.precision`` resolved on its device.
+    precision: str = "fp32"
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -86,10 +90,45 @@ def model_from_checkpoint(path: str | Path, device: torch.device | str = "cpu") 
     return prepare_model(model, resolve_device(device)).eval()
 
 
+# --------------------------------------------------------------------------------------------- precision
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+
+
+def autocast_dtype(
+    device: torch.device | str, precision: str = "auto", *, bf16_supported: bool | None = None
+) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` on ``device``: bfloat16, float16, or None (float32, no autocast).
+
+    "auto": bf16 on a CUDA device that has it (no loss scaling needed), fp16 on one that has not (T4,
+    V100: bf16 there is emulated or fails; fp16 then trains with a gradient scaler), float32 on the CPU,
+    where autocast would only slow the small models down. "bf16" / "fp16" / "fp32" are honoured on any
+    device, except bf16 on a CUDA device without it. ``bf16_supported``: the device's answer, asked of
+    torch when None (the argument lets the decision be tested without such a GPU).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"train.precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    device = torch.device(device)
+    if device.type == "cuda" and precision in ("auto", "bf16"):
+        if bf16_supported is None:
+            bf16_supported = torch.cuda.is_bf16_supported(including_emulation=False)
+        if precision == "bf16" and not bf16_supported:
+            raise ValueError(f"train.precision: bf16 requested but {device} has no bf16 support; use auto or fp16")
+        return torch.bfloat16 if bf16_supported else torch.float16
+    if precision == "auto":
+        return None
+    return _DTYPES[precision]
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """ "bf16", "fp16" or "fp32" for an autocast dtype (None = float32)."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 # ------------------------------------------------------------------------------------------------- loops
-def _autocast(device: torch.device):
-    # bf16 needs no loss scaling; CPU autocast would only slow the small test models down.
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def _images_to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -117,11 +156,15 @@ def train_one_epoch(
     optimiser: torch.optim.Optimizer,
     loss_fn: Callable,
     device: torch.device,
+    *,
+    dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict:
     """One pass over ``loader``; returns {"loss": image-weighted mean loss, "images", "seconds"}.
 
-    The running loss stays on the device: the only host sync is at the end of the epoch, where a
-    NaN/inf from any batch shows up in the mean.
+    ``dtype``: the autocast dtype (:func:`autocast_dtype`; None = float32). ``scaler``: a gradient scaler
+    for fp16, whose small gradients would otherwise underflow to zero. The running loss stays on the
+    device: the only host sync is at the end of the epoch, where a NaN/inf from any batch shows up in the mean.
     """
     model.train()
     start = time.perf_counter()
@@ -130,11 +173,16 @@ def train_one_epoch(
     for images, masks in loader:
         images, masks = _to_device(images, masks, device)
         optimiser.zero_grad(set_to_none=True)
-        with _autocast(device):
+        with _autocast(device, dtype):
             outputs = model(images)
         loss = supervised_loss(outputs, masks, loss_fn)
-        loss.backward()
-        optimiser.step()
+        if scaler is None:
+            loss.backward()
+            optimiser.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimiser)  # skipped, and the scale lowered, when a gradient overflowed
+            scaler.update()
         loss_sum += loss.detach().double() * images.shape[0]
         images_seen += images.shape[0]
     mean_loss = loss_sum.item() / images_seen if images_seen else math.nan
@@ -149,6 +197,7 @@ def evaluate(
     loss_fn: LossFn = cross_entropy_loss,
     per_image: bool = False,
     on_predictions: Callable[[np.ndarray], None] | None = None,
+    precision: str = "auto",
 ) -> dict:
     """Loss and pixel statistics of ``model`` over ``loader`` (argmax prediction, cloud = class 1).
 
@@ -156,9 +205,11 @@ def evaluate(
     "per_image_counts" (N, 4) int64 (tp, fn, fp, tn) in loader order. Counts accumulate on the device.
     ``on_predictions`` receives each batch's predicted masks ((B, H, W) uint8 numpy, loader order), so
     a caller can keep what it needs (figure samples, scene mosaics) without holding every prediction.
-    Validation and the final test use this one function: same precision, same memory format.
+    Validation and the final test use this one function: same precision (``precision``, as in
+    :func:`autocast_dtype`), same memory format.
     """
     device = resolve_device(device)
+    dtype = autocast_dtype(device, precision)
     # Outside inference mode: parameters moved inside it could no longer be trained.
     prepare_model(model, device).eval()
     start = time.perf_counter()
@@ -169,7 +220,7 @@ def evaluate(
     with torch.inference_mode():
         for images, masks in loader:
             images, masks = _to_device(images, masks, device)
-            with _autocast(device):
+            with _autocast(device, dtype):
                 logits = model(images)
             logits = logits.float()
             loss_sum += loss_fn(logits, masks).double() * images.shape[0]
@@ -201,21 +252,26 @@ def predict(
     batch_size: int,
     *,
     threshold: float | None = None,
+    num_workers: int = 0,
+    precision: str = "auto",
 ) -> np.ndarray:
     """Predicted masks (N, H, W) uint8 (1 = cloud) for every item of ``dataset``, in order.
 
     Items may be images or (image, mask) pairs. ``threshold=None`` takes the argmax; a float labels a
     pixel cloud when its softmax cloud probability exceeds it (38-Cloud's protocol uses 12/255).
+    ``num_workers`` loader processes read and decode the patches (as in training); ``precision`` as in
+    :func:`autocast_dtype`.
     """
     device = resolve_device(device)
+    dtype = autocast_dtype(device, precision)
     prepare_model(model, device).eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, pin_memory=device.type == "cuda")
+    loader = make_loader(dataset, batch_size=batch_size, device=device, num_workers=num_workers)
     masks = []
     with torch.inference_mode():
         for batch in loader:
             images = batch[0] if isinstance(batch, list | tuple) else batch
             images = _images_to_device(images, device)
-            with _autocast(device):
+            with _autocast(device, dtype):
                 logits = model(images)
             pred = logits.argmax(dim=1) if threshold is None else cloud_probability(logits) > threshold
             masks.append(pred.to(torch.uint8).cpu())
@@ -282,7 +338,9 @@ def make_loader(
 
 
 # --------------------------------------------------------------------------------------------------- fit
-def _epoch_metrics(epoch: int, train: dict, val: dict | None, seconds: float, status: str) -> dict:
+def _epoch_metrics(
+    epoch: int, train: dict, val: dict | None, seconds: float, status: str, *, device: torch.device, precision: str
+) -> dict:
     val = val or {}
     return {
         "epoch": epoch,
@@ -296,6 +354,9 @@ def _epoch_metrics(epoch: int, train: dict, val: dict | None, seconds: float, st
         "epoch_seconds": seconds,
         "train_images_per_second": train["images"] / train["seconds"] if train["seconds"] > 0 else math.nan,
         "status": status,
+        # Where and how it ran: "auto" resolved (a Ray task given no GPU trains on the CPU; bf16 or fp16).
+        "device": str(device),
+        "precision": precision,
     }
 
 
@@ -314,19 +375,26 @@ def fit(config: TrainConfig, data, report: Report | None, checkpoint_dir: str | 
     After every epoch ``report(metrics, checkpoint_dir)`` is called (see ``_epoch_metrics`` for the keys;
     status "running", "completed" on the last epoch, or "diverged" -- then once, with no checkpoint, and
     training stops). ``checkpoint_dir``: resume from ``checkpoint_dir/checkpoint.pt`` when it exists.
-    val_loss uses the training loss function, so train and val losses compare.
+    val_loss uses the training loss function, so train and val losses compare. ``config.precision`` is
+    resolved on the device (:func:`autocast_dtype`); fp16 trains with a gradient scaler, checkpointed with
+    the weights. Validation runs in the same precision.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"fit needs a TrainConfig, got {type(config).__name__} (use harness.config.from_flat)")
     started = time.perf_counter()
     remove_orphaned_scratch()
     device = resolve_device(config.device)
+    dtype = autocast_dtype(device, config.precision)
+    precision = precision_name(dtype)
+    log.info("training %s on %s in %s", config.arch, device, precision)
     report = report or (lambda metrics, directory: None)
     with deterministic_algorithms(config.deterministic):
         seed_everything(config.seed)
         model = prepare_model(model_from_config(config), device)
         optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         loss_fn = build_loss(config.loss)
+        # fp16's narrow range loses small gradients to underflow without scaling; bf16 and fp32 need none.
+        scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
         loader_generator = torch.Generator().manual_seed(config.seed)
 
         checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_FILENAME if checkpoint_dir is not None else None
@@ -349,19 +417,21 @@ def fit(config: TrainConfig, data, report: Report | None, checkpoint_dir: str | 
 
         history: list[dict] = []
         if checkpoint is not None:
-            history = restore_training_state(checkpoint, model, optimiser, loader_generator)
+            history = restore_training_state(checkpoint, model, optimiser, loader_generator, scaler=scaler)
 
         status = "completed"
         for epoch in range(len(history) + 1, config.epochs + 1):
             epoch_start = time.perf_counter()
             if hasattr(train_set, "set_epoch"):
                 train_set.set_epoch(epoch)
-            train = train_one_epoch(model, train_loader, optimiser, loss_fn, device)
+            train = train_one_epoch(model, train_loader, optimiser, loss_fn, device, dtype=dtype, scaler=scaler)
             # A non-finite training loss means NaN weights: validating them would only cost time.
-            val = evaluate(model, val_loader, device, loss_fn=loss_fn) if math.isfinite(train["loss"]) else None
+            finite = math.isfinite(train["loss"])
+            val = evaluate(model, val_loader, device, loss_fn=loss_fn, precision=precision) if finite else None
             diverged = val is None or (val["images"] > 0 and not math.isfinite(val["loss"]))
             status = "diverged" if diverged else "running" if epoch < config.epochs else "completed"
-            metrics = _epoch_metrics(epoch, train, val, time.perf_counter() - epoch_start, status)
+            seconds = time.perf_counter() - epoch_start
+            metrics = _epoch_metrics(epoch, train, val, seconds, status, device=device, precision=precision)
             history.append(metrics)
             if diverged:
                 report(metrics, None)
@@ -374,8 +444,14 @@ def fit(config: TrainConfig, data, report: Report | None, checkpoint_dir: str | 
                 history=history,
                 loader_generator=loader_generator,
                 band_stats=band_stats,
+                scaler=scaler,
             )
             _report_with_checkpoint(report, metrics, state)
     return FitResult(
-        model=model, history=history, status=status, seconds=time.perf_counter() - started, band_stats=band_stats
+        model=model,
+        history=history,
+        status=status,
+        seconds=time.perf_counter() - started,
+        band_stats=band_stats,
+        precision=precision,
     )

@@ -39,8 +39,18 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1
 
 
 def cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Pixel-mean cross-entropy over the classes (the study's loss)."""
-    return F.cross_entropy(logits.float(), target)
+    """Pixel-mean cross-entropy over the classes (the study's loss), equal to ``F.cross_entropy``.
+
+    Written as log-softmax times a one-hot target rather than ``F.cross_entropy``: on CUDA, the latter's
+    (B, C, H, W) path runs ``nll_loss2d``, whose forward sums with atomic adds and is flagged
+    nondeterministic, so two runs of one seed would differ under ``deterministic: true``. Here every op
+    (log_softmax, a comparison, a multiply, sums) has a deterministic kernel on every device.
+    """
+    log_probability = F.log_softmax(logits.float(), dim=1)
+    # A comparison, not F.one_hot: that one checks the labels' range on CUDA, a host sync every step.
+    classes = torch.arange(logits.shape[1], device=target.device).view(1, -1, *([1] * (target.dim() - 1)))
+    one_hot = (target.unsqueeze(1) == classes).to(log_probability.dtype)
+    return -(log_probability * one_hot).sum(dim=1).mean()
 
 
 _PARTS: dict[str, LossFn] = {"ce": cross_entropy_loss, "jaccard": soft_jaccard_loss, "dice": soft_dice_loss}

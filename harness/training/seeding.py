@@ -9,6 +9,12 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+# cuBLAS is deterministic only with a fixed workspace, and reads this variable once, when its handle is
+# created: setting it on entering deterministic mode is too late in a process that has already run a
+# matmul on the GPU (a reused Ray actor, a second fit in one process). Set here, at import, before any
+# training code can touch CUDA; a value the user exported wins. It costs at most 32 MiB of workspace.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python's ``random``, numpy's global generator and torch (CPU and every GPU)."""
@@ -38,9 +44,6 @@ def deterministic_algorithms(enabled: bool = True):
         torch.is_deterministic_algorithms_warn_only_enabled(),
         torch.backends.cudnn.benchmark,
     )
-    if enabled:
-        # cuBLAS is only deterministic with a fixed workspace; must be set before its first use.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(enabled, warn_only=True)
     torch.backends.cudnn.benchmark = not enabled
     try:
@@ -64,7 +67,9 @@ def capture_rng_state(loader_generator: torch.Generator | None = None) -> dict:
             "cached_gaussian": float(cached_gaussian),
         },
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # Only once CUDA is in use: get_rng_state_all() would otherwise open a context on every visible
+        # GPU, also in a CPU trial on a GPU node (Ray 2.60 no longer hides GPUs from such tasks).
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
     }
     if loader_generator is not None:
         state["loader"] = loader_generator.get_state()
@@ -87,7 +92,7 @@ def restore_rng_state(state: dict, loader_generator: torch.Generator | None = No
     )
     torch.set_rng_state(state["torch"])
     # A checkpoint from a GPU run resumed on another machine: restore what matches, the rest stays seeded.
-    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+    if state["cuda"] and torch.cuda.is_initialized() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
     if loader_generator is not None and "loader" in state:
         loader_generator.set_state(state["loader"])

@@ -29,7 +29,7 @@ from harness.training.losses import build_loss
 
 METRIC_KEYS = {
     "epoch", "train_loss", "val_loss", "val_accuracy", "val_iou", "val_precision", "val_recall", "val_f1",
-    "epoch_seconds", "train_images_per_second", "status",
+    "epoch_seconds", "train_images_per_second", "status", "device", "precision",
 }  # fmt: skip
 # Quantities that depend only on the seed (timings do not).
 SEEDED_KEYS = ("train_loss", "val_loss", "val_accuracy", "val_iou", "val_precision", "val_recall", "val_f1")
@@ -104,6 +104,7 @@ def test_fit_reports_every_epoch_with_the_contract_metrics(four_epochs):
         for key in ("val_accuracy", "val_iou", "val_precision", "val_recall", "val_f1"):
             assert 0 <= metrics[key] <= 1 or math.isnan(metrics[key]), key
     assert result.history == recorder.metrics
+    assert {(m["device"], m["precision"]) for m in recorder.metrics} == {("cpu", "fp32")} and result.precision == "fp32"
     # The per-epoch checkpoint directories are temporary: gone once report returned.
     assert all(d is not None and not Path(d).exists() for d in recorder.checkpoint_dirs)
     assert recorder.metrics[-1]["train_loss"] < recorder.metrics[0]["train_loss"]
@@ -248,3 +249,48 @@ def test_evaluate_hands_every_prediction_to_the_caller_in_order(data, four_epoch
     result = evaluate(straight.model, loader, "cpu", on_predictions=batches.append)
     np.testing.assert_array_equal(np.concatenate(batches), predict(straight.model, test_set, "cpu", batch_size=4))
     assert result["images"] == len(test_set)
+
+
+@pytest.mark.parametrize(
+    ("device", "precision", "bf16", "expected"),
+    [
+        ("cuda:0", "auto", True, torch.bfloat16),  # A100, H100: bf16, no scaler
+        ("cuda:0", "auto", False, torch.float16),  # T4, V100: fp16 with a GradScaler, not emulated bf16
+        ("cuda", "fp32", True, None),
+        ("cuda", "fp16", True, torch.float16),
+        ("cpu", "auto", None, None),  # autocast on the CPU would only slow the small models down
+        ("cpu", "bf16", None, torch.bfloat16),
+        ("cpu", "fp16", None, torch.float16),
+    ],
+)
+def test_autocast_dtype_decides_the_precision_per_device(device, precision, bf16, expected):
+    from harness.training.loop import autocast_dtype, precision_name
+
+    assert autocast_dtype(device, precision, bf16_supported=bf16) is expected
+    assert precision_name(expected) == {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}[expected]
+
+
+def test_bf16_on_a_gpu_without_it_is_refused_naming_the_key():
+    from harness.training.loop import autocast_dtype
+
+    with pytest.raises(ValueError, match=r"train\.precision: bf16 requested but cuda:0 has no bf16"):
+        autocast_dtype("cuda:0", "bf16", bf16_supported=False)
+    with pytest.raises(ValueError, match=r"train\.precision: expected one of auto, bf16, fp16, fp32"):
+        autocast_dtype("cpu", "fp8")
+
+
+def test_fp16_trains_with_a_grad_scaler_and_resumes_it(data, tmp_path):
+    # The fp16 path a GPU without bf16 takes, run on the CPU (autocast + GradScaler work there too).
+    config = replace(TINY, epochs=2, precision="fp16")
+    recorder = Recorder(tmp_path, keep_epochs=[1])
+    straight = fit(config, data, recorder)
+    assert straight.precision == "fp16" and {m["precision"] for m in recorder.metrics} == {"fp16"}
+    assert all(math.isfinite(m["train_loss"]) for m in straight.history)
+    checkpoint = load_checkpoint(tmp_path / "epoch-1" / CHECKPOINT_FILENAME)
+    assert checkpoint["scaler"]["scale"] > 0  # the scaler's state travels with the weights
+    resumed = fit(config, data, None, checkpoint_dir=tmp_path / "epoch-1")
+    np.testing.assert_array_equal(seeded(resumed.history), seeded(straight.history))
+    # fp32 training writes no scaler state
+    (tmp_path / "fp32").mkdir()
+    fit(replace(TINY, epochs=1), data, Recorder(tmp_path / "fp32", keep_epochs=[1]))
+    assert load_checkpoint(tmp_path / "fp32" / "epoch-1" / CHECKPOINT_FILENAME)["scaler"] is None

@@ -35,3 +35,35 @@ def test_unknown_loss_lists_the_valid_ones():
     with pytest.raises(ValueError, match="ce, jaccard, dice, ce\\+jaccard, ce\\+dice"):
         build_loss("focal")
     assert all(callable(build_loss(name)) for name in LOSSES)
+
+
+def _graph_nodes(tensor: torch.Tensor) -> set[str]:
+    seen, stack = set(), [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node.name() in seen:
+            continue
+        seen.add(node.name())
+        stack.extend(next_fn for next_fn, _ in node.next_functions)
+    return seen
+
+
+def test_cross_entropy_equals_torch_and_avoids_the_nondeterministic_cuda_kernel():
+    from harness.training.losses import cross_entropy_loss
+
+    torch.manual_seed(0)
+    logits = (torch.randn(3, 2, 8, 8) * 4).requires_grad_()
+    target = torch.randint(0, 2, (3, 8, 8))
+    loss = cross_entropy_loss(logits, target)
+    (grad,) = torch.autograd.grad(loss, logits)
+    reference_logits = logits.detach().clone().requires_grad_()
+    reference = torch.nn.functional.cross_entropy(reference_logits, target)
+    (reference_grad,) = torch.autograd.grad(reference, reference_logits)
+    assert loss.item() == pytest.approx(reference.item(), abs=1e-6)
+    assert torch.allclose(grad, reference_grad, atol=1e-6)
+    # F.cross_entropy's (B, C, H, W) path is nll_loss2d, whose CUDA forward uses atomic adds.
+    assert "NllLoss2DBackward0" in _graph_nodes(reference)
+    assert not any("Nll" in name for name in _graph_nodes(loss))
+    # bf16 logits (autocast) are computed in float32, as before
+    half = cross_entropy_loss(logits.detach().bfloat16(), target)
+    assert half.dtype == torch.float32

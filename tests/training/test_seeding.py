@@ -27,3 +27,32 @@ def test_same_seed_same_draws():
     a = _draws(torch.Generator().manual_seed(5))
     seed_everything(5)
     assert _draws(torch.Generator().manual_seed(5)) == a
+
+
+def test_capture_opens_no_cuda_context_where_cuda_is_unused(monkeypatch):
+    # A CPU trial on a GPU node: CUDA available, never initialised. Reading its RNG states would open a
+    # context on every visible GPU; here that read fails the test.
+    def opened(*args, **kwargs):
+        raise AssertionError("capture_rng_state touched CUDA")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", opened)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", opened)
+    state = capture_rng_state()
+    assert state["cuda"] == []
+    restore_rng_state({**state, "cuda": [torch.zeros(16, dtype=torch.uint8)]})  # a GPU checkpoint, CPU resume
+
+
+def test_cublas_workspace_is_fixed_at_import_unless_the_user_set_it():
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, harness.training.seeding; print(os.environ['CUBLAS_WORKSPACE_CONFIG'])"
+    env = {k: v for k, v in os.environ.items() if k != "CUBLAS_WORKSPACE_CONFIG"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ":4096:8"
+    env["CUBLAS_WORKSPACE_CONFIG"] = ":16:8"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ":16:8"
