@@ -10,7 +10,7 @@ import contextlib
 import os
 import socket
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +195,47 @@ def check_loader_workers(
             f"is {num_workers * trials} processes for the {cpus:g} CPUs of node "
             f"{node.get('NodeManagerAddress', node.get('NodeID', '?'))}: set {' or '.join(fixes)}"
         )
+
+
+def device_for_task(requested: str, gpu_ids: Sequence[Any]) -> str:
+    """The device a Ray task trains on: ``requested``, except "auto" in a task Ray assigned no GPU -> "cpu".
+
+    Ray 2.60 no longer hides the GPUs from a task that asked for none (``CUDA_VISIBLE_DEVICES`` is left
+    as it was), so "auto" would find the node's GPUs and train on cuda:0 unaccounted, beside the trials
+    that were given it. A task given GPUs sees only those (Ray sets ``CUDA_VISIBLE_DEVICES``), so
+    "auto" keeps meaning "the GPU when there is one".
+    """
+    if requested == "auto" and not gpu_ids:
+        return "cpu"
+    return requested
+
+
+def assigned_device(requested: str) -> str:
+    """:func:`device_for_task` for the GPUs Ray assigned the calling task or actor."""
+    return device_for_task(requested, ray.get_runtime_context().get_accelerator_ids().get("GPU", []))
+
+
+def gpu_memory_fraction(assigned: Mapping[str, float]) -> float | None:
+    """The share of its GPU's memory a task may use: its fraction of a GPU (0 < gpu < 1), else None."""
+    gpu = float(assigned.get("GPU", 0.0))
+    return gpu if 0 < gpu < 1 else None
+
+
+def cap_gpu_memory() -> float | None:
+    """Cap this task's CUDA memory at the fraction of a GPU Ray gave it; returns the cap, or None.
+
+    Ray's fractional GPUs (``resources.gpu: 0.25``: four trials on one GPU) are bookkeeping only: each
+    trial's caching allocator would still grow until the GPU is full and the other trials die with
+    "CUDA out of memory". ``torch.cuda.set_per_process_memory_fraction`` makes the trial that outgrows
+    its share fail instead, naming itself. Does nothing without CUDA or with whole GPUs.
+    """
+    import torch  # only in a task: this module is imported by drivers that never train
+
+    fraction = gpu_memory_fraction(ray.get_runtime_context().get_assigned_resources())
+    if fraction is None or not torch.cuda.is_available():
+        return None
+    torch.cuda.set_per_process_memory_fraction(fraction, 0)  # the task sees only its GPU, as cuda:0
+    return fraction
 
 
 def data_on_node(data: PreparedData, prepare_args: Mapping[str, Any]) -> PreparedData:

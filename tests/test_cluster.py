@@ -7,7 +7,17 @@ import shutil
 
 import pytest
 
-from harness.cluster import check_reachable, check_resources, data_on_node, run_tasks, token_source
+from harness.cluster import (
+    assigned_device,
+    cap_gpu_memory,
+    check_reachable,
+    check_resources,
+    data_on_node,
+    device_for_task,
+    gpu_memory_fraction,
+    run_tasks,
+    token_source,
+)
 from harness.config import load_benchmark
 from harness.data.prepare import prepare_data
 from harness.errors import ClusterError
@@ -127,3 +137,46 @@ def test_tasks_whose_loaders_outnumber_the_cpus_are_refused_before_any_runs(ray_
         list(run_tasks(confusion_stats, jobs, cpu=1, gpu=0, max_retries=0, options=bench.ray, loader_workers=2))
     done = run_tasks(confusion_stats, jobs, cpu=1, gpu=0, max_retries=0, options=bench.ray, loader_workers=1)
     assert len(list(done)) == 2
+
+
+def test_auto_is_the_cpu_only_for_a_task_given_no_gpu():
+    assert device_for_task("auto", []) == "cpu"
+    assert device_for_task("auto", ["0"]) == "auto"  # Ray set CUDA_VISIBLE_DEVICES to the GPU it gave
+    assert device_for_task("cpu", ["0"]) == "cpu"
+    assert device_for_task("cuda:0", []) == "cuda:0"  # an explicit device is the sweep checks' business
+    assert [gpu_memory_fraction(r) for r in ({"GPU": 0.25}, {"GPU": 1.0}, {"GPU": 2.0}, {"CPU": 1})] == [
+        0.25,
+        None,
+        None,
+        None,
+    ]
+
+
+def _where_would_auto_train() -> tuple[str, str | None, float | None]:
+    import os
+
+    import ray
+
+    share = gpu_memory_fraction(ray.get_runtime_context().get_assigned_resources())
+    cap_gpu_memory()  # no CUDA on this machine: nothing to cap, and no error
+    return assigned_device("auto"), os.environ.get("CUDA_VISIBLE_DEVICES"), share
+
+
+def test_a_task_given_no_gpu_on_a_gpu_node_trains_on_the_cpu(ray_cluster):
+    # A node with a (logical) GPU: Ray 2.60 leaves its GPU visible to tasks that asked for none, so
+    # "auto" must come from what Ray assigned, not from what CUDA can see.
+    import ray
+
+    node = ray_cluster.add_node(num_cpus=1, num_gpus=1, resources={"gpu_node": 1})
+    try:
+        on_gpu_node = {"resources": {"gpu_node": 0.01}, "num_cpus": 0}
+        given = ray.remote(num_gpus=1, **on_gpu_node)(_where_would_auto_train)
+        quarter = ray.remote(num_gpus=0.25, **on_gpu_node)(_where_would_auto_train)
+        not_given = ray.remote(num_gpus=0, **on_gpu_node)(_where_would_auto_train)
+        assert ray.get(given.remote(), timeout=120) == ("auto", "0", None)
+        # a quarter of the GPU: a quarter of its memory (torch.cuda.set_per_process_memory_fraction)
+        assert ray.get(quarter.remote(), timeout=120) == ("auto", "0", 0.25)
+        device, _visible, share = ray.get(not_given.remote(), timeout=120)
+        assert (device, share) == ("cpu", None)
+    finally:
+        ray_cluster.remove_node(node)

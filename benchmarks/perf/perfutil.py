@@ -129,7 +129,8 @@ def loader_epochs_rate(loader, dataset, min_seconds: float) -> tuple[int, float]
     images, epoch, start = 0, 0, time.perf_counter()
     while time.perf_counter() - start < min_seconds:
         epoch += 1
-        dataset.set_epoch(epoch)
+        # make_loader's sampler carries the epoch to (persistent) workers; a plain loader has only the dataset's
+        getattr(loader.sampler, "set_epoch", dataset.set_epoch)(epoch)
         for batch, _ in loader:
             images += batch.shape[0]
     return images, time.perf_counter() - start

@@ -31,7 +31,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from harness.audit.curves import protocol_audit
-from harness.cluster import run_tasks
+from harness.cluster import assigned_device, cap_gpu_memory, run_tasks
 from harness.compare.baseline import pixel_baseline
 from harness.compare.retrain import retrain_and_score
 from harness.compare.tables import build_results, source_root
@@ -202,6 +202,8 @@ def run_compare(
             },
             "pixel_baseline": _baseline_summary(pixel_baseline(data)),
             "device": retrains[(bench.architectures[0], bench.compare.seeds[0])].device,
+            # The precision the retrains trained in (train.precision resolved on their device).
+            "precision": sorted({m.get("precision", "unrecorded") for r in retrains.values() for m in r.history[-1:]}),
             "device_hours_unit": "GPU" if bench.resources.gpu > 0 else "CPU core",
             "mlflow_run_id": recorder.run_id,
             "started_at": started,
@@ -266,8 +268,14 @@ def retrain_task(system: Mapping[str, Any], **kwargs: Any) -> RetrainResult:
     ``system`` (tracking URI, experiment, the retrain run's tags, sampling interval) names the run the
     comparison opened for this retrain; the machine's CPU, memory and GPU use are logged there while it trains.
     """
+    # "auto" in a task given no GPU is the CPU, also on a GPU node (see harness.cluster.device_for_task).
+    # The result keeps the config as chosen (its hash names the retrain in MLflow); its device field says
+    # where it ran.
+    config = kwargs["config"]
+    kwargs["config"] = dataclasses.replace(config, device=assigned_device(config.device))
+    cap_gpu_memory()  # a fraction of a GPU is a fraction of its memory too
     with system_metrics(system["uri"], system["experiment"], system["tags"], interval_s=system["interval_s"]):
-        return retrain_and_score(**kwargs)
+        return dataclasses.replace(retrain_and_score(**kwargs), config=config)
 
 
 def _retrain_all(bench, data, chosen, sweep_id, epochs, sample_rows, scene_gts, recorder, address, progress):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from harness.errors import InputError
 
@@ -78,8 +78,9 @@ class CloudPatchDataset(Dataset):
     `normalisation="scale"` divides DN by 65535; `"standardise"` subtracts `band_stats[0]` and divides
     by `band_stats[1]` per band (compute them on the train split with `band_stats`). With `augment`,
     item i of epoch e gets symmetry `k` drawn from `default_rng([seed, e, i])`: the same on every run
-    and in every worker, different across epochs. Call `set_epoch` before each epoch (with persistent
-    DataLoader workers the workers keep the epoch they were started with).
+    and in every worker, different across epochs. The epoch comes with the index when the loader's
+    sampler yields `(epoch, i)` keys (:class:`EpochShuffle`: what persistent DataLoader workers need, as
+    they keep the copy of the dataset they started with); a plain `i` uses the epoch of `set_epoch`.
     """
 
     def __init__(
@@ -133,13 +134,15 @@ class CloudPatchDataset(Dataset):
         self._images = RowReader(root / IMAGES)
         self._masks = RowReader(root / MASKS)
 
-    def symmetry(self, i: int) -> int:
-        """The dihedral symmetry (0..7) item i gets in the current epoch (0 without augmentation)."""
+    def symmetry(self, i: int, epoch: int | None = None) -> int:
+        """The dihedral symmetry (0..7) item i gets in ``epoch`` (default: the current one; 0 without augmentation)."""
         if not self.augment:
             return 0
-        return int(np.random.default_rng([self.seed, self.epoch, int(i)]).integers(8))
+        epoch = self.epoch if epoch is None else epoch
+        return int(np.random.default_rng([self.seed, epoch, int(i)]).integers(8))
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, i = key if isinstance(key, tuple) else (self.epoch, key)
         if self._images is None:
             self._open()
         row = int(self.indices[i])
@@ -149,7 +152,32 @@ class CloudPatchDataset(Dataset):
         else:
             image = (image - self._mean) * self._inv_std
         mask = np.asarray(self._masks[row], dtype=np.int64)
-        k = self.symmetry(i)
+        k = self.symmetry(i, epoch)
         if k:
             image, mask = dihedral(image, k), dihedral(mask, k)
         return torch.from_numpy(image), torch.from_numpy(mask)
+
+
+class EpochShuffle(Sampler):
+    """A shuffling sampler whose keys carry the epoch: ``(epoch, i)`` for a :class:`CloudPatchDataset`.
+
+    One ``torch.randperm`` of ``generator`` per epoch and nothing else drawn from it, so the order depends
+    only on the generator's state: not on the loader's workers, their persistence, or a resume (the
+    generator's state is checkpointed). Call ``set_epoch`` before each epoch; the epoch travels with
+    every index, so persistent workers (which keep their own copy of the dataset) augment for the
+    right epoch. ``keyed=False`` yields the plain indices instead (a dataset without epochs).
+    """
+
+    def __init__(self, size: int, generator: torch.Generator, *, keyed: bool = True) -> None:
+        self.size, self.generator, self.keyed, self.epoch = int(size), generator, keyed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next pass's keys carry."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        order = torch.randperm(self.size, generator=self.generator).tolist()
+        return iter([(self.epoch, i) for i in order] if self.keyed else order)

@@ -9,12 +9,13 @@ a result rather than an exception Tune would retry.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 from ray import tune
 
-from harness.cluster import data_on_node
+from harness.cluster import assigned_device, cap_gpu_memory, data_on_node
 from harness.config import from_flat
 from harness.data.prepare import PreparedData
 from harness.tracking import ROLE_TRIAL, system_metrics
@@ -44,6 +45,9 @@ def _train_trial(config: dict[str, Any], data: PreparedData, prepare_args: dict[
 
     data = data_on_node(data, prepare_args)
     train_config = from_flat(config)
+    # "auto" in a trial given no GPU is the CPU, also on a GPU node (see harness.cluster.device_for_task).
+    train_config = dataclasses.replace(train_config, device=assigned_device(train_config.device))
+    cap_gpu_memory()  # a fraction of a GPU is a fraction of its memory too
     first_epoch: list[int] = []
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:

@@ -49,6 +49,8 @@ EPOCH_METRICS = (
     "epoch_seconds",
     "train_images_per_second",
 )
+#: Per-epoch result keys recorded as tags of the run: the device "auto" resolved to, the precision trained in.
+RUN_FACTS = ("device", "precision")
 
 
 def resolve_uri(uri: str) -> str:

@@ -34,6 +34,7 @@ from harness.tracking.store import (
     PARENT_TAG,
     ROLE_SWEEP,
     ROLE_TRIAL,
+    RUN_FACTS,
     client_for,
     find_runs,
     get_or_create_experiment,
@@ -113,6 +114,7 @@ class TrialLogger:
         self._run_ids: dict[str, str] = {}
         self._max_step: dict[str, int] = {}
         self._restored_tag: dict[str, int] = {}  # run id -> the restored_at_epoch tag last set
+        self._fact_tags: dict[str, dict[str, str]] = {}  # run id -> the RUN_FACTS tags last set
         self._pending: list[_Op] = []
         self._failures = 0
         self._next_try = 0.0
@@ -186,8 +188,10 @@ class TrialLogger:
             v = result.get(k)
             if isinstance(v, int | float) and not isinstance(v, bool):
                 metrics[k] = float(v)
-        restored = result.get("restored_at_epoch")
-        self._enqueue(_Op("metrics", trial_id, {"epoch": epoch, "metrics": metrics, "restored_at_epoch": restored}))
+        payload = {"epoch": epoch, "metrics": metrics, "restored_at_epoch": result.get("restored_at_epoch")}
+        # Where the epoch ran ("auto" resolved) and in which precision: tags, as they hold for the run.
+        payload["facts"] = {k: result[k] for k in RUN_FACTS if isinstance(result.get(k), str)}
+        self._enqueue(_Op("metrics", trial_id, payload))
 
     def trial_finished(self, trial_id: str, stopped_by: str, error: str | None = None) -> None:
         """Record that the trial ended: completed | asha | diverged | error (with the message, where known)."""
@@ -326,6 +330,10 @@ class TrialLogger:
                 # Where this run of the trial resumed from: a fact about the run, not a per-epoch series.
                 self.client.set_tag(run_id, "restored_at_epoch", str(restored))
                 self._restored_tag[run_id] = restored
+            for key, value in op.payload.get("facts", {}).items():
+                if self._fact_tags.setdefault(run_id, {}).get(key) != value:
+                    self.client.set_tag(run_id, key, value)
+                    self._fact_tags[run_id][key] = value
             if step <= self._max_step.get(run_id, 0):
                 return  # already in the store: a resumed trial re-reported this epoch
             ts = int(time.time() * 1000)

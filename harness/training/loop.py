@@ -325,14 +325,27 @@ def make_loader(
     num_workers: int = 0,
     generator: torch.Generator | None = None,
 ) -> DataLoader:
-    """A loader that shuffles with ``generator`` when one is given (training) and keeps order otherwise."""
+    """A loader that shuffles with ``generator`` when one is given (training) and keeps order otherwise.
+
+    Shuffling is an :class:`~harness.data.dataset.EpochShuffle` (call ``loader.sampler.set_epoch`` before
+    each epoch): its keys carry the epoch, so the ``num_workers`` loader processes can persist across
+    epochs (started once per loader, not re-forked every epoch) and still augment for the right one.
+    The workers' base seed comes from a generator of its own, seeded from ``generator``'s seed, so the
+    shuffle order is the same with any number of workers and after a resume.
+    """
+    from harness.data.dataset import CloudPatchDataset, EpochShuffle
+
+    keyed = isinstance(dataset, CloudPatchDataset)  # other datasets (a Subset, a user's) take plain indices
+    sampler = EpochShuffle(len(dataset), generator, keyed=keyed) if generator is not None else None
+    worker_seeds = torch.Generator().manual_seed(generator.initial_seed() if generator is not None else 0)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=generator is not None,
-        generator=generator,
+        sampler=sampler,
+        generator=worker_seeds,
         num_workers=num_workers,
         worker_init_fn=seed_worker if num_workers else None,
+        persistent_workers=num_workers > 0,
         pin_memory=device.type == "cuda",
     )
 
@@ -422,8 +435,7 @@ def fit(config: TrainConfig, data, report: Report | None, checkpoint_dir: str | 
         status = "completed"
         for epoch in range(len(history) + 1, config.epochs + 1):
             epoch_start = time.perf_counter()
-            if hasattr(train_set, "set_epoch"):
-                train_set.set_epoch(epoch)
+            train_loader.sampler.set_epoch(epoch)
             train = train_one_epoch(model, train_loader, optimiser, loss_fn, device, dtype=dtype, scaler=scaler)
             # A non-finite training loss means NaN weights: validating them would only cost time.
             finite = math.isfinite(train["loss"])

@@ -125,3 +125,21 @@ def test_row_reader_reads_the_rows_of_the_cache_exactly(synthetic_cache):
         np.testing.assert_array_equal(reader[row], images[row])
     with pytest.raises(IndexError, match="outside"):
         reader[len(images)]
+
+
+def test_epoch_shuffle_carries_the_epoch_to_persistent_workers(synthetic_cache):
+    from harness.data.dataset import EpochShuffle
+
+    ds = CloudPatchDataset(synthetic_cache, np.arange(16), augment=True, seed=3)
+    sampler = EpochShuffle(len(ds), torch.Generator().manual_seed(0))
+    loader = DataLoader(ds, batch_size=8, sampler=sampler, num_workers=1, persistent_workers=True)
+    expected_order = torch.Generator().manual_seed(0)
+    seen = []
+    for epoch in (1, 2):
+        sampler.set_epoch(epoch)  # the dataset's own epoch stays 0: a persistent worker would keep that one
+        images = torch.cat([b[0] for b in loader])
+        order = torch.randperm(16, generator=expected_order).tolist()
+        assert torch.equal(images, torch.stack([ds[(epoch, i)][0] for i in order]))
+        seen.append(images)
+    assert ds.epoch == 0 and not torch.equal(seen[0], seen[1])
+    assert [ds.symmetry(i, 1) for i in range(16)] != [ds.symmetry(i, 2) for i in range(16)]

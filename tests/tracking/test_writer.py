@@ -234,7 +234,7 @@ def test_how_a_trial_ended_is_in_its_run_status_and_tags(tmp_path):
         "Failure # 3 (occurred at ...)\n" + '  File "x.py", line 1, in f\n' * 400 + "RuntimeError: CUDA out of memory"
     )
     tl.trial_finished("crashed", "error", trace)
-    tl.trial_result("resumed", {**_result(3, 0.3), "restored_at_epoch": 2})
+    tl.trial_result("resumed", {**_result(3, 0.3), "restored_at_epoch": 2, "device": "cuda:0", "precision": "fp16"})
     tl.trial_finished("resumed", "completed")
     tl.close("KILLED")
     client = MlflowClient(uri)
@@ -247,4 +247,6 @@ def test_how_a_trial_ended_is_in_its_run_status_and_tags(tmp_path):
     assert crashed.startswith("Failure # 3") and crashed.endswith("RuntimeError: CUDA out of memory")
     assert runs["resumed"].data.tags["restored_at_epoch"] == "2"
     assert "restored_at_epoch" not in runs["resumed"].data.metrics
+    tags = runs["resumed"].data.tags
+    assert (tags["device"], tags["precision"]) == ("cuda:0", "fp16") and "precision" not in runs["paused"].data.tags
     assert client.get_run(parent).info.status == "KILLED"

@@ -294,3 +294,21 @@ def test_fp16_trains_with_a_grad_scaler_and_resumes_it(data, tmp_path):
     (tmp_path / "fp32").mkdir()
     fit(replace(TINY, epochs=1), data, Recorder(tmp_path / "fp32", keep_epochs=[1]))
     assert load_checkpoint(tmp_path / "fp32" / "epoch-1" / CHECKPOINT_FILENAME)["scaler"] is None
+
+
+def test_loader_workers_persist_and_change_nothing(data, four_epochs):
+    from harness.training.loop import make_datasets, make_loader
+
+    # Workers started once per loader, not re-forked every epoch.
+    train_set, _, _ = make_datasets(TINY, data)
+    loader = make_loader(train_set, batch_size=4, device=torch.device("cpu"), num_workers=1, generator=torch.Generator())
+    pids = []
+    for epoch in (1, 2):
+        loader.sampler.set_epoch(epoch)
+        assert sum(b[0].shape[0] for b in loader) == len(train_set)
+        pids.append([w.pid for w in loader._iterator._workers])
+    assert pids[0] == pids[1]
+    # Same seed, one loader worker: the losses and metrics of the in-process loader, also after a resume.
+    straight, _, kept = four_epochs
+    with_worker = fit(replace(TINY, epochs=4, num_workers=1), data, None, checkpoint_dir=kept / "epoch-2")
+    np.testing.assert_array_equal(seeded(with_worker.history), seeded(straight.history))
