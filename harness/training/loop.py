@@ -120,7 +120,7 @@ def autocast_dtype(
 
 
 def precision_name(dtype: torch.dtype | None) -> str:
-    """ "bf16", "fp16" or "fp32" for an autocast dtype (None = float32)."""
+    """The name ("bf16", "fp16" or "fp32") of an autocast dtype (None = float32)."""
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
 
 

@@ -301,7 +301,8 @@ def test_loader_workers_persist_and_change_nothing(data, four_epochs):
 
     # Workers started once per loader, not re-forked every epoch.
     train_set, _, _ = make_datasets(TINY, data)
-    loader = make_loader(train_set, batch_size=4, device=torch.device("cpu"), num_workers=1, generator=torch.Generator())
+    cpu = torch.device("cpu")
+    loader = make_loader(train_set, batch_size=4, device=cpu, num_workers=1, generator=torch.Generator())
     pids = []
     for epoch in (1, 2):
         loader.sampler.set_epoch(epoch)
