@@ -28,8 +28,9 @@ case "$1" in
       esac ;;
   -m) dir="${@: -1}"; mkdir -p "$dir/bin"
       has_torch=0; [ "$3" = --system-site-packages ] && has_torch=1
-      printf '#!/usr/bin/env bash\necho "venv-python $*" >> "$FAKE_LOG"\n[ "$1 $2" = "-c import torch" ] && exit %s\nexit 0\n' \
-        "$((1 - has_torch))" > "$dir/bin/python"
+      line='[ "$1 $2" = "-c import torch" ] && exit'
+      printf '#!/usr/bin/env bash\necho "venv-python $*" >> "$FAKE_LOG"\n%s %s\nexit 0\n' \
+        "$line" "$((1 - has_torch))" > "$dir/bin/python"
       printf '#!/usr/bin/env bash\necho "pip $*" >> "$FAKE_LOG"\n' > "$dir/bin/pip"
       chmod +x "$dir/bin/python" "$dir/bin/pip" ;;
 esac
