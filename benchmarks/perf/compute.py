@@ -11,7 +11,8 @@ large square matmul on the same device (on CPU the larger of ``torch.matmul`` an
 
 On CPU: fp32, the CPU default model of these benchmarks (U-Net 64 px, base 16, depth 3, batch 8). On CUDA
 (when present): the GPU-sized model (384 px, base 32, depth 4, batch 16), timed twice -- the harness loop
-(float32 batches from the Dataset, bf16 autocast, channels_last) and a device-side loop (uint16 batches
+(float32 batches from the Dataset in pinned memory as ``fit``'s loader gives them, ``train.precision``
+"auto" -- bf16 autocast where the GPU has it --, channels_last) and a device-side loop (uint16 batches
 in pinned memory, non-blocking copies, scaling on the device, bf16, channels_last, ``--compile`` adds
 ``torch.compile``); the peak is a bf16 matmul.
 
@@ -47,17 +48,21 @@ def harness_loop(arch: str, base: int, depth: int, batches, device: torch.device
     algorithms, and on CUDA no cuDNN autotuning).
     """
     from harness.config import TrainConfig
-    from harness.training.loop import model_from_config, prepare_model, train_one_epoch
+    from harness.training.loop import autocast_dtype, model_from_config, prepare_model, train_one_epoch
     from harness.training.losses import cross_entropy_loss
     from harness.training.seeding import deterministic_algorithms
 
     torch.manual_seed(0)
     model = prepare_model(model_from_config(TrainConfig(arch=arch, depth=depth, base_channels=base)), device)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    dtype = autocast_dtype(device)  # fit's default precision ("auto") on this device
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    if device.type == "cuda":  # as fit's loader delivers them: pinned, so the copy to the GPU is asynchronous
+        batches = [(images.pin_memory(), masks.pin_memory()) for images, masks in batches]
 
     def run() -> float:
         with deterministic_algorithms(deterministic):
-            result = train_one_epoch(model, batches, optimiser, cross_entropy_loss, device)
+            result = train_one_epoch(model, batches, optimiser, cross_entropy_loss, device, dtype=dtype, scaler=scaler)
             perfutil.sync(device)
         return result["seconds"]
 
@@ -168,7 +173,7 @@ def main() -> None:
     flops = perfutil.training_step_flops(_model(arch, base, depth, device), images.to(device), masks.to(device))
     results = {
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
-        "dtype": "bf16 autocast" if cuda else "fp32",
+        "dtype": _precision(device),
         "model": {"arch": arch, "patch": patch, "base_channels": base, "depth": depth, "batch": batch},
         "step_flops": flops,
         "matmul_peak_flops": peak,
@@ -193,6 +198,12 @@ def main() -> None:
     else:
         results["eval_images_per_second"] = eval_rates(arch, base, depth, patch, scenes, grid)
     perfutil.finish(args, results, started)
+
+
+def _precision(device: torch.device) -> str:
+    from harness.training.loop import autocast_dtype, precision_name
+
+    return precision_name(autocast_dtype(device))
 
 
 def _model(arch: str, base: int, depth: int, device: torch.device):
