@@ -72,7 +72,7 @@ def test_an_interpreter_with_cuda_torch_is_used_not_downloaded_again(tmp_path):
     assert "python -m venv --system-site-packages .venv" in log
     assert "using the CUDA torch 2.11.0+cu130" in done.stdout
     pips = [line for line in log.splitlines() if line.startswith("pip ")]
-    assert pips == ['pip install -q -e .[dev]']  # no torch install at all
+    assert pips == ["pip install -q -e .[dev]"]  # no torch install at all
 
 
 @pytest.mark.parametrize("gpu", [True, False])

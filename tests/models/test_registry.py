@@ -65,6 +65,40 @@ def test_forward_and_backward_at_64_px(arch):
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
+# Backward nodes of ops that torch.use_deterministic_algorithms documents as nondeterministic on CUDA (they
+# raise or, with warn_only as the harness runs, only warn): an architecture using one would not repeat a
+# seed's run on a GPU under train.deterministic: true.
+CUDA_NONDETERMINISTIC = (
+    "AvgPool3D", "AdaptiveAvgPool2D", "AdaptiveAvgPool3D", "AdaptiveMaxPool2D", "MaxPool3D", "FractionalMaxPool",
+    "MaxUnpool", "UpsampleLinear1D", "UpsampleBilinear2D", "UpsampleBicubic2D", "UpsampleTrilinear3D",
+    "ReflectionPad", "ReplicationPad", "NllLoss2D", "CtcLoss", "EmbeddingBag", "GridSampler", "ScatterAdd",
+    "IndexAdd", "IndexPut",
+)  # fmt: skip
+
+
+def _backward_nodes(tensor: torch.Tensor) -> set[str]:
+    seen, stack = set(), [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node.name() in seen:
+            continue
+        seen.add(node.name())
+        stack.extend(next_fn for next_fn, _ in node.next_functions)
+    return seen
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_training_step_uses_no_op_that_is_nondeterministic_on_cuda(arch):
+    from harness.training.losses import build_loss, supervised_loss
+
+    spec = get_model_spec(arch)
+    model = build_model(arch, depth=3, base_channels=4, deep_supervision=spec.deep_supervision).train()
+    target = torch.randint(0, 2, (2, 64, 64))
+    loss = supervised_loss(model(torch.randn(2, 4, 64, 64)), target, build_loss("ce+jaccard"))
+    found = sorted(n for n in _backward_nodes(loss) if any(bad in n for bad in CUDA_NONDETERMINISTIC))
+    assert not found, f"{arch}: {found}"
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_parameter_and_flop_counts_grow_with_width(arch):
     small, wide = (build_model(arch, depth=2, base_channels=c) for c in (4, 8))
