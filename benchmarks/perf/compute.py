@@ -41,11 +41,14 @@ def batches_from_cache(patch: int, batch: int, count: int, *, scenes: int, grid:
     ]
 
 
-def harness_loop(arch: str, base: int, depth: int, batches, device: torch.device, deterministic: bool = False):
+def harness_loop(
+    arch: str, base: int, depth: int, batches, device: torch.device, deterministic: bool = False, filled: bool = False
+):
     """A pass of the harness's own loop (``train_one_epoch``: its memory format and autocast); returns seconds.
 
     ``deterministic`` runs it as ``fit`` does by default (``TrainConfig.deterministic``: deterministic
-    algorithms, and on CUDA no cuDNN autotuning).
+    algorithms, and on CUDA no cuDNN autotuning); ``filled`` adds torch's default fill of every new tensor
+    in deterministic mode, which the harness turns off (``fill_uninitialized_memory``).
     """
     from harness.config import TrainConfig
     from harness.training.loop import autocast_dtype, model_from_config, prepare_model, train_one_epoch
@@ -61,7 +64,7 @@ def harness_loop(arch: str, base: int, depth: int, batches, device: torch.device
         batches = [(images.pin_memory(), masks.pin_memory()) for images, masks in batches]
 
     def run() -> float:
-        with deterministic_algorithms(deterministic):
+        with deterministic_algorithms(deterministic, fill_uninitialized_memory=filled):
             result = train_one_epoch(model, batches, optimiser, cross_entropy_loss, device, dtype=dtype, scaler=scaler)
             perfutil.sync(device)
         return result["seconds"]
@@ -161,9 +164,11 @@ def main() -> None:
     peak = peaks["peak"]
     raw = batches_from_cache(patch, batch, steps, scenes=scenes, grid=grid)
     batches = [(images.float() / 65535.0, masks) for images, masks in raw]
+    model = (arch, base, depth, batches, device)
     loops = {
-        "harness": harness_loop(arch, base, depth, batches, device),
-        "harness_deterministic": harness_loop(arch, base, depth, batches, device, deterministic=True),
+        "harness": harness_loop(*model),
+        "harness_deterministic": harness_loop(*model, deterministic=True),
+        "harness_deterministic_filled": harness_loop(*model, deterministic=True, filled=True),
         "plain": plain_loop(arch, base, depth, batches, device, channels_last=False),
         "plain_channels_last": plain_loop(arch, base, depth, batches, device, channels_last=True),
     }
@@ -189,6 +194,8 @@ def main() -> None:
         "channels_last_to_plain_ratio": rate["plain_channels_last"] / rate["plain"],
         # fit's default (deterministic=True) vs the fastest kernels: what reproducibility costs
         "deterministic_to_fast_ratio": rate["harness_deterministic"] / rate["harness"],
+        # torch's default fill of new tensors in deterministic mode, which fit turns off: its cost
+        "filled_to_deterministic_ratio": rate["harness_deterministic_filled"] / rate["harness_deterministic"],
     }
     if cuda:
         for compiled in (False, True) if args.compile else (False,):

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
+import torch.utils.deterministic
 
 # cuBLAS is deterministic only with a fixed workspace, and reads this variable once, when its handle is
 # created: setting it on entering deterministic mode is too late in a process that has already run a
@@ -34,23 +35,30 @@ def seed_worker(worker_id: int) -> None:
 
 
 @contextmanager
-def deterministic_algorithms(enabled: bool = True):
+def deterministic_algorithms(enabled: bool = True, *, fill_uninitialized_memory: bool = False):
     """Deterministic kernels (warn where none exists) for the duration, then restore the settings.
 
     ``enabled=False`` lets cuDNN pick the fastest (possibly non-deterministic) kernels instead.
+    ``fill_uninitialized_memory``: torch's deterministic mode by default also writes a known value into
+    every new ``torch.empty`` tensor, so that code which reads memory it never wrote repeats too. Every
+    kernel training runs writes all of its output, so the harness turns that fill off (a pass over every
+    new activation and gradient buffer); ``benchmarks/perf/compute.py`` measures what it would cost.
     """
     previous = (
         torch.are_deterministic_algorithms_enabled(),
         torch.is_deterministic_algorithms_warn_only_enabled(),
         torch.backends.cudnn.benchmark,
+        torch.utils.deterministic.fill_uninitialized_memory,
     )
     torch.use_deterministic_algorithms(enabled, warn_only=True)
     torch.backends.cudnn.benchmark = not enabled
+    torch.utils.deterministic.fill_uninitialized_memory = fill_uninitialized_memory
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
         torch.backends.cudnn.benchmark = previous[2]
+        torch.utils.deterministic.fill_uninitialized_memory = previous[3]
 
 
 def capture_rng_state(loader_generator: torch.Generator | None = None) -> dict:

@@ -56,3 +56,19 @@ def test_cublas_workspace_is_fixed_at_import_unless_the_user_set_it():
     env["CUBLAS_WORKSPACE_CONFIG"] = ":16:8"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ":16:8"
+
+
+def test_deterministic_mode_skips_the_fill_of_new_tensors_and_restores_every_setting():
+    import torch.utils.deterministic as deterministic
+
+    from harness.training.seeding import deterministic_algorithms
+
+    before = (torch.are_deterministic_algorithms_enabled(), deterministic.fill_uninitialized_memory)
+    with deterministic_algorithms(True):
+        assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
+        assert deterministic.fill_uninitialized_memory is False
+    with deterministic_algorithms(True, fill_uninitialized_memory=True):
+        assert deterministic.fill_uninitialized_memory is True
+    with deterministic_algorithms(False):
+        assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
+    assert (torch.are_deterministic_algorithms_enabled(), deterministic.fill_uninitialized_memory) == before
