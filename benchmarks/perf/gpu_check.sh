@@ -68,7 +68,8 @@ skip() { wanted "$1" || return 0; log "SKIP $1 ($2)"; record "$1" skip "" 0; }
 # ---- 0. dependencies (no network: the carried bundle, then the repo on PYTHONPATH) -------------------------
 HAVE_BUNDLE=0
 if [ "$DRY" = 1 ]; then
-  export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH} GC_DEVICE=cpu GC_PATCH=64 GC_BASE=8 GC_WORKERS=2
+  export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH} GC_DEVICE=cpu GC_PATCH=64 GC_BASE=8 GC_WORKERS=2 \
+    GC_COMPILE_BACKEND=aot_eager
   log "dry run on CPU with $PY ($("$PY" -V 2>&1)); deadline ${DEADLINE_S}s; steps $STEPS"
 elif [ -f "$BUNDLE" ]; then
   if mkdir -p "$T/site" && tar -xJf "$BUNDLE" -C "$T/site"; then

@@ -23,7 +23,7 @@ one runs. Every figure is measured in the run.
              0.25-GPU trials fit on one card)
 
 Dry run on a CPU machine (``gpu_check.sh --dry-run`` sets these): GC_DEVICE=cpu GC_PATCH=64 GC_BASE=8
-GC_WORKERS=2 (tiny sizes; the CUDA-only figures read null).
+GC_WORKERS=2 GC_COMPILE_BACKEND=aot_eager (tiny sizes; the CUDA-only figures read null).
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ PATCH = int(os.environ.get("GC_PATCH", "384"))
 BASE = int(os.environ.get("GC_BASE", "32"))
 WORKERS = int(os.environ.get("GC_WORKERS", "4"))
 CUDA = DEV.startswith("cuda")
+#: torch.compile backend: inductor on CUDA; the dry run uses aot_eager (same graphs and guards, no C++ build).
+BACKEND = os.environ.get("GC_COMPILE_BACKEND", "inductor")
 ALL_SECTIONS = ("env", "fit", "repeat", "bf16", "compile", "memory")
 
 out: dict = {}
@@ -65,7 +67,7 @@ def section(name: str, path: str):
     record = out.setdefault(name, {})
     try:
         yield record
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         record["error"] = f"{type(exc).__name__}: {exc}"
         record["trace"] = traceback.format_exc()[-3000:]
         print(record["trace"], flush=True)
@@ -278,7 +280,7 @@ def section_env(r: dict) -> None:
         for label, bf16 in (("detected", None), ("no_bf16", False)):
             try:
                 table[f"{precision}/{label}"] = str(autocast_dtype(device, precision, bf16_supported=bf16))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 table[f"{precision}/{label}"] = f"{type(exc).__name__}: {exc}"
     r["autocast_dtype"] = table
 
@@ -358,7 +360,7 @@ def section_bf16(r: dict, data, fitted: dict) -> None:
                 "warnings": messages,
                 "test": {**eval_summary(metrics), "how": how},
             }
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             train[precision] = {"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-1500:]}
     if "fp32" in masks:
         for precision, m in masks.items():
@@ -367,7 +369,7 @@ def section_bf16(r: dict, data, fitted: dict) -> None:
     r["train"] = train
 
 
-def section_compile(r: dict) -> None:
+def section_compile(r: dict, path: str) -> None:
     import torch._dynamo as dynamo
     from torch._dynamo.utils import counters
 
@@ -386,14 +388,15 @@ def section_compile(r: dict) -> None:
             "graph_breaks": ex.graph_break_count,
             "break_reasons": [str(getattr(b, "reason", b))[:200] for b in ex.break_reasons],
         }
+        save(path)  # partial results survive the step's time limit
     # compile U-Net only (UNet++'s compile takes minutes): train steps at 16, a last batch of 5, eval at 32
     batch, last, eval_batch = (16, 5, 32) if CUDA else (4, 3, 8)
     model = L.prepare_model(L.model_from_config(train_config("unet", device=DEV)), device)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     dynamo.reset()
     counters.clear()
-    compiled = torch.compile(model)
-    seen = {}
+    compiled = torch.compile(model, backend=BACKEND)
+    seen = r["unet_compile"] = {"backend": BACKEND}
     for i, b in enumerate((batch, batch, last, batch)):
         xb = torch.rand(b, 4, PATCH, PATCH, device=device).contiguous(memory_format=torch.channels_last)
         yb = torch.randint(0, 2, (b, PATCH, PATCH), device=device)
@@ -405,6 +408,7 @@ def section_compile(r: dict) -> None:
         optimiser.zero_grad()
         sync()
         seen[f"step{i}_batch{b}_s"] = round(time.perf_counter() - t0, 3)
+        save(path)
     model.eval()
     with torch.inference_mode(), torch.autocast(**amp):
         xe = torch.rand(eval_batch, 4, PATCH, PATCH, device=device).contiguous(memory_format=torch.channels_last)
@@ -413,11 +417,12 @@ def section_compile(r: dict) -> None:
         sync()
         seen[f"eval_batch{eval_batch}_s"] = round(time.perf_counter() - t0, 3)
         ee = model(xe)
-    r["unet_compile"] = {
-        **seen,
-        "counters": {k: {str(kk): int(vv) for kk, vv in v.items()} for k, v in counters.items() if v},
-        "compiled_vs_eager_argmax_agreement": float((ce.argmax(1) == ee.argmax(1)).float().mean()),
-    }
+    seen.update(
+        {
+            "counters": {k: {str(kk): int(vv) for kk, vv in v.items()} for k, v in counters.items() if v},
+            "compiled_vs_eager_argmax_agreement": float((ce.argmax(1) == ee.argmax(1)).float().mean()),
+        }
+    )
 
 
 def section_memory(r: dict) -> None:
@@ -469,7 +474,7 @@ def main(argv: list[str]) -> int:
         with section("data", path) as r:
             t0 = time.perf_counter()
             data = prepared_data()
-            r.update({k: int(len(data.indices(k))) for k in ("train", "val", "test")})
+            r.update({k: len(data.indices(k)) for k in ("train", "val", "test")})
             r["prepare_seconds"] = round(time.perf_counter() - t0, 2)
     fitted: dict = {}
     if data is not None:
@@ -485,13 +490,15 @@ def main(argv: list[str]) -> int:
                 section_bf16(r, data, fitted)
     if "compile" in sections:
         with section("compile", path) as r:
-            section_compile(r)
+            section_compile(r, path)
     if "memory" in sections:
         with section("memory", path) as r:
             section_memory(r)
     save(path)
     failed = [k for k, v in out.items() if isinstance(v, dict) and "error" in v]
-    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "trace"} for k, v in out.items()}, default=str)[:6000])
+    print(
+        json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "trace"} for k, v in out.items()}, default=str)[:6000]
+    )
     print(f"sections with an error: {failed or 'none'}")
     return 1 if failed else 0
 
