@@ -208,12 +208,13 @@ if any(s["steps"].get(k, {}).get("status", "skip") != "skip" for k in ("sweep", 
         s["mlflow_runs"] = rows
     except Exception as e:  # noqa: BLE001
         s["mlflow_runs"] = f"FAILED: {type(e).__name__}: {e}"
-    try:
+    try:  # the nvidia-smi sampler's file: none where there is no nvidia-smi
         per_t = {}
-        for line in open(T + "/json/gpu_procs.csv"):
-            t, pid = line.split(",")[:2]
-            per_t.setdefault(t, set()).add(pid.strip())
-        s["most_gpu_processes_at_once"] = max((len(v) for v in per_t.values()), default=0)
+        if os.path.exists(T + "/json/gpu_procs.csv"):
+            for line in open(T + "/json/gpu_procs.csv"):
+                t, pid = line.split(",")[:2]
+                per_t.setdefault(t, set()).add(pid.strip())
+        s["most_gpu_processes_at_once"] = max((len(v) for v in per_t.values()), default=None)
     except Exception as e:  # noqa: BLE001
         s["most_gpu_processes_at_once"] = f"FAILED: {type(e).__name__}: {e}"
     try:

@@ -24,7 +24,7 @@ def run_check(tmp_path: Path, *args: str, deadline: int, **env: str) -> tuple[su
         **env,
     }
     proc = subprocess.run(
-        ["bash", str(SCRIPT), *args], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=120
+        ["bash", str(SCRIPT), *args], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=280
     )
     summary = json.loads((out / "summary.json").read_text())
     return proc, summary, (out / "steps.log").read_text()
@@ -32,7 +32,7 @@ def run_check(tmp_path: Path, *args: str, deadline: int, **env: str) -> tuple[su
 
 def test_dry_run_env_and_fit_paths(tmp_path):
     proc, summary, log = run_check(
-        tmp_path, "--dry-run", "--steps", "env,paths", deadline=110, GC_PATHS_SECTIONS="env,fit"
+        tmp_path, "--dry-run", "--steps", "env,paths", deadline=300, GC_PATHS_SECTIONS="env,fit"
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert summary["dry_run"] is True and summary["steps_requested"] == ["env", "paths"]

@@ -151,7 +151,8 @@ def probe(seen: dict):
                 "batch_size": loader.batch_size,
                 "num_workers": loader.num_workers,
                 "pin_memory": loader.pin_memory,
-                "shuffle": kwargs.get("generator") is not None,
+                "persistent_workers": getattr(loader, "persistent_workers", None),
+                "sampler": type(loader.sampler).__name__,
             }
         )
         return loader
@@ -328,7 +329,9 @@ def section_bf16(r: dict, data, fitted: dict) -> None:
         fitted["unet"] = (config, run_fit(config, data)[0])
     r["eval"] = {}
     for arch, (config, result) in fitted.items():
-        default, masks_default, how_default = evaluate_masks(result.model, config, data, result.band_stats)
+        default, masks_default, how_default = evaluate_masks(
+            result.model, config, data, result.band_stats, precision=getattr(config, "precision", None)
+        )
         fp32, masks_fp32, how_fp32 = evaluate_masks(result.model, config, data, result.band_stats, fp32=True)
         r["eval"][arch] = {
             "how": [how_default, how_fp32],
