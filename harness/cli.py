@@ -24,12 +24,15 @@ import time
 import traceback
 from pathlib import Path
 
+from harness.diskspace import no_space_detail
 from harness.errors import InputError, RunError, SweepInterrupted
 
 EXIT_OK, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_RUNTIME = 0, 2, 3, 4
 EXIT_CODES = (
-    "exit codes: 0 ok; 2 usage; 3 bad input (names the key or file); 4 runtime failure (incl. an architecture "
-    "with no trial that ran every epoch, or trials Tune left unfinished; a bug prints its traceback); 130/143 "
+    "exit codes: 0 ok; 2 usage; 3 bad input (names the key or file; also output that would not fit in the "
+    "free space where it goes: object stores are not checked); 4 runtime failure (incl. an architecture "
+    "with no trial that ran every epoch, trials Tune left unfinished, a disk that filled up; a bug prints its "
+    "traceback); 130/143 "
     "sweep stopped by "
     "Ctrl-C/SIGTERM (resumable with --resume)"
 )
@@ -260,7 +263,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception:
+    except Exception as exc:
+        detail = no_space_detail(exc)
+        if detail is not None:  # a full disk is not a bug: say where, and how to go on
+            print(
+                f"error: no space left on device ({detail}); free space and run the command again "
+                "(a sweep: with --resume)",
+                file=sys.stderr,
+            )
+            return EXIT_RUNTIME
         # Not an error the harness raised on purpose: a bug, never "bad input". The traceback is the report.
         traceback.print_exc()
         print("error: internal error (a bug in the harness or in a library it uses)", file=sys.stderr)

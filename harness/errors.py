@@ -10,10 +10,12 @@
     │   ├── MissingInputError                   a file or folder the input names is missing (a FileNotFoundError)
     │   ├── ModelError                          an unknown architecture or a shape it cannot take
     │   ├── ReplayError                         a sweep the ASHA replay cannot use
-    │   └── ResultsError                        a path that is not a readable results directory
-    │       └── MissingResultsError             it or a required file is missing (a MissingInputError too)
+    │   ├── ResultsError                        a path that is not a readable results directory
+    │   │   └── MissingResultsError             it or a required file is missing (a MissingInputError too)
+    │   └── InsufficientSpaceError              what the command would write does not fit where it goes
     └── RunError (also a RuntimeError)          exit 4: a runtime failure; the message says what to do
         ├── ClusterError                        Ray cannot be used as asked
+        ├── NoSpaceError                        a file system filled up while the command ran
         ├── CompareError                        the comparison cannot run as asked
         ├── TrackingError                       the MLflow tracking store cannot be used
         └── SweepError                          a sweep cannot start or continue
@@ -34,9 +36,11 @@ __all__ = [
     "ConfigError",
     "HarnessError",
     "InputError",
+    "InsufficientSpaceError",
     "MissingInputError",
     "MissingResultsError",
     "ModelError",
+    "NoSpaceError",
     "ReplayError",
     "ResultsError",
     "RunError",
@@ -86,6 +90,14 @@ class ResultsError(InputError):
 
 class MissingResultsError(ResultsError, MissingInputError):
     """The directory, or a required file in it, does not exist."""
+
+
+class InsufficientSpaceError(InputError):
+    """What a command would write does not fit in the free space where it goes; the message names the place."""
+
+
+class NoSpaceError(RunError):
+    """A file system filled up while the command ran; the message names the place and how to go on."""
 
 
 class ClusterError(RunError):

@@ -101,3 +101,40 @@ def smoke_sweep(ray_cluster, tmp_path_factory: pytest.TempPathFactory, data_cach
     # System metrics every second: smoke trials last seconds, not the default 10 s interval.
     bench = load_benchmark(SMOKE, smoke_overrides(tmp, data_cache_dir, **{"tracking.system_metrics_s": 1}))
     return bench, run_sweep(bench), tmp
+
+
+# ------------------------------------------------------------------------------------- full disks
+@pytest.fixture
+def small_filesystem(tmp_path: Path):
+    """``mount(name, size_bytes) -> Path``: a real tmpfs of that size (a full disk is then a real ENOSPC).
+
+    Skips the test, saying why, where this machine does not let the tests mount one (not root, no
+    CAP_SYS_ADMIN). Every file system mounted is unmounted at the end.
+    """
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def mount(name: str, size: int) -> Path:
+        point = tmp_path / name
+        point.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={int(size)}", "tmpfs", str(point)], capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode}): needs root")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in reversed(mounted):
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)
+
+
+def fill(folder: Path, leave: int) -> Path:
+    """Write a filler file into ``folder`` until its file system has about ``leave`` bytes free."""
+    filler = folder / "filler"
+    free = shutil.disk_usage(folder).free
+    with open(filler, "wb") as out:
+        out.write(b"\0" * max(free - leave, 0))
+    return filler

@@ -39,6 +39,7 @@ from harness.config import Benchmark, TrainConfig, benchmark_from_dict, to_flat
 from harness.data.cache import open_cache
 from harness.data.layout import find_scene_gts
 from harness.data.prepare import PreparedData, prepare_data
+from harness.diskspace import MB, SpaceEstimate, check_space
 from harness.errors import CompareError, TrackingError
 from harness.metrics import confusion_stats, per_image_scores
 from harness.models import get_model_spec
@@ -165,6 +166,8 @@ def run_compare(
         raise CompareError(str(exc)) from None
     sweep_id = sweeps[bench.architectures[0]].sweep_id
     epochs = bench.compare.epochs or sweeps[bench.architectures[0]].max_epochs
+    # Before any retrain: the results directory (written beside the old one, then renamed) must fit.
+    check_space(out, results_estimate(len(data.indices("test")), bench, epochs, replacing=out.exists()), "--out")
     sample_rows = sample_indices(data, bench.compare.samples_in_figure)
     # The scene protocol needs whole scenes in the test split: only a scene split guarantees that.
     scene_gts = {}
@@ -214,6 +217,28 @@ def run_compare(
         recorder.fail()  # an interrupted or failed comparison is never taken as a result
         raise
     return report
+
+
+#: The results directory's fixed part (figures, report.md and report.html with the figures embedded, meta),
+#: and the bytes of one row of per_image.csv and of curves.csv.
+RESULTS_FIXED_BYTES, PER_IMAGE_ROW_BYTES, CURVE_ROW_BYTES = 16 * MB, 160, 96
+
+
+def results_estimate(test_images: int, bench: Benchmark, epochs: int, *, replacing: bool = False) -> SpaceEstimate:
+    """What the comparison writes to ``--out``: per-image rows, curves, figures and the report.
+
+    Per-image rows for every test image, seed and architecture; twice the whole while an older results
+    directory is being replaced (the new one is written beside it, then renamed).
+    """
+    runs = len(bench.compare.seeds) * len(bench.architectures)
+    parts = {
+        "per-image table": test_images * runs * PER_IMAGE_ROW_BYTES,
+        "curves": runs * epochs * CURVE_ROW_BYTES,
+        "figures and report": RESULTS_FIXED_BYTES,
+    }
+    if replacing:
+        parts["the results it replaces, until renamed"] = sum(parts.values())
+    return SpaceEstimate(parts)
 
 
 def _baseline_summary(stats: dict) -> dict:

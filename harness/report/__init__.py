@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from harness.diskspace import write_atomically
 from harness.report.figures import render_figures
 from harness.report.format import arch_labels
 from harness.report.html import render_html
@@ -34,7 +35,8 @@ def write_report(results_dir: str | os.PathLike) -> Path:
         figures = render_figures(res, res.root / FIGURES_DIR)
         text = render_markdown(res, figures)
     path = res.root / REPORT
-    path.write_text(text, encoding="utf-8")
+    # Whole files or none: a re-render on a full disk keeps the old report, never half of the new one.
+    write_atomically(path, text)
     title = f"Benchmark report: {res.meta.get('benchmark', res.root.name)}"
-    path.with_suffix(".html").write_text(render_html(text, res.root, title), encoding="utf-8")
+    write_atomically(path.with_suffix(".html"), render_html(text, res.root, title))
     return path

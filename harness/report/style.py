@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from matplotlib.figure import Figure
+
+from harness.diskspace import write_atomically
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
@@ -32,6 +35,8 @@ def arch_colours(archs: list[str]) -> dict[str, str]:
 
 
 def save(fig: Figure, path: Path) -> Path:
-    """Write ``fig`` as a PNG at the report's resolution on white; return ``path``."""
-    fig.savefig(path, dpi=DPI, facecolor="white")
+    """Write ``fig`` as a PNG at the report's resolution on white, whole or not at all; return ``path``."""
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=DPI, facecolor="white")
+    write_atomically(path, png.getvalue())
     return path

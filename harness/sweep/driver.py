@@ -26,6 +26,7 @@ import hashlib
 import logging
 import math
 import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,10 +45,12 @@ from harness.cluster import check_loader_workers, check_resources, ray_session
 from harness.config import Benchmark, from_flat, to_flat
 from harness.data.cache import open_cache
 from harness.data.prepare import PreparedData, prepare_data
-from harness.errors import StorageError, SweepError, SweepInterrupted
+from harness.diskspace import free_bytes, megabytes, no_space_detail
+from harness.errors import NoSpaceError, StorageError, SweepError, SweepInterrupted
 from harness.sweep.checks import check_every_architecture_chose, check_trials_can_run, most_loader_workers
+from harness.sweep.disk import check_sweep_space, low_water_bytes, snapshot_state, state_files, storage_folder
 from harness.sweep.result import SWEEP_RESULT_FILE, SweepResult, TrialSummary, select_best
-from harness.sweep.resume import check_restorable, check_same_benchmark, recover_lost_checkpoints
+from harness.sweep.resume import STATE_READERS, check_restorable, check_same_benchmark, recover_lost_checkpoints
 from harness.sweep.sampling import stopped_by, to_optuna
 from harness.sweep.searcher import TRIAL_LINKS, OptunaStudySearcher
 from harness.sweep.signals import check_not_interrupted, graceful_stop
@@ -106,6 +109,67 @@ class MlflowTrialCallback(tune.Callback):
         for trial_id in unfinished:
             self.trial_logger.trial_interrupted(trial_id)
         self.trial_logger.close("KILLED" if unfinished else "FINISHED")
+
+
+class StorageGuard(tune.Callback):
+    """Keeps a full disk from costing the sweep: a low-water mark on the storage, and a copy of the last good state.
+
+    Every step of Tune's loop (at most once a second): when the storage's file system has less than
+    ``low_water`` bytes free, the experiment is stopped as Ctrl-C stops it (Tune's SIGUSR1: trials paused
+    at their checkpoints, the state saved) and :attr:`tripped` says why; the driver then ends with a
+    :class:`~harness.errors.NoSpaceError` naming the storage. Whenever Tune's saved experiment state has
+    changed and every file of it parses, a copy is kept beside it (:func:`harness.sweep.disk.snapshot_state`),
+    which ``--resume`` restores when a full disk cut the state itself. Local and shared storage only.
+    """
+
+    def __init__(
+        self, key: tuple[str, str], storage: SweepStorage | None, low_water: int = 0, interval_s: float = 1.0
+    ) -> None:
+        self.key = key  # (sweep id, architecture)
+        self.folder = storage_folder(storage) if storage is not None else None
+        self.exp_dir = self.folder / key[1] if self.folder is not None else None
+        self.low_water, self.interval_s = low_water, interval_s
+        self.tripped: str | None = None
+        self._next_check = 0.0
+        self._state_seen: tuple | None = None
+        if storage is not None:
+            GUARDS[key] = self
+
+    def __reduce__(self):
+        # Tune pickles the run config, callbacks included, into its experiment (tuner.pkl) and a restored
+        # Tuner unpickles them: the copy then becomes this driver's live guard, with today's storage and
+        # low-water mark, not the first driver's.
+        return (_live_guard, (self.key,))
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        """Check the free space, and keep a copy of a new saved state that parses."""
+        now = time.monotonic()
+        if self.folder is None or now < self._next_check:
+            return
+        self._next_check = now + self.interval_s
+        free = free_bytes(self.folder)
+        if self.tripped is None and free is not None and free < self.low_water:
+            self.tripped = (
+                f"storage {self.folder} is nearly full: {megabytes(free)} left, below the "
+                f"{megabytes(self.low_water)} the sweep keeps for the trials in flight; the sweep stopped with its "
+                "trials paused at their checkpoints and its state saved: free space and continue with --resume"
+            )
+            log.error(self.tripped)
+            if callable(signal.getsignal(signal.SIGUSR1)):  # Tune's graceful stop, as graceful_stop sends it
+                os.kill(os.getpid(), signal.SIGUSR1)
+        files = state_files(self.exp_dir)
+        seen = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+        if files and seen != self._state_seen and snapshot_state(self.exp_dir, STATE_READERS) is not None:
+            self._state_seen = seen
+
+
+#: The live guard of each experiment, by (sweep id, architecture).
+GUARDS: dict[tuple[str, str], StorageGuard] = {}
+
+
+def _live_guard(key: tuple[str, str]) -> StorageGuard:
+    """This process's guard of ``key``; an inactive one where there is none (the experiment read elsewhere)."""
+    return GUARDS.get(key) or StorageGuard(key, None)
 
 
 def last_failure(error_file: str | None) -> str | None:
@@ -171,7 +235,15 @@ def _new_state(bench: Benchmark, storage: SweepStorage, data: PreparedData) -> d
     }
 
 
-def _tuner(bench: Benchmark, arch: str, data: PreparedData, state: dict, storage: SweepStorage, workdir: Path):
+def _tuner(
+    bench: Benchmark,
+    arch: str,
+    data: PreparedData,
+    state: dict,
+    storage: SweepStorage,
+    workdir: Path,
+    guard: StorageGuard,
+):
     space = bench.search_spaces[arch]
     # The Tune boundary: the typed config goes in flat, sampled keys on top; train_trial reads it back typed.
     fixed = {k: v for k, v in to_flat(bench.trial_config(arch)).items() if k not in space}
@@ -243,7 +315,7 @@ def _tuner(bench: Benchmark, arch: str, data: PreparedData, state: dict, storage
     run_config = tune.RunConfig(
         name=arch,
         storage_path=storage.uri,
-        callbacks=[MlflowTrialCallback(trial_logger)],
+        callbacks=[MlflowTrialCallback(trial_logger), guard],
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=bench.failure.max_failures),
         verbose=1,
@@ -299,15 +371,22 @@ def run_architecture(
     :func:`~harness.sweep.signals.graceful_stop`) ended it, :class:`SweepError` when Tune left trials
     unfinished without one: nothing is chosen or recorded then.
     """
-    trainable, tune_config, run_config, fixed, trial_logger = _tuner(bench, arch, data, state, storage, workdir)
+    guard = StorageGuard((state["sweep_id"], arch), storage, low_water_bytes(bench))
+    trainable, tune_config, run_config, fixed, trial_logger = _tuner(bench, arch, data, state, storage, workdir, guard)
     exp_path = storage.child(arch)
     # check_restorable refused an unreadable state before Ray started: what exists here can be restored.
     if resume and tune.Tuner.can_restore(exp_path):
         recover_lost_checkpoints(exp_path)
+        # The restored run config's guard unpickles to `guard` (StorageGuard.__reduce__).
         tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(trainable, param_space=fixed, tune_config=tune_config, run_config=run_config)
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    finally:
+        GUARDS.pop(guard.key, None)
+    if guard.tripped:
+        raise NoSpaceError(guard.tripped)
     check_not_interrupted(stop_signals or [], storage, arch, len(grid) - grid.num_terminated - grid.num_errors)
 
     # The callback Tune ran is its own copy: open our logger (it finds the runs by their tags).
@@ -358,7 +437,23 @@ def run_sweep(bench: Benchmark, *, address: str | None = None, resume: bool = Fa
     data = prepare_data(**bench.prepare_args(), progress=True)
     check_trials_can_run(bench, int(open_cache(data.cache_dir).images.shape[-1]))
     state = _existing_state(storage, resume, data, bench)
+    check_sweep_space(bench, storage)  # what the sweep (or the rest of it) will write must fit
     workdir = _workdir(bench, storage)
+    try:
+        results = _run_in_ray(bench, storage, data, state, workdir, address, resume)
+    except Exception as exc:
+        detail = no_space_detail(exc)
+        if detail is None or isinstance(exc, NoSpaceError):
+            raise
+        raise NoSpaceError(
+            f"no space left while sweeping into storage {storage.uri} ({detail}); nothing of the sweep's own "
+            "files is half-written: free space and continue with --resume"
+        ) from exc
+    check_every_architecture_chose(results)
+    return results
+
+
+def _run_in_ray(bench, storage, data, state, workdir, address, resume) -> list[SweepResult]:
     with ray_session(bench.ray, address):
         check_resources(bench.resources.cpu, bench.resources.gpu)
         check_loader_workers(
@@ -375,5 +470,4 @@ def run_sweep(bench: Benchmark, *, address: str | None = None, resume: bool = Fa
                 results.append(run_architecture(bench, arch, data, state, storage, workdir, resume, stop_signals))
     state["finished"] = time.strftime("%Y%m%d-%H%M%S")
     storage.write_json(SWEEP_FILE, state)
-    check_every_architecture_chose(results)
     return results

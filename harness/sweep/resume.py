@@ -3,7 +3,8 @@
 - :func:`check_same_benchmark`: the benchmark may change where things are and how much hardware runs
   them (:data:`RESUMABLE_CHANGES`), never what the sweep measures;
 - :func:`check_restorable`: an experiment state, or the search state Tune keeps beside it, that exists but
-  cannot be read is refused, naming it (Tune would silently start the architecture again);
+  cannot be read is restored from the harness's copy of the last good state, or else refused, naming it
+  (Tune would silently start the architecture again);
 - :func:`recover_lost_checkpoints`: a checkpoint Tune deleted before its state upload is put back.
 
 One of the sweep driver's modules, the only ones that import ``ray`` (see :mod:`harness.sweep.driver`).
@@ -11,6 +12,7 @@ One of the sweep driver's modules, the only ones that import ``ray`` (see :mod:`
 
 from __future__ import annotations
 
+import collections
 import fnmatch
 import logging
 import posixpath
@@ -22,6 +24,7 @@ from ray import cloudpickle, tune
 from harness.config import Benchmark
 from harness.config.benchmark import RENAMED_SEARCH_KEYS
 from harness.errors import SweepError
+from harness.sweep.disk import last_good, restore_snapshot
 from harness.sweep.searcher import load_state
 from harness.sweep.storage import SWEEP_FILE, SweepStorage
 
@@ -68,38 +71,77 @@ def check_same_benchmark(stored: dict[str, Any] | None, bench: Benchmark, storag
 SEARCH_STATE_FILES = {"search_gen_state-*.json": cloudpickle.loads, "searcher-state-*.pkl": load_state}
 
 
+#: Every saved-state file the harness's copy of the last good state checks before keeping it.
+STATE_READERS = {**SEARCH_STATE_FILES, "callback-states-*.pkl": cloudpickle.loads}
+
+
 def check_restorable(storage: SweepStorage, architectures: tuple[str, ...]) -> None:
     """Refuse a resume whose Tune experiment state or search state exists but cannot be read, naming it.
 
     Restoring from either would silently start that architecture again (Tune logs "Failed to restore the
-    run state" and restarts). A driver killed while Tune copied its state to the storage leaves such a
-    file; moving it aside is the user's call (the message says how).
+    run state" and restarts). A full disk, or a driver killed while Tune copied its state to the storage,
+    leaves such a file. Where the harness kept a copy of the last state that parsed
+    (:func:`harness.sweep.disk.snapshot_state`, local and shared storage), that copy is put back instead,
+    and the log says which trials it takes back; otherwise moving the experiment aside is the user's call
+    (the message says how).
     """
     for arch in architectures:
         exp_path = storage.child(arch)
         if not tune.Tuner.can_restore(exp_path):
             continue
+        problem = _unreadable_state(storage, arch)
+        if problem is None:
+            continue
+        what, exc = problem
+        snapshot = None if storage.remote else last_good(exp_path)
+        if snapshot is None:
+            raise _unrestorable(what, exc, arch, exp_path) from None
+        moved = restore_snapshot(exp_path, snapshot)
+        again = _unreadable_state(storage, arch)
+        if again is not None:
+            raise _unrestorable(again[0], again[1], arch, exp_path) from None
+        statuses = collections.Counter(status for _, status in snapshot.trials)
+        log.warning(
+            "%s cannot be read (%s: %s); restoring %s from the copy of its last good state (taken %s), which "
+            "takes back %d trial(s) (%s): %s. Trials started after it are not in it: Tune starts new ones in "
+            "their place. The cut files are kept as %s",
+            what,
+            type(exc).__name__,
+            str(exc)[:200],
+            arch,
+            snapshot.taken,
+            len(snapshot.trials),
+            ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())),
+            ", ".join(trial_id for trial_id, _ in snapshot.trials),
+            ", ".join(p.name for p in moved),
+        )
+
+
+def _unreadable_state(storage: SweepStorage, arch: str) -> tuple[str, Exception] | None:
+    """(what, why) for the first of the architecture's saved state files that cannot be read; None if all can."""
+    exp_path = storage.child(arch)
+    try:
+        tune.ExperimentAnalysis(exp_path)
+    except Exception as exc:
+        return f"Tune's experiment state in {exp_path}", exc
+    files = storage.list_files(arch)
+    for pattern, read in SEARCH_STATE_FILES.items():
+        names = fnmatch.filter(files, pattern)
+        if not names:
+            continue
+        newest = max(names)  # the one Tune loads
         try:
-            tune.ExperimentAnalysis(exp_path)
+            read(storage.read_bytes(f"{arch}/{newest}") or b"")
         except Exception as exc:
-            raise _unrestorable(f"Tune's experiment state in {exp_path}", exc, arch, exp_path) from None
-        files = storage.list_files(arch)
-        for pattern, read in SEARCH_STATE_FILES.items():
-            names = fnmatch.filter(files, pattern)
-            if not names:
-                continue
-            newest = max(names)  # the one Tune loads
-            try:
-                read(storage.read_bytes(f"{arch}/{newest}") or b"")
-            except Exception as exc:
-                raise _unrestorable(f"Tune's search state {exp_path}/{newest}", exc, arch, exp_path) from None
+            return f"Tune's search state {exp_path}/{newest}", exc
+    return None
 
 
 def _unrestorable(what: str, exc: Exception, arch: str, exp_path: str) -> SweepError:
     return SweepError(
-        f"--resume: {what} cannot be read ({type(exc).__name__}: {str(exc)[:300]}). Restoring would start "
-        f"{arch} again from nothing. To do that deliberately, move {exp_path} aside and --resume again "
-        "(its trials' MLflow runs are then retired)"
+        f"--resume: {what} cannot be read ({type(exc).__name__}: {str(exc)[:300]}), and there is no copy of a "
+        f"last good state to restore instead. Restoring would start {arch} again from nothing. To do that "
+        f"deliberately, move {exp_path} aside and --resume again (its trials' MLflow runs are then retired)"
     )
 
 

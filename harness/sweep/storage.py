@@ -25,6 +25,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from harness.diskspace import write_atomically
 from harness.errors import ConfigError, StorageError
 from harness.retry import with_retries
 
@@ -173,9 +174,7 @@ class SweepStorage:
         if not self.remote:
             path = Path(self.uri) / name
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp-{os.getpid()}")
-            tmp.write_bytes(payload)
-            tmp.replace(path)
+            write_atomically(path, payload)  # a full disk leaves the old file, never half of the new
             return
         self._put(name, payload)
 

@@ -9,6 +9,7 @@ import pytest
 
 from harness.config import load_benchmark
 from harness.errors import SweepError
+from harness.sweep.disk import LAST_GOOD_DIR
 from harness.sweep.resume import check_restorable, check_same_benchmark
 from harness.sweep.storage import SweepStorage
 from tests.conftest import SMOKE, smoke_overrides
@@ -43,6 +44,9 @@ def test_resume_refuses_an_unreadable_search_state_naming_it(smoke_sweep, tmp_pa
     shutil.copytree(Path(bench.storage) / "unet", tmp_path / "storage" / "unet")
     exp = tmp_path / "storage" / "unet"
     check_restorable(storage, ("unet",))  # a finished sweep's own files: readable
+    # Without the copy of the last good state (a sweep from before the harness kept one; tests/sweep/test_disk.py
+    # has the restore from it): refused.
+    shutil.rmtree(exp / LAST_GOOD_DIR, ignore_errors=True)
     newest = max(exp.glob(pattern))
     newest.write_bytes(newest.read_bytes()[:0])
     with pytest.raises(SweepError, match=f"search state {exp}/{newest.name} cannot be read.*move {exp} aside"):
