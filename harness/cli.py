@@ -49,7 +49,12 @@ def _benchmark_options(p: argparse.ArgumentParser, *, benchmark_optional: bool =
         p.add_argument("benchmark", help="benchmark YAML file, e.g. benchmarks/smoke.yaml")
     p.add_argument("--data", help="dataset root (a 38-Cloud/95-Cloud tree); replaces the benchmark's data section")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the benchmark's tracking.uri)")
-    p.add_argument("--storage", help="sweep storage: a local folder, a shared path, or an s3:// or gs:// URI")
+    p.add_argument(
+        "--storage",
+        help="sweep storage: a local folder, a shared path, or an s3:// or gs:// URI. On a path the sweep first "
+        "checks that what it will write fits (exit 3 if not) and stops cleanly when the disk nearly fills "
+        "(exit 4, resumable); object stores report no free space and are not checked",
+    )
     p.add_argument("--address", help="Ray cluster address to join (default: start a private local Ray instance)")
     p.add_argument(
         "--set",
@@ -77,7 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="retrain each sweep's chosen config over paired seeds and compare them")
     _benchmark_options(p, benchmark_optional=True)
-    p.add_argument("--out", help="results/report folder (default: runs/<benchmark>/final_compare)")
+    p.add_argument(
+        "--out",
+        help="results/report folder (default: runs/<benchmark>/final_compare); refused before any retrain "
+        "(exit 3) when the results would not fit its disk",
+    )
     p.add_argument("--sweep-id", help="compare this sweep instead of the benchmark's latest finished one")
 
     p = sub.add_parser("report", help="re-render a results folder's report.md and figures (no retraining)")
