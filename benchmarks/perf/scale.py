@@ -218,6 +218,7 @@ def ingest_vs_raw(source: Path, rounds: int) -> dict:
 def loader_rates(data, min_seconds: float) -> dict:
     """Images/s of the training loader over the train split (whole epochs, worker start included)."""
     import torch
+    from torch.utils.data import DataLoader
 
     from harness.data.dataset import CloudPatchDataset
     from harness.training.loop import make_loader
@@ -230,6 +231,21 @@ def loader_rates(data, min_seconds: float) -> dict:
         )
         images, seconds = perfutil.loader_epochs_rate(loader, dataset, min_seconds)
         out[f"num_workers_{workers}"] = images / seconds
+        if workers:
+            # The same loader with its workers started anew every epoch (make_loader before persistent workers).
+            reforked = DataLoader(
+                dataset,
+                batch_size=8,
+                sampler=loader.sampler,
+                num_workers=workers,
+                worker_init_fn=loader.worker_init_fn,
+                persistent_workers=False,
+            )
+            images, seconds = perfutil.loader_epochs_rate(reforked, dataset, min_seconds)
+            out[f"num_workers_{workers}_reforked_each_epoch"] = images / seconds
+            out[f"num_workers_{workers}_persistent_to_reforked_ratio"] = (
+                out[f"num_workers_{workers}"] / out[f"num_workers_{workers}_reforked_each_epoch"]
+            )
     return out
 
 
@@ -273,7 +289,9 @@ def model_rates(data, arch: str, steps: int) -> dict:
 def main() -> None:
     p = perfutil.parser(__doc__)
     p.add_argument(
-        "--only", choices=["memory", "ingest", "throughput", "projection"], help="one part (projection: --gpu-json's)"
+        "--only",
+        choices=["memory", "ingest", "loader", "throughput", "projection"],
+        help="one part (loader: the loader's images/s only; projection: --gpu-json's)",
     )
     p.add_argument("--gpu-json", metavar="PATH", help="gpu_throughput.py's JSON: project cloud95 on that GPU too")
     p.add_argument("--child", nargs=2, metavar=("KIND", "ARGS"), help=argparse.SUPPRESS)
@@ -311,6 +329,9 @@ def main() -> None:
             if f"ingest_{mode}_to_raw_read_ratio" in ingest:
                 results[f"ingest_to_raw_read_ratio_384_{mode}"] = ingest[f"ingest_{mode}_to_raw_read_ratio"]
     cloud95 = perfutil.REPO / "benchmarks" / "cloud95.yaml"
+    if args.only == "loader":
+        quiet("loader")
+        results["loader_images_per_second"] = loader_rates(sizes["4x"][0], 3.0 if args.quick else 10.0)
     if args.only in (None, "throughput"):
         data4 = sizes["4x"][0]
         quiet("loader")
