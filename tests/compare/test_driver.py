@@ -232,3 +232,20 @@ def test_a_comparison_of_unequal_budgets_is_refused():
         check_equal_budgets({"unet": sweep("unet", 6), "unetpp": sweep("unetpp", 6, data="d2")})
     # A sweep result from before the data hash existed (None) is compared on its split alone.
     check_equal_budgets({"unet": sweep("unet", 6), "unetpp": sweep("unetpp", 6, data=None)})
+
+
+def test_results_that_cannot_fit_out_are_refused_before_any_retrain(compared, small_filesystem):
+    from harness.compare.driver import results_estimate
+    from harness.errors import InsufficientSpaceError
+
+    bench, _, out, _ = compared
+    volume = small_filesystem("vol", 1 << 20)
+    _, before = _runs(bench, role="final_compare")
+    with pytest.raises(InsufficientSpaceError, match=rf"--out {volume / 'report'}: needs about .*per-image table"):
+        run_compare(bench, load_sweep_results(bench), volume / "report", progress=False)
+    assert not (volume / "report").exists()
+    assert len(_runs(bench, role="final_compare")[1]) == len(before)  # no comparison run opened, nothing retrained
+    # The estimate bounds the real results directory: the fixture's comparison wrote less.
+    written = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    test_images = len(pd.read_csv(out / "per_image.csv")) // (len(bench.compare.seeds) * len(bench.architectures))
+    assert written <= results_estimate(test_images, bench, bench.train.epochs).total

@@ -72,3 +72,30 @@ def test_one_architecture_gives_a_per_image_figure_without_pairs(tmp_path):
     res = load_results(make_results_dir(tmp_path / "results"))
     per_image = res.per_image[res.per_image.arch == "unet"]
     _not_blank(plot_per_image(per_image, pd.DataFrame(columns=res.paired.columns), ["unet"], tmp_path / "one.png"))
+
+
+def test_a_rerender_on_a_full_disk_fails_naming_no_space_and_keeps_the_old_report(small_filesystem, capsys):
+    import errno
+    import shutil
+
+    from harness.diskspace import no_space_detail
+    from tests.conftest import fill
+
+    volume = small_filesystem("vol", 64 << 20)
+    root = make_results_dir(volume / "results")
+    report = write_report(root)
+    before = {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    shutil.rmtree(root / "figures")  # the re-render has to write every figure again
+    (root / "figures").mkdir()
+    fill(volume, 16 * 1024)
+    with pytest.raises(OSError) as caught:
+        write_report(root)
+    assert caught.value.errno == errno.ENOSPC and "No space left on device" in no_space_detail(caught.value)
+    assert report.read_bytes() == before[report.relative_to(root)]  # the old report.md, whole
+    assert report.with_suffix(".html").read_bytes() == before[report.with_suffix(".html").relative_to(root)]
+    assert not [p for p in root.rglob(".*tmp-*")]  # no half-written temporary left behind
+    from harness.cli import main
+
+    assert main(["report", str(root)]) == 4  # the command: exit 4 and a message, not a traceback
+    err = capsys.readouterr().err
+    assert "error: no space left on device (" in err and "Traceback" not in err
