@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.diskspace import no_space_detail
 from harness.errors import InputError
 
 from .cache import ingest, open_cache, verify
@@ -18,7 +19,7 @@ from .prepare import manifest_name
 from .splits import KINDS, check_fractions, make_split, write_manifest
 from .synth import write_synthetic_dataset
 
-EXIT_BAD_INPUT = 3
+EXIT_BAD_INPUT, EXIT_RUNTIME = 3, 4
 
 
 def _print_problems(problems: list[Problem], what: str) -> None:
@@ -200,6 +201,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m harness.data") ->
     except DatasetError as e:
         _print_problems(e.problems, str(e).splitlines()[0])
         return EXIT_BAD_INPUT
+    except OSError as e:
+        detail = no_space_detail(e)
+        if detail is None:
+            raise
+        # A disk that filled up after the up-front check (another writer): the staging folder is gone.
+        print(f"error: no space left on device ({detail}); free space and run the command again", file=sys.stderr)
+        return EXIT_RUNTIME
 
 
 if __name__ == "__main__":
