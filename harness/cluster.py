@@ -131,6 +131,40 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
     except OSError as exc:
         stale = "; that file is stale (its cluster is gone): `ray stop` removes it" if "ray_current" in origin else ""
         raise ClusterError(f"cannot connect to the Ray cluster at --address {address}{origin}: {exc}{stale}") from None
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        return  # a TLS cluster expects a handshake first: the plain-text probe below would misjudge it
+    answer = _grpc_answer(host or "127.0.0.1", int(port), timeout)
+    if answer is not None:
+        # Ray itself would retry this address for ever: something listens there, but it is not Ray.
+        raise ClusterError(
+            f"cannot connect to the Ray cluster at --address {address}{origin}: something listens there, but not "
+            f"Ray's GCS (it {answer}); the head's GCS port is the one `ray start --head --port` was given "
+            "(6379 by default); the dashboard (8265) and MLflow (5000) are other services"
+        )
+
+
+#: The HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS, the ray:// client server)
+#: answers with a SETTINGS frame of its own; anything else answers otherwise, or not at all.
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def _grpc_answer(host: str, port: int, timeout: float) -> str | None:
+    """None when ``host:port`` answers as a gRPC server does; else what it did, for the message."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            conn.sendall(_HTTP2_PREFACE)
+            reply = conn.recv(64)
+    except TimeoutError:
+        return f"answered nothing within {timeout:g} s"
+    except OSError as exc:
+        return f"closed the connection ({exc})"
+    if len(reply) >= 4 and reply[3] == 0x04:  # an HTTP/2 frame header whose type is SETTINGS
+        return None
+    if not reply:
+        return "closed the connection without a word"
+    first = reply.decode("latin-1").strip().splitlines()[0][:60] if reply.strip() else repr(reply[:20])
+    return f"answered {first!r}"
 
 
 @contextlib.contextmanager

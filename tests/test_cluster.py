@@ -180,3 +180,38 @@ def test_a_task_given_no_gpu_on_a_gpu_node_trains_on_the_cpu(ray_cluster):
         assert (device, share) == ("cpu", None)
     finally:
         ray_cluster.remove_node(node)
+
+
+def _serve(handler_kind: str):
+    """A local server that is not Ray: an HTTP server (MLflow, a dashboard), or one that never answers."""
+    import http.server
+    import socket
+    import threading
+
+    if handler_kind == "http":
+        server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server.server_address[1], server.shutdown
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts connections (the kernel does), reads and answers nothing
+    return silent.getsockname()[1], silent.close
+
+
+@pytest.mark.parametrize(("kind", "answer"), [("http", "answered '<!DOCTYPE HTML>"), ("silent", "answered nothing")])
+def test_an_address_where_something_else_listens_is_refused_in_seconds(kind, answer):
+    import time
+
+    port, stop = _serve(kind)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ClusterError, match=f"127.0.0.1:{port}: something listens there, but not Ray's GCS") as e:
+            check_reachable(f"127.0.0.1:{port}", timeout=2.0)
+        assert answer in str(e.value) and "6379 by default" in str(e.value)
+        assert time.monotonic() - started < 10  # Ray itself would retry this address for ever
+    finally:
+        stop()
+
+
+def test_a_real_ray_gcs_passes_the_probe(ray_cluster):
+    check_reachable(ray_cluster.address)

@@ -46,7 +46,7 @@ from harness.config import Benchmark, from_flat, to_flat
 from harness.data.cache import open_cache
 from harness.data.prepare import PreparedData, prepare_data
 from harness.diskspace import free_bytes, megabytes, no_space_detail
-from harness.errors import NoSpaceError, StorageError, SweepError, SweepInterrupted
+from harness.errors import NoSpaceError, StorageError, SweepError, SweepInterrupted, TrackingError
 from harness.sweep.checks import check_every_architecture_chose, check_trials_can_run, most_loader_workers
 from harness.sweep.disk import check_sweep_space, low_water_bytes, snapshot_state, state_files, storage_folder
 from harness.sweep.result import SWEEP_RESULT_FILE, SweepResult, TrialSummary, select_best
@@ -385,9 +385,18 @@ def run_architecture(
         grid = tuner.fit()
     finally:
         GUARDS.pop(guard.key, None)
+    unfinished = len(grid) - grid.num_terminated - grid.num_errors
+    if guard.tripped or stop_signals or unfinished:
+        # Stopped before its budget was spent: the parent run is KILLED (a resume reopens it), also when no
+        # trial had started yet, where Tune's callback saw nothing unfinished and closed it FINISHED.
+        try:
+            trial_logger.start()
+            trial_logger.close("KILLED")
+        except TrackingError as exc:  # the store on the same full disk: the reason below matters more
+            log.warning("could not mark %s's parent run KILLED: %s", arch, exc)
     if guard.tripped:
         raise NoSpaceError(guard.tripped)
-    check_not_interrupted(stop_signals or [], storage, arch, len(grid) - grid.num_terminated - grid.num_errors)
+    check_not_interrupted(stop_signals or [], storage, arch, unfinished)
 
     # The callback Tune ran is its own copy: open our logger (it finds the runs by their tags).
     trial_logger.start()

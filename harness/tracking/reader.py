@@ -100,14 +100,20 @@ def latest_sweep(uri: str) -> tuple[str, str, str]:
             list(exps),
             filter_string=f"tags.role = '{ROLE_SWEEP}' and attributes.status = 'FINISHED'",
             order_by=["attributes.end_time DESC"],
-            max_results=1,
+            max_results=200,
         )
         if exps
         else []
     )
-    if not runs:
-        raise TrackingError(f"tracking URI {uri}: no finished sweep found; run python -m harness.sweep first")
-    run = runs[0]
+    # A sweep is finished when its driver recorded the result (n_trials is the last tag it sets, after
+    # sweep_result.json and benchmark.yaml): a parent run an interrupted driver left FINISHED has neither.
+    done = [run for run in runs if "n_trials" in run.data.tags]
+    if not done:
+        raise TrackingError(
+            f"tracking URI {uri}: no finished sweep found (an interrupted one is finished with "
+            "`cloudmask sweep --resume`); run `cloudmask sweep` first"
+        )
+    run = done[0]
     return exps[run.info.experiment_id], run.data.tags["sweep_id"], run.info.run_id
 
 

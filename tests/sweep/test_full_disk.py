@@ -82,3 +82,27 @@ def test_a_disk_filling_up_mid_sweep_stops_it_cleanly_and_resume_keeps_every_tri
     assert {t.user_attrs["ray_trial_id"] for t in finished} == {r.data.tags["trial_id"] for r in children}
     tune_trials = [d for d in exp.iterdir() if (d / "params.json").is_file()]
     assert len(tune_trials) == bench.search.num_samples  # Tune, Optuna and MLflow agree
+
+
+def test_a_disk_below_the_low_water_mark_from_the_start_stops_before_any_trial_and_nothing_counts_as_finished(
+    small_filesystem, ray_cluster, tmp_path, data_cache_dir, capsys
+):
+    # Room for the sweep's estimate, not for the margin it keeps while trials run: the guard stops it at
+    # Tune's first step, before any trial reported.
+    overrides = smoke_overrides(tmp_path, data_cache_dir, **RESUMABLE)
+    bench = load_benchmark(SMOKE, [*overrides, f"storage={tmp_path / 'vol' / 'st'}"])
+    needed = sweep_estimate(bench, SweepStorage.parse(bench.storage)).total
+    assert needed + 2**20 < low_water_bytes(bench)
+    volume = small_filesystem("vol", needed + 2**20)
+    args = ["sweep", str(SMOKE), "--address", ray_cluster.address]
+    for override in [*overrides, f"storage={volume / 'st'}"]:
+        args += ["--set", override]
+    assert main(args) == 4
+    assert "is nearly full" in capsys.readouterr().err
+    _, parents, _ = mlflow_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "cloudmask-smoke")
+    assert [p.info.status for p in parents] == ["KILLED"]  # not FINISHED: it did not run its trials
+    # `cloudmask compare` without a benchmark finds no finished sweep: a message, not a traceback.
+    assert main(["compare", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--out", str(tmp_path / "r")]) == 4
+    err = capsys.readouterr().err
+    assert "no finished sweep found (an interrupted one is finished with `cloudmask sweep --resume`)" in err
+    assert "Traceback" not in err
