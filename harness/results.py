@@ -103,6 +103,7 @@ relatively from the report; re-rendering overwrites them and touches no input fi
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -263,7 +264,7 @@ def load_results(results_dir: str | os.PathLike) -> Results:
     missing = [name for name in REQUIRED_FILES if not (root / name).is_file()]
     if missing:
         raise MissingResultsError(f"{root} is not a results directory: missing {', '.join(missing)}")
-    return Results(
+    loaded = Results(
         root=root,
         meta=_read_meta(root / META),
         results=_read_csv(root / RESULTS),
@@ -276,6 +277,46 @@ def load_results(results_dir: str | os.PathLike) -> Results:
         samples=_read_samples(root / SAMPLES),
         protocol_audit=_read_audit(root),
     )
+    _check_complete(loaded)
+    return loaded
+
+
+def _check_complete(res: Results) -> None:
+    """Refuse tables that lack rows meta.json says they have (ResultsError naming the file).
+
+    A cut or edited file would render a report that silently drops an architecture or a seed from one
+    table while the rest of the page shows it.
+    """
+    seeds = res.meta.get("seeds")
+    if not seeds:
+        return  # a hand-made or very old meta.json: nothing to count against
+    missing_archs = [a for a in res.meta.get("architectures", []) if a not in set(res.summary["arch"])]
+    if missing_archs:
+        raise ResultsError(f"{res.root / SUMMARY}: no row for {', '.join(missing_archs)}, which meta.json lists")
+    archs = res.archs  # meta.json's, then any other the summary holds
+    expected = {(str(a), int(s)) for a in archs for s in seeds}
+
+    def pairs(frame: pd.DataFrame, name: str) -> list[tuple[str, int]]:
+        if frame[["arch", "seed"]].isna().any().any():
+            raise ResultsError(f"{res.root / name}: a row without its architecture or seed (a cut or edited file)")
+        return [(str(a), int(s)) for a, s in zip(frame["arch"], frame["seed"], strict=True)]
+
+    found = pairs(res.results, RESULTS)
+    if sorted(found) != sorted(expected):
+        missing = sorted(expected - set(found))
+        raise ResultsError(
+            f"{res.root / RESULTS}: {len(found)} rows, expected one per architecture and seed of meta.json "
+            f"({len(archs)} x {len(seeds)} = {len(expected)})"
+            + (f"; missing {', '.join(f'{a} seed {s}' for a, s in missing)}" if missing else "; some repeated")
+        )
+    if res.per_image is not None:
+        counts = collections.Counter(pairs(res.per_image, PER_IMAGE))
+        if set(counts) != expected or len(set(counts.values())) != 1:
+            short = sorted(pair for pair in expected if counts.get(pair, 0) < max(counts.values(), default=0))
+            raise ResultsError(
+                f"{res.root / PER_IMAGE}: every architecture and seed must score the same test images; "
+                f"{', '.join(f'{a} seed {s}' for a, s in short) or 'some'} have fewer rows (a cut or edited file)"
+            )
 
 
 def _read_meta(path: Path) -> dict:
@@ -292,6 +333,8 @@ def _read_csv(path: Path, *, optional: bool = False) -> pd.DataFrame | None:
     if optional and not path.is_file():
         return None
     try:
+        if not _ends_with_newline(path):  # pandas ends every file it writes with one: a cut file has none
+            raise ResultsError(f"{path}: cut short (its last line is incomplete); re-run `cloudmask compare`")
         frame = pd.read_csv(path)
     except pd.errors.EmptyDataError as err:
         # pandas writes a frame without columns as a blank file: for an optional file that is "nothing to
@@ -305,6 +348,15 @@ def _read_csv(path: Path, *, optional: bool = False) -> pd.DataFrame | None:
     if absent:
         raise ResultsError(f"{path}: missing column(s) {', '.join(absent)}")
     return frame
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return True  # an empty file is read (and judged) by pandas
+        f.seek(size - 1)
+        return f.read(1) == b"\n"
 
 
 def _read_audit(root: Path) -> ProtocolAudit | None:

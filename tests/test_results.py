@@ -5,6 +5,7 @@ report tests, which import it from here.
 """
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -314,3 +315,30 @@ def test_the_schema_constants_cover_every_csv():
 def test_errors_are_value_errors_and_a_missing_file_is_a_file_not_found_error():
     assert issubclass(ResultsError, ValueError)
     assert issubclass(MissingResultsError, ResultsError) and issubclass(MissingResultsError, FileNotFoundError)
+
+
+@pytest.mark.parametrize("cut", ["mid_line", "whole_lines"])
+def test_a_cut_table_is_refused_naming_it_not_rendered_without_its_rows(tmp_path, cut, capsys):
+    from harness.cli import main
+
+    root = make_results_dir(tmp_path / "cut")
+    lines = (root / "results.csv").read_text().splitlines(keepends=True)
+    if cut == "mid_line":  # what a full disk or a killed copy leaves
+        text = "".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2]
+        expected = "results.csv: cut short (its last line is incomplete)"
+    else:  # a file cut at a line boundary, or rows deleted by hand: one architecture's seed vanishes
+        text = "".join(lines[:-1])
+        expected = f"results.csv: {len(lines) - 2} rows, expected one per architecture and seed"
+    (root / "results.csv").write_text(text)
+    with pytest.raises(ResultsError, match=re.escape(expected)):
+        load_results(root)
+    assert main(["report", str(root)]) == 3  # was: exit 0 and a report without those rows
+    assert expected in capsys.readouterr().err
+
+
+def test_per_image_rows_must_cover_every_architecture_and_seed_alike(tmp_path):
+    root = make_results_dir(tmp_path / "images")
+    per_image = pd.read_csv(root / "per_image.csv")
+    per_image.iloc[:-3].to_csv(root / "per_image.csv", index=False)
+    with pytest.raises(ResultsError, match=r"per_image.csv: every architecture and seed must score the same test"):
+        load_results(root)
