@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -34,6 +35,7 @@ def start_ray(options: RayConfig, address: str | None) -> bool:
             include_dashboard=False,
             log_to_driver=True,
         )
+        end_with_this_process()
         return True
     check_reachable(address)
     try:
@@ -41,6 +43,73 @@ def start_ray(options: RayConfig, address: str | None) -> bool:
     except Exception as exc:
         raise connection_error(address, exc) from None
     return True
+
+
+#: The watchdog of a private Ray instance (see end_with_this_process): argv[1] is the driver's pid.
+_WATCHDOG = """
+import sys, time
+import psutil
+try:
+    driver = psutil.Process(int(sys.argv[1]))
+    seen = {}
+    while driver.is_running() and driver.status() != psutil.STATUS_ZOMBIE:
+        for child in driver.children(recursive=True):
+            seen.setdefault(child.pid, child)
+        time.sleep(0.2)
+except psutil.Error:
+    seen = locals().get("seen", {})
+for p in list(seen.values()):  # what those still alive started since the last look
+    try:
+        for child in p.children(recursive=True):
+            seen.setdefault(child.pid, child)
+    except psutil.Error:
+        pass
+left = [p for p in seen.values() if p.pid != psutil.Process().pid and p.is_running()]
+for p in left:
+    try:
+        p.terminate()
+    except psutil.Error:
+        pass
+_, alive = psutil.wait_procs(left, timeout=5)
+for p in alive:
+    try:
+        p.kill()
+    except psutil.Error:
+        pass
+"""
+
+
+_watchdog: subprocess.Popen | None = None
+
+
+def stop_ray() -> None:
+    """Shut down the Ray instance this process started, and its watchdog (nothing is left for it to do)."""
+    global _watchdog
+    ray.shutdown()
+    if _watchdog is not None:
+        _watchdog.terminate()
+        _watchdog.wait(timeout=10)
+        _watchdog = None
+
+
+def end_with_this_process() -> None:
+    """Make the private Ray instance this process started end with it, even when it is SIGKILLed.
+
+    Ray ends the instance's processes at ``ray.shutdown`` (and its GCS and raylet when the driver dies),
+    but a SIGKILLed driver leaves the raylet's agents running for ever (two or more processes per kill).
+    A small watchdog, in a session of its own so a kill of the driver's process group spares it, notes
+    every process the driver has started and ends those still alive once the driver is gone (psutil
+    compares start times, so a reused pid is never hit). After a clean shutdown it finds nothing to do.
+    """
+    global _watchdog
+    _watchdog = subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(os.getpid())],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+    )
 
 
 #: What Ray's exception chain says when the cluster's token authentication refused the driver.
@@ -175,7 +244,7 @@ def ray_session(options: RayConfig, address: str | None = None) -> Iterator[None
         yield
     finally:
         if started:
-            ray.shutdown()
+            stop_ray()
 
 
 def check_resources(cpu: float, gpu: float) -> None:
@@ -319,4 +388,4 @@ def run_tasks(
                 yield pending.pop(ref), ray.get(ref)
     finally:
         if started:
-            ray.shutdown()
+            stop_ray()

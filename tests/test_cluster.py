@@ -215,3 +215,40 @@ def test_an_address_where_something_else_listens_is_refused_in_seconds(kind, ans
 
 def test_a_real_ray_gcs_passes_the_probe(ray_cluster):
     check_reachable(ray_cluster.address)
+
+
+def test_a_sigkilled_driver_takes_its_private_ray_instance_with_it(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    code = (
+        "import time\n"
+        "from harness.cluster import start_ray\n"
+        "from harness.config.benchmark import RayConfig\n"
+        "start_ray(RayConfig(num_cpus=1), None)\n"  # what `cloudmask sweep` without --address does
+        "print('up', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    driver = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert driver.stdout.readline().strip() == "up"
+        deadline = time.monotonic() + 60
+        started: list[psutil.Process] = []
+        while time.monotonic() < deadline:  # the raylet starts its agents a little after ray.init returns
+            started = psutil.Process(driver.pid).children(recursive=True)
+            if sum("Agent" in " ".join(p.cmdline()) or "agent" in p.name().lower() for p in started) >= 1:
+                break
+            time.sleep(0.5)
+        ray_processes = [p for p in started if "psutil" not in " ".join(p.cmdline())]  # not the watchdog
+        assert len(ray_processes) >= 4, [p.name() for p in started]
+        time.sleep(1.5)  # the watchdog looks at the driver's processes several times a second
+    finally:
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    _, alive = psutil.wait_procs(ray_processes, timeout=30)
+    assert not alive, [(p.pid, p.name()) for p in alive]  # before: the raylet's agents stayed, for ever
