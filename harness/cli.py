@@ -60,9 +60,21 @@ def _benchmark_options(p: argparse.ArgumentParser, *, benchmark_optional: bool =
         "--set",
         action="append",
         default=[],
+        type=override_argument,
         metavar="KEY=VALUE",
         help="override a benchmark key, e.g. --set train.epochs=2 (repeatable)",
     )
+
+
+def override_argument(text: str) -> str:
+    """``--set``'s type: a malformed override is a usage error (exit 2), before any file is read."""
+    from harness.config.benchmark import parse_override
+
+    try:
+        parse_override(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="synthetic data -> a sweep of both architectures -> the final comparison")
     p.add_argument("--benchmark", default=str(DEMO_BENCHMARK), help="benchmark file (default: benchmarks/demo.yaml)")
     p.add_argument("--address", help="Ray cluster address to join (default: a private local Ray instance)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a benchmark key")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        type=override_argument,
+        metavar="KEY=VALUE",
+        help="override a benchmark key",
+    )
 
     p = sub.add_parser("replay", help="replay ASHA schedules over a finished full-length sweep's curves (no training)")
     p.add_argument("benchmark", nargs="?", help="benchmark YAML whose sweep to replay (default: the latest sweep)")

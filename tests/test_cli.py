@@ -93,3 +93,15 @@ def test_every_data_option_has_help_text():
     for name, sub in subparsers.choices.items():
         for action in sub._actions:
             assert action.help, f"cloudmask data {name}: {action.dest} has no help text"
+
+
+def test_a_malformed_set_is_a_usage_error_and_a_bad_value_names_the_override(tmp_path, capsys):
+    with pytest.raises(SystemExit) as usage:
+        main(["sweep", str(SMOKE), "--set", "noequals"])
+    assert usage.value.code == 2  # was 3, as if the benchmark file were bad
+    assert "argument --set: override 'noequals' is not of the form key.sub=value" in capsys.readouterr().err
+    code = main(["sweep", str(SMOKE), "--storage", str(tmp_path / "s"), "--set", "train.epochs=0"])
+    assert code == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    # was "…/smoke.yaml: train.epochs: …", blaming a file that says epochs: 4
+    assert f"error: override 'train.epochs=0' (command line, over {SMOKE}): train.epochs: must be in 1..10000" in err

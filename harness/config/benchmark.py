@@ -242,7 +242,17 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benc
     try:
         return benchmark_from_dict(raw, base_dir=path.parent, source=str(path))
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{_blame(str(exc), overrides or [], path)}: {exc}") from None
+
+
+def _blame(message: str, overrides: list[str], path: Path) -> str:
+    """Where a bad value came from: the override that set the key the message names, else the file."""
+    key = message.split(":", 1)[0].strip()
+    for text in reversed(overrides):  # the last override of a key is the one in effect
+        set_key = text.split("=", 1)[0].strip()
+        if key == set_key or key.startswith(f"{set_key}.") or set_key.startswith(f"{key}."):
+            return f"override {text!r} (command line, over {path})"
+    return str(path)
 
 
 def benchmark_from_dict(raw: dict[str, Any], *, base_dir: Path | None = None, source: str | None = None):

@@ -439,19 +439,25 @@ def run_sweep(bench: Benchmark, *, address: str | None = None, resume: bool = Fa
     corrected re-run is never refused as "a sweep already exists".
     """
     storage = SweepStorage.parse(bench.storage)
-    storage.check()
-    uri = check_tracking_uri(bench.tracking.uri)
-    check_artifact_store(uri, bench.tracking.experiment)
-    bench = dataclasses.replace(bench, tracking=dataclasses.replace(bench.tracking, uri=uri))
-    data = prepare_data(**bench.prepare_args(), progress=True)
-    check_trials_can_run(bench, int(open_cache(data.cache_dir).images.shape[-1]))
-    state = _existing_state(storage, resume, data, bench)
-    check_sweep_space(bench, storage)  # what the sweep (or the rest of it) will write must fit
-    workdir = _workdir(bench, storage)
+    folder = storage_folder(storage)
+    made_here = folder is not None and not folder.exists()
     try:
+        storage.check()
+        uri = check_tracking_uri(bench.tracking.uri)
+        check_artifact_store(uri, bench.tracking.experiment)
+        bench = dataclasses.replace(bench, tracking=dataclasses.replace(bench.tracking, uri=uri))
+        data = prepare_data(**bench.prepare_args(), progress=True)
+        check_trials_can_run(bench, int(open_cache(data.cache_dir).images.shape[-1]))
+        state = _existing_state(storage, resume, data, bench)
+        check_sweep_space(bench, storage)  # what the sweep (or the rest of it) will write must fit
+        workdir = _workdir(bench, storage)
         results = _run_in_ray(bench, storage, data, state, workdir, address, resume)
-    except Exception as exc:
-        detail = no_space_detail(exc)
+    except BaseException as exc:
+        # A start refused (bad input, an unreachable cluster) leaves nothing behind: not even the empty
+        # storage folder it made. Once sweep.json is written the folder holds the sweep and stays.
+        if made_here and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        detail = no_space_detail(exc) if isinstance(exc, Exception) else None
         if detail is None or isinstance(exc, NoSpaceError):
             raise
         raise NoSpaceError(

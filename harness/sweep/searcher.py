@@ -82,6 +82,15 @@ class OptunaStudySearcher(Searcher):
         device_hours: float | None = None,
         device_units: float = 1.0,
     ) -> None:
+        for name, value in (("metric", metric), ("mode", mode)):
+            if not isinstance(value, str):
+                # Ray's OptunaSearch takes lists for a multi-objective study; this searcher's study has one
+                # objective (the architecture's validation IoU), and a list would fail later, mid-sweep.
+                raise ValueError(
+                    f"OptunaStudySearcher: {name} must be one name (a single-objective study), got {value!r}"
+                )
+        if mode not in ("max", "min"):
+            raise ValueError(f"OptunaStudySearcher: mode must be 'max' or 'min', got {mode!r}")
         super().__init__(metric=metric, mode=mode)
         self.space = dict(space)
         self.study_name = study_name

@@ -181,6 +181,7 @@ def test_unreachable_ray_address_is_a_clear_error(tmp_path, data_cache_dir):
     )
     assert proc.returncode == 4, proc.stderr
     assert "127.0.0.1:1" in proc.stderr
+    assert not (tmp_path / "s").exists()  # a refused start leaves no empty storage folder behind
 
 
 def test_worker_node_killed_mid_sweep(ray_cluster, tmp_path, data_cache_dir):

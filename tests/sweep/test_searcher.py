@@ -222,3 +222,16 @@ def test_a_device_hours_budget_stops_new_trials_and_survives_a_restore(storage, 
     restored.restore(str(tmp_path / "state.json"))
     assert restored.spent_device_hours() == pytest.approx(1.0)
     assert restored.suggest("e") == OptunaStudySearcher.FINISHED
+
+
+@pytest.mark.parametrize(
+    ("metric", "mode", "message"),
+    [
+        (["val_iou", "val_loss"], ["max", "min"], "metric must be one name"),  # Ray's OptunaSearch would take it
+        ("val_iou", ["max"], "mode must be one name"),
+        ("val_iou", "maximise", "mode must be 'max' or 'min'"),
+    ],
+)
+def test_a_multi_objective_or_unknown_mode_is_refused_at_once(storage, metric, mode, message):
+    with pytest.raises(ValueError, match=message):  # was: a single-objective study, then a TypeError mid-sweep
+        OptunaStudySearcher(SPACE, study_name="multi", storage=storage, metric=metric, mode=mode, budget=4)
