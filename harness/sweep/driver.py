@@ -21,11 +21,13 @@ line is in :mod:`harness.cli` (``cloudmask sweep`` / ``python -m harness.sweep``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
 import math
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -54,7 +56,7 @@ from harness.sweep.resume import STATE_READERS, check_restorable, check_same_ben
 from harness.sweep.sampling import stopped_by, to_optuna
 from harness.sweep.searcher import TRIAL_LINKS, OptunaStudySearcher
 from harness.sweep.signals import check_not_interrupted, graceful_stop
-from harness.sweep.storage import SWEEP_FILE, SweepStorage
+from harness.sweep.storage import LOCK_FILE, SWEEP_FILE, SweepStorage
 from harness.sweep.trainable import METRIC, train_trial
 from harness.tracking import TrialLogger, TrialRunFinder, check_tracking_uri, git_commit
 from harness.tracking.server import check_artifact_store
@@ -441,8 +443,10 @@ def run_sweep(bench: Benchmark, *, address: str | None = None, resume: bool = Fa
     storage = SweepStorage.parse(bench.storage)
     folder = storage_folder(storage)
     made_here = folder is not None and not folder.exists()
+    held = contextlib.ExitStack()  # the storage's lock, held until the sweep ends
     try:
         storage.check()
+        held.enter_context(storage.lock())  # refused while another driver holds it
         uri = check_tracking_uri(bench.tracking.uri)
         check_artifact_store(uri, bench.tracking.experiment)
         bench = dataclasses.replace(bench, tracking=dataclasses.replace(bench.tracking, uri=uri))
@@ -453,10 +457,11 @@ def run_sweep(bench: Benchmark, *, address: str | None = None, resume: bool = Fa
         workdir = _workdir(bench, storage)
         results = _run_in_ray(bench, storage, data, state, workdir, address, resume)
     except BaseException as exc:
+        held.close()
         # A start refused (bad input, an unreachable cluster) leaves nothing behind: not even the empty
         # storage folder it made. Once sweep.json is written the folder holds the sweep and stays.
-        if made_here and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
+        if made_here and folder.is_dir() and {p.name for p in folder.iterdir()} <= {LOCK_FILE}:
+            shutil.rmtree(folder)
         detail = no_space_detail(exc) if isinstance(exc, Exception) else None
         if detail is None or isinstance(exc, NoSpaceError):
             raise
@@ -464,6 +469,7 @@ def run_sweep(bench: Benchmark, *, address: str | None = None, resume: bool = Fa
             f"no space left while sweeping into storage {storage.uri} ({detail}); nothing of the sweep's own "
             "files is half-written: free space and continue with --resume"
         ) from exc
+    held.close()
     check_every_architecture_chose(results)
     return results
 

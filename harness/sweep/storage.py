@@ -14,11 +14,17 @@ saves its experiment state (see :class:`StudyFile`), so a driver started anywher
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import socket
 import sqlite3
+import sys
 import tempfile
+import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +36,8 @@ from harness.errors import ConfigError, StorageError
 from harness.retry import with_retries
 
 SWEEP_FILE = "sweep.json"
+#: The lock file a driver holds for as long as it uses the storage (see :meth:`SweepStorage.lock`).
+LOCK_FILE = ".driver.lock"
 STUDY_FILE = "optuna.db"
 #: URI schemes a sweep storage may use ("" is a local or shared path).
 OBJECT_STORE_SCHEMES = ("s3", "gs")
@@ -136,6 +144,40 @@ class SweepStorage:
             fs.delete_file(probe)
         except OSError as exc:
             raise self._fail("cannot write", exc) from None
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the storage for this driver: a second driver on the same storage is refused, naming this one.
+
+        Two drivers in one storage would run Tune in the same folders and overwrite each other's
+        ``sweep.json``. On a local or shared path the lock is ``fcntl.flock`` on ``LOCK_FILE`` (on NFS a
+        server-side lock): the kernel (or the NFS server's lease) releases it when the driver dies, even
+        by SIGKILL, so a dead driver's lock is taken over without anyone's help. The file names the holder
+        (pid, host, command, since when) for the refusal. Object stores have no lock: not held there.
+        """
+        if self.remote:
+            yield
+            return
+        path = Path(self.uri) / LOCK_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+                raise StorageError(
+                    f"storage {self.uri} is in use by another sweep driver ({holder}); two drivers would run "
+                    "Tune in the same folders: wait for it to end, stop it (Ctrl-C; continue with --resume), "
+                    "or pass another --storage"
+                ) from None
+            info = f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+            info += " ".join(sys.argv)[:300]
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, info.encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def read_json(self, name: str) -> dict[str, Any] | None:
         """The JSON file ``name`` in the storage, or None when there is none."""

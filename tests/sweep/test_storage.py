@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from harness.errors import ConfigError, StorageError
@@ -48,3 +50,39 @@ def test_unwritable_local_storage_is_refused(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(StorageError, match="not writable"):
         SweepStorage.parse(str(tmp_path / "file" / "sub")).check()
+
+
+def test_a_second_driver_on_the_same_storage_is_refused_and_a_dead_drivers_lock_is_taken_over(
+    tmp_path, data_cache_dir, capsys
+):
+    import signal
+    import subprocess
+    import sys
+
+    from harness.cli import main
+    from tests.conftest import SMOKE, smoke_overrides
+
+    storage = SweepStorage.parse(str(tmp_path / "storage"))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom harness.sweep.storage import SweepStorage\n"
+         f"with SweepStorage.parse({storage.uri!r}).lock():\n    print('held', flush=True)\n    time.sleep(600)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        refused = rf"storage {storage.uri} is in use by another sweep driver \(pid "
+        with pytest.raises(StorageError, match=refused), storage.lock():
+            pass
+        # The command: refused in seconds, before it reads or writes the sweep's state.
+        args = ["sweep", str(SMOKE)]
+        for override in smoke_overrides(tmp_path, data_cache_dir):
+            args += ["--set", override]
+        assert main(args) == 4
+        err = capsys.readouterr().err
+        assert f"is in use by another sweep driver (pid {holder.pid} on " in err and "--storage" in err
+        assert not (tmp_path / "storage" / "sweep.json").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    with storage.lock():  # the kernel released the dead driver's lock: taken over, no clean-up needed
+        assert f"pid {os.getpid()} on " in (tmp_path / "storage" / ".driver.lock").read_text()
