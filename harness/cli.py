@@ -77,13 +77,37 @@ def override_argument(text: str) -> str:
     return text
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cloudmask-harness")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``cloudmask`` argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="cloudmask", description=__doc__.splitlines()[0], epilog=EXIT_CODES)
+    # The module docstring's first line, without its reStructuredText quoting (help is plain text).
+    description = __doc__.splitlines()[0].replace("``", "")
+    parser = argparse.ArgumentParser(prog="cloudmask", description=description, epilog=EXIT_CODES)
+    parser.add_argument("--version", action="version", version=f"cloudmask-harness {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser(
-        "sweep", help="tune every architecture with the same budget (Ray Tune + Optuna + ASHA)", epilog=EXIT_CODES
+    def command(name: str, help_text: str, example: str) -> argparse.ArgumentParser:
+        # Every subcommand's help ends with one example and the exit codes.
+        return sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=f"example: {example}\n\n{EXIT_CODES}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    p = command(
+        "sweep",
+        "tune every architecture with the same budget (Ray Tune + Optuna + ASHA)",
+        "cloudmask sweep benchmarks/smoke.yaml --storage runs/smoke",
     )
     _benchmark_options(p)
     p.add_argument(
@@ -92,7 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue an interrupted sweep found in --storage (refused if the benchmark changed what it measures)",
     )
 
-    p = sub.add_parser("compare", help="retrain each sweep's chosen config over paired seeds and compare them")
+    p = command(
+        "compare",
+        "retrain each sweep's chosen config over paired seeds and compare them",
+        "cloudmask compare benchmarks/smoke.yaml --out runs/smoke/report",
+    )
     _benchmark_options(p, benchmark_optional=True)
     p.add_argument(
         "--out",
@@ -101,11 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--sweep-id", help="compare this sweep instead of the benchmark's latest finished one")
 
-    p = sub.add_parser("report", help="re-render a results folder's report.md and figures (no retraining)")
+    p = command(
+        "report",
+        "re-render a results folder's report.md and figures (no retraining)",
+        "cloudmask report runs/smoke/report",
+    )
     p.add_argument("results_dir", help="a results folder written by `cloudmask compare`")
 
-    p = sub.add_parser("demo", help="synthetic data -> a sweep of both architectures -> the final comparison")
-    p.add_argument("--benchmark", default=str(DEMO_BENCHMARK), help="benchmark file (default: benchmarks/demo.yaml)")
+    p = command("demo", "synthetic data -> a sweep of both architectures -> the final comparison", "cloudmask demo")
+    # Positional as in every other command; --benchmark, the former spelling, is still read.
+    p.add_argument("benchmark", nargs="?", help="benchmark file (default: benchmarks/demo.yaml)")
+    p.add_argument("--benchmark", dest="benchmark_option", help=argparse.SUPPRESS)
     p.add_argument("--address", help="Ray cluster address to join (default: a private local Ray instance)")
     p.add_argument(
         "--set",
@@ -116,7 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a benchmark key",
     )
 
-    p = sub.add_parser("replay", help="replay ASHA schedules over a finished full-length sweep's curves (no training)")
+    p = command(
+        "replay",
+        "replay ASHA schedules over a finished full-length sweep's curves (no training)",
+        "cloudmask replay benchmarks/smoke.yaml --grace-periods 1,2",
+    )
     p.add_argument("benchmark", nargs="?", help="benchmark YAML whose sweep to replay (default: the latest sweep)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the benchmark's, else sqlite:///mlflow.db)")
     p.add_argument("--experiment", help="MLflow experiment (default: the benchmark's, else the latest sweep's)")
@@ -228,7 +266,7 @@ def _demo(args: argparse.Namespace) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     from harness.tracking import check_tracking_uri
 
-    bench = load_benchmark(args.benchmark, args.set)
+    bench = load_benchmark(args.benchmark or args.benchmark_option or DEMO_BENCHMARK, args.set)
     # Checked before Ray starts; resolved so the printed `mlflow ui` command works from anywhere.
     tracking = dataclasses.replace(bench.tracking, uri=check_tracking_uri(bench.tracking.uri))
     bench = dataclasses.replace(bench, tracking=tracking)

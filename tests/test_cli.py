@@ -105,3 +105,24 @@ def test_a_malformed_set_is_a_usage_error_and_a_bad_value_names_the_override(tmp
     err = capsys.readouterr().err
     # was "…/smoke.yaml: train.epochs: …", blaming a file that says epochs: 4
     assert f"error: override 'train.epochs=0' (command line, over {SMOKE}): train.epochs: must be in 1..10000" in err
+
+
+def test_version_and_every_subcommands_help_ends_with_an_example_and_the_exit_codes(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("cloudmask-harness ")
+    with pytest.raises(SystemExit):
+        main(["-h"])
+    assert "``" not in capsys.readouterr().out  # plain text, not reStructuredText
+    for command in ("sweep", "compare", "report", "replay", "demo"):
+        with pytest.raises(SystemExit):
+            main([command, "-h"])
+        out = capsys.readouterr().out
+        assert f"example: cloudmask {command}" in out and "exit codes: 0 ok; 2 usage; 3 bad input" in out, command
+
+
+def test_demo_takes_its_benchmark_positionally_like_every_command_and_still_reads_the_old_option():
+    parser = build_parser()
+    assert parser.parse_args(["demo", "b.yaml"]).benchmark == "b.yaml"
+    old = parser.parse_args(["demo", "--benchmark", "b.yaml"])
+    assert (old.benchmark, old.benchmark_option) == (None, "b.yaml")
