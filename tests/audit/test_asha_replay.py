@@ -240,6 +240,8 @@ def _record_sweep(uri, curves, stopped_by, arch="unet", benchmark_yaml=None):
     full = [s for s in summaries if s.stopped_by == "completed"]
     best = max(full, key=lambda s: s.val_iou) if full else None
     tl.log_parent_dict(SweepResult("s1", "t", arch, "h", 4, best, tuple(summaries)).to_dict(), SWEEP_RESULT_FILE)
+    # What the driver records last, as a sweep's result is complete (a finished sweep is one that has it).
+    tl.set_parent_tags({"n_trials": str(len(summaries)), "n_completed": str(len(full))})
     tl.close()
 
 
