@@ -55,6 +55,11 @@ def _benchmark_options(p: argparse.ArgumentParser, *, benchmark_optional: bool =
         "checks that what it will write fits (exit 3 if not) and stops cleanly when the disk nearly fills "
         "(exit 4, resumable); object stores report no free space and are not checked",
     )
+    _cluster_and_override_options(p)
+
+
+def _cluster_and_override_options(p: argparse.ArgumentParser) -> None:
+    """``--address`` and ``--set``, the same in every command that runs on Ray."""
     p.add_argument("--address", help="Ray cluster address to join (default: start a private local Ray instance)")
     p.add_argument(
         "--set",
@@ -140,15 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Positional as in every other command; --benchmark, the former spelling, is still read.
     p.add_argument("benchmark", nargs="?", help="benchmark file (default: benchmarks/demo.yaml)")
     p.add_argument("--benchmark", dest="benchmark_option", help=argparse.SUPPRESS)
-    p.add_argument("--address", help="Ray cluster address to join (default: a private local Ray instance)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        type=override_argument,
-        metavar="KEY=VALUE",
-        help="override a benchmark key",
-    )
+    _cluster_and_override_options(p)
 
     p = command(
         "replay",

@@ -138,3 +138,16 @@ def fill(folder: Path, leave: int) -> Path:
     with open(filler, "wb") as out:
         out.write(b"\0" * max(free - leave, 0))
     return filler
+
+
+# ------------------------------------------------------------------------------------- autograd
+def backward_nodes(tensor) -> set[str]:
+    """Names of every autograd node behind ``tensor`` (e.g. ``NllLoss2DBackward0``): which kernels backward runs."""
+    seen, stack = set(), [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node.name() in seen:
+            continue
+        seen.add(node.name())
+        stack.extend(next_fn for next_fn, _ in node.next_functions)
+    return seen

@@ -23,6 +23,7 @@ from harness.models import (
     register_model,
 )
 from harness.models import registry as registry_module
+from tests.conftest import backward_nodes
 
 ARCHS = tuple(list_models())
 
@@ -76,17 +77,6 @@ CUDA_NONDETERMINISTIC = (
 )  # fmt: skip
 
 
-def _backward_nodes(tensor: torch.Tensor) -> set[str]:
-    seen, stack = set(), [tensor.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or node.name() in seen:
-            continue
-        seen.add(node.name())
-        stack.extend(next_fn for next_fn, _ in node.next_functions)
-    return seen
-
-
 @pytest.mark.parametrize("arch", ARCHS)
 def test_training_step_uses_no_op_that_is_nondeterministic_on_cuda(arch):
     from harness.training.losses import build_loss, supervised_loss
@@ -95,7 +85,7 @@ def test_training_step_uses_no_op_that_is_nondeterministic_on_cuda(arch):
     model = build_model(arch, depth=3, base_channels=4, deep_supervision=spec.deep_supervision).train()
     target = torch.randint(0, 2, (2, 64, 64))
     loss = supervised_loss(model(torch.randn(2, 4, 64, 64)), target, build_loss("ce+jaccard"))
-    found = sorted(n for n in _backward_nodes(loss) if any(bad in n for bad in CUDA_NONDETERMINISTIC))
+    found = sorted(n for n in backward_nodes(loss) if any(bad in n for bad in CUDA_NONDETERMINISTIC))
     assert not found, f"{arch}: {found}"
 
 

@@ -5,6 +5,7 @@ import torch
 
 from harness.metrics import confusion_counts, confusion_stats
 from harness.training.losses import LOSSES, build_loss, soft_dice_loss, soft_jaccard_loss, supervised_loss
+from tests.conftest import backward_nodes
 
 
 def test_soft_losses_match_hard_iou_and_dice_for_confident_logits():
@@ -37,17 +38,6 @@ def test_unknown_loss_lists_the_valid_ones():
     assert all(callable(build_loss(name)) for name in LOSSES)
 
 
-def _graph_nodes(tensor: torch.Tensor) -> set[str]:
-    seen, stack = set(), [tensor.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or node.name() in seen:
-            continue
-        seen.add(node.name())
-        stack.extend(next_fn for next_fn, _ in node.next_functions)
-    return seen
-
-
 def test_cross_entropy_equals_torch_and_avoids_the_nondeterministic_cuda_kernel():
     from harness.training.losses import cross_entropy_loss
 
@@ -62,8 +52,8 @@ def test_cross_entropy_equals_torch_and_avoids_the_nondeterministic_cuda_kernel(
     assert loss.item() == pytest.approx(reference.item(), abs=1e-6)
     assert torch.allclose(grad, reference_grad, atol=1e-6)
     # F.cross_entropy's (B, C, H, W) path is nll_loss2d, whose CUDA forward uses atomic adds.
-    assert "NllLoss2DBackward0" in _graph_nodes(reference)
-    assert not any("Nll" in name for name in _graph_nodes(loss))
+    assert "NllLoss2DBackward0" in backward_nodes(reference)
+    assert not any("Nll" in name for name in backward_nodes(loss))
     # bf16 logits (autocast) are computed in float32, as before
     half = cross_entropy_loss(logits.detach().bfloat16(), target)
     assert half.dtype == torch.float32
