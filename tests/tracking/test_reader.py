@@ -28,6 +28,7 @@ def _sweep(uri, sweep_id, benchmark, archs=("unet",), *, finish=True):
         tl.trial_result(f"{sweep_id}-{arch}-t1", {"epoch": 1, "val_iou": 0.5, "epoch_seconds": 2.0})
         tl.trial_finished(f"{sweep_id}-{arch}-t1", "completed")
         if finish:  # else a sweep still running (or killed): its parent run stays RUNNING
+            tl.set_parent_tags({"n_trials": "1", "n_completed": "1"})  # the driver's last record of a result
             tl.close()
     return parents
 
@@ -79,6 +80,10 @@ def test_latest_sweep_is_the_last_finished_one(uri):
     _sweep(uri, "s1", "a")
     s2 = _sweep(uri, "s2", "a")
     _sweep(uri, "s3", "a", finish=False)
+    # A parent run closed FINISHED without its result recorded (an old driver interrupted early): not a sweep.
+    early = TrialLogger(uri, "exp", sweep_id="s4", arch="unet", parent_tags={"benchmark": "a"})
+    early.start()
+    early.close()
     assert latest_sweep(uri) == ("exp", "s2", s2["unet"])
 
 
