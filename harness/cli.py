@@ -82,6 +82,29 @@ def override_argument(text: str) -> str:
     return text
 
 
+def verbosity_options() -> argparse.ArgumentParser:
+    """``-q/--quiet`` and ``-v/--verbose``, the same on every subcommand (:mod:`harness.console`)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_mutually_exclusive_group()
+    group.add_argument(
+        "-q", "--quiet", action="store_true", help="print only the closing summary and errors (no progress)"
+    )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print the trial table at every report, Tune's trial messages and every library's INFO log",
+    )
+    return parent
+
+
+def verbosity_of(args: argparse.Namespace) -> int:
+    """The console verbosity the parsed options ask for."""
+    from harness.console import NORMAL, QUIET, VERBOSE
+
+    return QUIET if getattr(args, "quiet", False) else VERBOSE if getattr(args, "verbose", False) else NORMAL
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -100,13 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str, example: str) -> argparse.ArgumentParser:
-        # Every subcommand's help ends with one example and the exit codes.
+        # Every subcommand's help ends with one example and the exit codes; each takes --quiet/--verbose.
         return sub.add_parser(
             name,
             help=help_text,
             description=help_text,
             epilog=f"example: {example}\n\n{EXIT_CODES}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=[verbosity_options()],
         )
 
     p = command(
@@ -192,22 +216,36 @@ def _sweep(args: argparse.Namespace) -> int:
     from harness.sweep.driver import run_sweep
 
     bench = load_with_cli(args)
-    for result in run_sweep(bench, address=args.address, resume=args.resume):
-        _print_sweep_result(result)
-    print(f"MLflow: {_runs_view(bench)}")
+    results = run_sweep(bench, address=args.address, resume=args.resume)
+    _print_sweep_summary(results, bench, benchmark_file=args.benchmark)
     return EXIT_OK
+
+
+def _print_sweep_summary(results, bench, benchmark_file: str | None) -> None:
+    from harness.console import summary
+    from harness.sweep.storage import SweepStorage
+    from harness.sweep.summary import sweep_summary
+
+    study_storage = bench.search.study_database or SweepStorage.parse(bench.storage).study_storage()
+    text = sweep_summary(
+        results, bench, study_storage=study_storage, runs_view=_runs_view(bench), benchmark_file=benchmark_file
+    )
+    summary(text)
+
+
+def _print_compare_summary(report: Path, bench, seconds: float) -> None:
+    from harness.console import summary
+    from harness.report.verdict import compare_summary
+    from harness.results import load_results
+
+    text = compare_summary(load_results(report.parent), report=str(report.resolve()), runs_view=_runs_view(bench))
+    summary(f"{text}\n  ({seconds:.0f} s)")
 
 
 def _runs_view(bench) -> str:
     from harness.tracking import resolve_uri, runs_view
 
     return runs_view(resolve_uri(bench.tracking.uri), bench.tracking.experiment)
-
-
-def _print_sweep_result(result) -> None:
-    completed = sum(t.stopped_by == "completed" for t in result.trials)
-    best = f"best {result.best.trial_id} val_iou={result.best.val_iou:.4f}" if result.best else "no completed trial"
-    print(f"{result.arch}: {len(result.trials)} trials, {completed} ran every epoch, {best}")
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -224,9 +262,8 @@ def _compare(args: argparse.Namespace) -> int:
     sweeps = load_sweep_results(bench, args.sweep_id)
     out = Path(args.out or f"runs/{bench.name}/final_compare")
     started = time.monotonic()
-    report = run_compare(bench, sweeps, out, address=args.address)
-    print(f"report: {report}  ({time.monotonic() - started:.0f} s)")
-    print(f"MLflow: {_runs_view(bench)}")
+    report = run_compare(bench, sweeps, out, address=args.address, progress=verbosity_of(args) > 0)
+    _print_compare_summary(report, bench, time.monotonic() - started)
     return EXIT_OK
 
 
@@ -274,14 +311,15 @@ def _demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
     with ray_session(bench.ray, args.address):
         results = run_sweep(bench)
-        for result in results:
-            _print_sweep_result(result)
+        _print_sweep_summary(results, bench, benchmark_file=None)
         out = Path(bench.storage).parent / f"final_compare-{stamp}"
-        report = run_compare(bench, {r.arch: r for r in results}, out)
-    print(f"\nDemo finished in {time.monotonic() - started:.0f} s.")
-    print(f"Report:    {report.resolve()}")
-    print(f"Figures:   {(report.parent / 'figures').resolve()}")
-    print(f"Browse:    {_runs_view(bench)}")
+        compare_started = time.monotonic()
+        report = run_compare(bench, {r.arch: r for r in results}, out, progress=verbosity_of(args) > 0)
+    _print_compare_summary(report, bench, time.monotonic() - compare_started)
+    from harness.console import summary
+
+    summary(f"  figures:  {(report.parent / 'figures').resolve()}")
+    summary(f"Demo finished in {time.monotonic() - started:.0f} s.")
     return EXIT_OK
 
 
@@ -311,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("sweep", "compare", "demo") and getattr(args, "address", None) is None:
         guard_private_ray()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from harness.console import set_verbosity
+
+    set_verbosity(verbosity_of(args))
     command = {"sweep": _sweep, "compare": _compare, "report": _report, "demo": _demo, "replay": _replay}[args.command]
     try:
         return command(args)

@@ -18,6 +18,7 @@ from typing import Any
 import ray
 
 from harness.config.benchmark import RayConfig
+from harness.console import QUIET, verbosity
 from harness.data.prepare import PreparedData, prepare_data
 from harness.errors import ClusterError
 
@@ -33,13 +34,13 @@ def start_ray(options: RayConfig, address: str | None) -> bool:
             num_cpus=options.num_cpus,
             num_gpus=options.num_gpus,
             include_dashboard=False,
-            log_to_driver=True,
+            log_to_driver=verbosity() > QUIET,  # --quiet: the workers' own output stays in their logs
         )
         end_with_this_process()
         return True
     check_reachable(address)
     try:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=verbosity() > QUIET)
     except Exception as exc:
         raise connection_error(address, exc) from None
     return True

@@ -44,9 +44,11 @@ from harness.errors import CompareError, TrackingError
 from harness.metrics import confusion_stats, per_image_scores
 from harness.models import get_model_spec
 from harness.report import write_report
-from harness.results import SCORING_VERSION, RetrainResult, write_results
+from harness.report.verdict import NO_WINNER, Verdict, headline_metrics, verdict
+from harness.results import SCORING_VERSION, RetrainResult, load_results, write_results
 from harness.sweep.result import SWEEP_RESULT_FILE, SweepResult
 from harness.tracking import (
+    DESCRIPTION_TAG,
     ROLE_RETRAIN,
     ComparisonRecorder,
     check_tracking_uri,
@@ -212,7 +214,12 @@ def run_compare(
             "started_at": started,
         }
         report = _write_atomically(out, bench, data, sweeps, retrains, sample_rows, meta)
-        recorder.finish(metrics=summary_metrics(report.parent), artifacts_dir=report.parent)
+        outcome = verdict(load_results(report.parent))
+        recorder.finish(
+            metrics=summary_metrics(report.parent) | headline_metrics(outcome),
+            artifacts_dir=report.parent,
+            tags=verdict_tags(outcome, bench, sweep_id),
+        )
     except BaseException:
         recorder.fail()  # an interrupted or failed comparison is never taken as a result
         raise
@@ -271,6 +278,22 @@ def summary_metrics(results_dir: Path) -> dict[str, float]:
         for arch, group in pd.read_csv(per_image).groupby("arch"):
             metrics[f"{arch}_per_image_iou_mean"] = float(group["iou"].mean())
     return metrics
+
+
+def verdict_tags(outcome: Verdict, bench: Benchmark, sweep_id: str) -> dict[str, str]:
+    """The ``final_compare`` run's answer as tags: ``winner`` (or "none"), ``leader``, ``verdict``, the description."""
+    description = (
+        f"**{outcome.text}**\n\nBenchmark `{bench.name}`, sweep `{sweep_id}`: each architecture's best sweep config "
+        f"retrained over paired seeds {', '.join(str(s) for s in bench.compare.seeds)} and scored on the shared test "
+        "split. The headline is the mean per-image test IoU; its 95% interval is Student t over the per-seed "
+        "differences (this test set, new training seeds). The report is `report.html` in this run's artifacts."
+    )
+    return {
+        "winner": outcome.winner,
+        "leader": outcome.leader or NO_WINNER,
+        "verdict": outcome.text,
+        DESCRIPTION_TAG: description,
+    }
 
 
 def test_metrics(result: RetrainResult) -> dict[str, float]:

@@ -8,7 +8,15 @@ A search-space file (or inline mapping) maps a training key to a distribution::
     weight_decay:  {type: float, low: 0.0, high: 1.0e-3}
 
 Types: ``loguniform`` / ``uniform`` / ``float`` (``log: true`` allowed, ``step`` optional), ``int``
-(``log``, ``step``), ``categorical`` (``choices``); a bare value fixes the key. :func:`load_search_space`
+(``log``, ``step``), ``categorical`` (``choices``); a bare value fixes the key.
+
+Ray Tune's search-space words are read where they mean the same Optuna distribution
+(:data:`RAY_ALIASES`), with Ray's argument names (``lower``/``upper``, ``categories``, ``q``, ``base``) and
+Ray's meaning: ``choice`` is ``categorical``; ``randint``/``lograndint`` exclude ``upper`` as Ray does (so
+``{type: randint, lower: 1, upper: 4}`` is ``{type: int, low: 1, high: 3}``); ``qrandint`` and
+``quniform`` round to multiples of ``q`` with ``upper`` included, which is Optuna's ``step`` when ``lower``
+is a multiple of ``q``. Words with no Optuna equivalent (``qloguniform``, ``qlograndint``, ``randn``,
+``qrandn``, ``grid_search``, ``sample_from``) are refused with what to write instead. :func:`load_search_space`
 reads one space, :func:`load_search_spaces` a benchmark's ``search_spaces`` section. No Optuna here:
 :func:`harness.sweep.sampling.to_optuna` turns a validated space into Optuna distributions.
 """
@@ -34,6 +42,27 @@ _FIELDS = {
     "float": {"type", "low", "high", "step", "log"},
     "int": {"type", "low", "high", "step", "log"},
     "categorical": {"type", "choices"},
+}
+#: Ray Tune's words read as one of ours: word -> (our type, whether Ray's ``upper`` is exclusive, log scale).
+RAY_ALIASES = {
+    "choice": ("categorical", False, False),
+    "randint": ("int", True, False),
+    "lograndint": ("int", True, True),
+    "qrandint": ("int", False, False),
+    "quniform": ("float", False, False),
+}
+#: Ray Tune's words with no Optuna distribution that means the same, and what to write instead.
+RAY_REFUSED = {
+    "qloguniform": "Optuna has no quantized log scale (a step cannot be combined with log): write "
+    "{type: loguniform, low: .., high: ..} without q, or {type: categorical, choices: [...]} with the values",
+    "qlograndint": "Optuna has no quantized log scale: write {type: int, low: .., high: .., log: true} without q, "
+    "or {type: categorical, choices: [...]}",
+    "randn": "Optuna has no normal distribution: write {type: uniform, low: .., high: ..} over the range you "
+    "want searched",
+    "qrandn": "Optuna has no normal distribution: write {type: float, low: .., high: .., step: ..}",
+    "grid_search": "a grid is not what TPE samples: write {type: categorical, choices: [...]} (TPE searches "
+    "those values), or search.sampler: random for a baseline",
+    "sample_from": f"a function cannot be written in YAML nor given to Optuna: write one of {sorted(_TYPES)}",
 }
 #: ``check_value(key, value) -> value``: coerces a value to its field's type or raises ValueError.
 ValueCheck = Callable[[str, Any], Any]
@@ -152,13 +181,64 @@ def _number(key: str, name: str, value: Any) -> float:
     return value
 
 
+def from_ray_words(key: str, spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A spec written with Ray Tune's words (:data:`RAY_ALIASES`) as the same distribution in ours; others unchanged.
+
+    Raises :class:`SearchSpaceError` for a Ray word with no Optuna equivalent (:data:`RAY_REFUSED`), saying
+    what to write instead; ``{grid_search: [...]}``, Ray's grid as a mapping, is one.
+    """
+    if "type" not in spec and "grid_search" in spec:
+        raise SearchSpaceError(f"{key}: grid_search is not supported: {RAY_REFUSED['grid_search']}")
+    kind = spec.get("type")
+    if kind in RAY_REFUSED:
+        raise SearchSpaceError(f"{key}.type: {kind} (Ray Tune) is not supported: {RAY_REFUSED[kind]}")
+    spec = dict(spec)
+    # Ray's argument names, also with our types (a Ray user writes loguniform with lower/upper).
+    for ray_name, ours in (("lower", "low"), ("upper", "high"), ("categories", "choices")):
+        if ray_name in spec:
+            if ours in spec:
+                raise SearchSpaceError(f"{key}: give {ours} or {ray_name} (Ray Tune's name), not both")
+            spec[ours] = spec.pop(ray_name)
+    if kind in ("loguniform", "lograndint") and "base" in spec:
+        # A log-uniform distribution is the same whatever the logarithm's base: Ray's base changes nothing.
+        base = _number(key, "base", spec.pop("base"))
+        if base <= 1:
+            raise SearchSpaceError(f"{key}.base: must be > 1, got {base}")
+    if kind not in RAY_ALIASES:
+        return spec
+    ours, exclusive, log = RAY_ALIASES[kind]
+    spec["type"] = ours
+    if ours == "categorical":
+        return spec
+    if log:
+        spec["log"] = True
+    if "q" in spec:
+        q = _number(key, "q", spec.pop("q"))
+        low = _number(key, "low", spec.get("low", 0))
+        if q <= 0 or not float(low / q).is_integer():
+            raise SearchSpaceError(
+                f"{key}: {kind} rounds to multiples of q={q}, and lower={low} is not one: Optuna's step counts "
+                f"from low; make lower a multiple of q, or write {{type: {ours}, low: .., high: .., step: ..}}"
+            )
+        spec["step"] = int(q) if ours == "int" and float(q).is_integer() else q
+    if exclusive and "high" in spec:
+        high = _number(key, "high", spec["high"])
+        if not float(high).is_integer():
+            raise SearchSpaceError(f"{key}.upper: {kind} takes whole numbers, got {high}")
+        spec["high"] = int(high) - 1  # Ray's randint(lower, upper) never draws upper
+    return spec
+
+
 def _validate_entry(key: str, spec: Any, patch_size: int | None, check_value: ValueCheck | None) -> dict[str, Any]:
     if not isinstance(spec, Mapping):
         # A bare value fixes the key: handy for "this architecture always uses X".
         spec = {"type": "categorical", "choices": [spec]}
+    spec = from_ray_words(key, spec)
     kind = spec.get("type")
     if kind not in _TYPES:
-        raise SearchSpaceError(f"{key}.type: expected one of {sorted(_TYPES)}, got {kind!r}")
+        raise SearchSpaceError(
+            f"{key}.type: expected one of {sorted(_TYPES)} (or Ray Tune's {', '.join(RAY_ALIASES)}), got {kind!r}"
+        )
     extra = sorted(set(spec) - _FIELDS[kind])
     if extra:
         raise SearchSpaceError(f"{key}.{extra[0]}: unknown field for type {kind}")

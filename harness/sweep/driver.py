@@ -45,20 +45,32 @@ from ray.tune.search import ConcurrencyLimiter
 
 from harness.cluster import check_loader_workers, check_resources, ray_session
 from harness.config import Benchmark, from_flat, to_flat
+from harness.console import QUIET, VERBOSE, verbosity
 from harness.data.cache import open_cache
 from harness.data.prepare import PreparedData, prepare_data
 from harness.diskspace import free_bytes, megabytes, no_space_detail
 from harness.errors import NoSpaceError, StorageError, SweepError, SweepInterrupted, TrackingError
+from harness.models import get_model_spec
 from harness.sweep.checks import check_every_architecture_chose, check_trials_can_run, most_loader_workers
 from harness.sweep.disk import check_sweep_space, low_water_bytes, snapshot_state, state_files, storage_folder
+from harness.sweep.progress import TrialTable, tune_verbosity
 from harness.sweep.result import SWEEP_RESULT_FILE, SweepResult, TrialSummary, select_best
 from harness.sweep.resume import STATE_READERS, check_restorable, check_same_benchmark, recover_lost_checkpoints
 from harness.sweep.sampling import stopped_by, to_optuna
-from harness.sweep.searcher import TRIAL_LINKS, OptunaStudySearcher
+from harness.sweep.searcher import TRIAL_LINKS, TRIAL_NUMBERS, OptunaStudySearcher
 from harness.sweep.signals import check_not_interrupted, graceful_stop
 from harness.sweep.storage import LOCK_FILE, SWEEP_FILE, SweepStorage
 from harness.sweep.trainable import METRIC, train_trial
-from harness.tracking import TrialLogger, TrialRunFinder, check_tracking_uri, git_commit
+from harness.tracking import (
+    DESCRIPTION_TAG,
+    OPTUNA_NUMBER_TAG,
+    OPTUNA_STORAGE_TAG,
+    OPTUNA_STUDY_TAG,
+    TrialLogger,
+    TrialRunFinder,
+    check_tracking_uri,
+    git_commit,
+)
 from harness.tracking.server import check_artifact_store
 
 log = logging.getLogger("harness.sweep")
@@ -70,9 +82,17 @@ __all__ = ["SWEEP_FILE", "StorageError", "SweepError", "SweepInterrupted", "run_
 class MlflowTrialCallback(tune.Callback):
     """Forwards Tune's trial events (on the driver) to :class:`harness.tracking.TrialLogger`."""
 
-    def __init__(self, trial_logger: TrialLogger) -> None:
+    def __init__(self, trial_logger: TrialLogger, study_name: str | None = None) -> None:
         self.trial_logger = trial_logger
+        self.study_name = study_name  # the architecture's Optuna study: each trial's run is tagged with its number
         self._running: set[str] = set()  # trials started in this session and not ended yet
+
+    def _optuna_tags(self, trial_id: str) -> dict[str, str]:
+        # The searcher of this process keeps each Ray trial's Optuna number (harness.sweep.searcher).
+        number = TRIAL_NUMBERS.get(self.study_name or "", {}).get(trial_id)
+        if number is None:
+            return {}
+        return {OPTUNA_STUDY_TAG: str(self.study_name), OPTUNA_NUMBER_TAG: str(number)}
 
     def setup(self, **info: Any) -> None:
         """Open (or find again) the architecture's parent run."""
@@ -81,11 +101,11 @@ class MlflowTrialCallback(tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         """Create or reopen the trial's child run with its config."""
         self._running.add(trial.trial_id)
-        self.trial_logger.trial_started(trial.trial_id, dict(trial.config))
+        self.trial_logger.trial_started(trial.trial_id, dict(trial.config), self._optuna_tags(trial.trial_id))
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         """Log one epoch's metrics at step = epoch."""
-        self.trial_logger.trial_result(trial.trial_id, result)
+        self.trial_logger.trial_result(trial.trial_id, result, self._optuna_tags(trial.trial_id))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         """Mark the trial's run finished with how it stopped (and why, for a configuration that cannot run)."""
@@ -249,10 +269,11 @@ def _tuner(
     space = bench.search_spaces[arch]
     # The Tune boundary: the typed config goes in flat, sampled keys on top; train_trial reads it back typed.
     fixed = {k: v for k, v in to_flat(bench.trial_config(arch)).items() if k not in space}
+    study_name, study_storage = f"{state['sweep_id']}-{arch}", bench.search.study_database or storage.study_storage()
     searcher = OptunaStudySearcher(
         to_optuna(space),
-        study_name=f"{state['sweep_id']}-{arch}",
-        storage=bench.search.study_database or storage.study_storage(),
+        study_name=study_name,
+        storage=study_storage,
         metric=METRIC,
         mode=MODE,
         sampler=bench.search.sampler,
@@ -274,6 +295,9 @@ def _tuner(
             "git_commit": state.get("git_commit", "unknown"),
             "num_samples": str(bench.search.num_samples),
             "max_epochs": str(bench.train.epochs),
+            OPTUNA_STUDY_TAG: study_name,
+            OPTUNA_STORAGE_TAG: study_storage,
+            DESCRIPTION_TAG: sweep_description(bench, arch, state["sweep_id"], study_name, study_storage),
         },
         pending_path=str(workdir / f"mlflow-pending-{arch}.jsonl"),
     )
@@ -291,6 +315,7 @@ def _tuner(
                 "sweep_id": state["sweep_id"],
                 "arch": arch,
                 "interval_s": bench.tracking.system_metrics_s,
+                "verbose": verbosity() >= VERBOSE,
             },
         ),
         {"cpu": bench.resources.cpu, "gpu": bench.resources.gpu},
@@ -317,12 +342,33 @@ def _tuner(
     run_config = tune.RunConfig(
         name=arch,
         storage_path=storage.uri,
-        callbacks=[MlflowTrialCallback(trial_logger), guard],
+        callbacks=[MlflowTrialCallback(trial_logger, study_name), guard],
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=bench.failure.max_failures),
-        verbose=1,
+        # The trials as a table of their searched values (harness.sweep.progress), not Tune's status blocks.
+        progress_reporter=TrialTable(
+            arch, bench.search.num_samples, list(space), metric=METRIC, max_epochs=bench.train.epochs
+        ),
+        verbose=tune_verbosity(),
     )
     return trainable, tune_config, run_config, fixed, trial_logger
+
+
+def sweep_description(bench: Benchmark, arch: str, sweep_id: str, study_name: str, study_storage: str) -> str:
+    """The parent run's description (MLflow's note, Markdown): what was searched, the budget, where the study is."""
+    asha = (
+        f"ASHA (grace period {bench.asha.grace_period}, reduction factor {bench.asha.reduction_factor})"
+        if bench.asha.enabled
+        else "no early stopping"
+    )
+    searched = ", ".join(f"`{key}`" for key in bench.search_spaces[arch])
+    return (
+        f"**{get_model_spec(arch).label}** sweep of benchmark `{bench.name}` (sweep `{sweep_id}`): "
+        f"{bench.search.num_samples} trials of at most {bench.train.epochs} epochs, {bench.search.sampler.upper()} "
+        f"(seed {bench.search.seed}) with {asha}, the same budget as every other architecture of the sweep. "
+        f"Searched: {searched}. Optuna study `{study_name}` in `{study_storage}` "
+        f"(`optuna-dashboard {study_storage}`). Each child run is one trial; `best_trial_id` names the chosen one."
+    )
 
 
 def trial_summaries(grid: tune.ResultGrid, run_id_of: Callable[[str], str | None]) -> tuple[TrialSummary, ...]:
@@ -417,7 +463,15 @@ def run_architecture(
     trial_logger.log_parent_dict(result.to_dict(), SWEEP_RESULT_FILE)
     if best is not None:
         trial_logger.log_parent_metrics({"best_val_iou": best.val_iou})
-        trial_logger.set_parent_tags({"best_trial_id": best.trial_id})
+        searched = to_flat(best.config)
+        chosen = ", ".join(f"`{key}={searched[key]}`" for key in bench.search_spaces[arch] if key in searched)
+        trial_logger.set_parent_tags(
+            {
+                "best_trial_id": best.trial_id,
+                DESCRIPTION_TAG: trial_logger.parent_tags[DESCRIPTION_TAG]
+                + f"\n\nBest trial: `{best.trial_id}`, val_iou {best.val_iou:.4f} with {chosen}.",
+            }
+        )
         best_checkpoint = next((r.checkpoint for r in grid if (r.metrics or {}).get("trial_id") == best.trial_id), None)
         if best_checkpoint is not None:
             trial_logger.log_parent_artifacts([best_checkpoint.to_directory()], artifact_path="best_checkpoint")
@@ -450,7 +504,7 @@ def run_sweep(bench: Benchmark, *, address: str | None = None, resume: bool = Fa
         uri = check_tracking_uri(bench.tracking.uri)
         check_artifact_store(uri, bench.tracking.experiment)
         bench = dataclasses.replace(bench, tracking=dataclasses.replace(bench.tracking, uri=uri))
-        data = prepare_data(**bench.prepare_args(), progress=True)
+        data = prepare_data(**bench.prepare_args(), progress=verbosity() > QUIET)
         check_trials_can_run(bench, int(open_cache(data.cache_dir).images.shape[-1]))
         state = _existing_state(storage, resume, data, bench)
         check_sweep_space(bench, storage)  # what the sweep (or the rest of it) will write must fit

@@ -54,6 +54,9 @@ RAY_TRIAL_ID = "ray_trial_id"
 #: registered by the sweep driver in its own process: a function does not pickle with the searcher, and a
 #: searcher Tune restores from its experiment is another object than the one the driver built.
 TRIAL_LINKS: dict[str, Callable[[str], Mapping[str, str]]] = {}
+#: Study name -> {Ray trial id: Optuna trial number} of the searcher working on that study in this
+#: process (the driver's MLflow callback tags each trial's run with it); kept up to date by the searcher.
+TRIAL_NUMBERS: dict[str, dict[str, int]] = {}
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,7 @@ class OptunaStudySearcher(Searcher):
         self._file: StudyFile | None = None
         self._trials: dict[str, optuna.Trial] = {}
         self._numbers: dict[str, int] = {}
+        TRIAL_NUMBERS[self.study_name] = self._numbers
         self._linked: set[str] = set()  # Ray trial ids whose links are set
 
     # Tune pickles the searcher into its experiment (tuner.pkl) before the first trial: only the

@@ -17,11 +17,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import socket
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,9 +40,17 @@ from harness.retry import with_retries
 SWEEP_FILE = "sweep.json"
 #: The lock file a driver holds for as long as it uses the storage (see :meth:`SweepStorage.lock`).
 LOCK_FILE = ".driver.lock"
+#: The lease a driver holds on an object store instead (no file locks there), renewed while it runs.
+LEASE_FILE = ".driver.lease"
+#: A lease not renewed for this long is a dead driver's, and the next driver takes it over.
+LEASE_TTL_S = 90.0
+#: After writing its lease a driver reads it back this much later: of two drivers that started at once,
+#: the one whose write the store kept holds it, the other is refused.
+LEASE_SETTLE_S = 2.0
 STUDY_FILE = "optuna.db"
 #: URI schemes a sweep storage may use ("" is a local or shared path).
 OBJECT_STORE_SCHEMES = ("s3", "gs")
+log = logging.getLogger(__name__)
 
 
 def _credential_hint(scheme: str) -> str:
@@ -153,10 +163,12 @@ class SweepStorage:
         ``sweep.json``. On a local or shared path the lock is ``fcntl.flock`` on ``LOCK_FILE`` (on NFS a
         server-side lock): the kernel (or the NFS server's lease) releases it when the driver dies, even
         by SIGKILL, so a dead driver's lock is taken over without anyone's help. The file names the holder
-        (pid, host, command, since when) for the refusal. Object stores have no lock: not held there.
+        (pid, host, command, since when) for the refusal. Object stores have no file locks: there the
+        driver holds a lease instead (:meth:`lease`).
         """
         if self.remote:
-            yield
+            with self.lease():
+                yield
             return
         path = Path(self.uri) / LOCK_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -178,6 +190,85 @@ class SweepStorage:
             yield
         finally:
             os.close(fd)  # releases the lock
+
+    @contextlib.contextmanager
+    def lease(self, ttl_s: float = LEASE_TTL_S, settle_s: float = LEASE_SETTLE_S) -> Iterator[None]:
+        """Hold an object-store storage for this driver with a lease: ``LEASE_FILE``, renewed every ``ttl_s / 3``.
+
+        A lease renewed less than ``ttl_s`` ago (by the holder's clock, which must agree with this one's
+        within the TTL) refuses this driver, naming the holder; an older one is a dead driver's (a SIGKILL
+        leaves its lease unrenewed) and is taken over, with a warning naming it. The lease is written, then
+        read back ``settle_s`` later: an object store keeps the last of two writes, so of two drivers that
+        started at once exactly one finds its own token and goes on. Ended (deleted) when the driver leaves.
+        """
+        token = uuid.uuid4().hex
+        held = self._read_lease()
+        now = time.time()
+        if held is not None and held.get("token") != token:
+            age = now - float(held.get("renewed", 0))
+            if age < float(held.get("ttl_s", ttl_s)):
+                raise StorageError(
+                    f"storage {self.uri} is in use by another sweep driver ({held.get('holder', '?')}; its lease "
+                    f"{self.child(LEASE_FILE)} was renewed {age:.0f} s ago); two drivers would run Tune in the same "
+                    "folders: wait for it to end, stop it (Ctrl-C; continue with --resume), or pass another --storage"
+                )
+            log.warning(
+                "storage %s: taking over the lease of a driver that stopped renewing it %.0f s ago (%s)",
+                self.uri,
+                age,
+                held.get("holder", "?"),
+            )
+        holder = f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+        holder += " ".join(sys.argv)[:300]
+        lease = {"token": token, "holder": holder, "ttl_s": ttl_s, "renewed": now}
+        self._put(LEASE_FILE, json.dumps(lease).encode())
+        time.sleep(settle_s)
+        won = self._read_lease()
+        if won is None or won.get("token") != token:
+            raise StorageError(
+                f"storage {self.uri}: another sweep driver took the lease at the same moment "
+                f"({(won or {}).get('holder', '?')}); pass another --storage or wait for it to end"
+            )
+        stop = threading.Event()
+        renewer = threading.Thread(target=self._renew_lease, args=(lease, stop), name="storage-lease", daemon=True)
+        renewer.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            renewer.join(timeout=10)
+            with contextlib.suppress(StorageError, OSError):
+                current = self._read_lease()
+                if current is not None and current.get("token") == token:
+                    fs, base = self._fs()
+                    fs.delete_file(f"{base}/{LEASE_FILE}")
+
+    def _read_lease(self) -> dict[str, Any] | None:
+        data = self.read_bytes(LEASE_FILE)
+        if data is None:
+            return None
+        try:
+            return json.loads(data.decode())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return {"holder": "an unreadable lease", "renewed": 0}  # cut by a dying writer: stale
+
+    def _renew_lease(self, lease: dict[str, Any], stop: threading.Event) -> None:
+        """Rewrite the lease every third of its TTL until ``stop``; a lease lost to another driver is logged."""
+        while not stop.wait(lease["ttl_s"] / 3):
+            try:
+                current = self._read_lease()
+                if current is not None and current.get("token") != lease["token"]:
+                    log.error(
+                        "storage %s: the lease was taken over by another driver (%s) while this one ran: "
+                        "was this driver paused for longer than %.0f s?",
+                        self.uri,
+                        current.get("holder", "?"),
+                        lease["ttl_s"],
+                    )
+                    return
+                self._put(LEASE_FILE, json.dumps({**lease, "renewed": time.time()}).encode())
+            except StorageError as exc:  # the store is down for a moment: the TTL leaves time to retry
+                log.warning("storage %s: could not renew the driver's lease: %s", self.uri, exc)
 
     def read_json(self, name: str) -> dict[str, Any] | None:
         """The JSON file ``name`` in the storage, or None when there is none."""

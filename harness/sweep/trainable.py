@@ -10,6 +10,7 @@ a result rather than an exception Tune would retry.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from typing import Any
 
@@ -31,6 +32,9 @@ def train_trial(
     ``run`` (tracking URI, experiment, sweep id, architecture, sampling interval) lets the trial log its
     machine's system metrics to its MLflow run, which the driver creates.
     """
+    if not (run or {}).get("verbose"):
+        # Ray Train logs "Checkpoint successfully created at: <path>" at every epoch of every trial.
+        logging.getLogger("ray.train").setLevel(logging.WARNING)
     if run is None:
         _train_trial(config, data, prepare_args)
         return

@@ -17,7 +17,11 @@ Everything public is re-exported here, so callers import from ``harness.tracking
 # store sets MLflow's HTTP defaults (fail fast, no built-in retry loop) before mlflow is imported.
 from harness.tracking.store import (
     CONFIG_ARTIFACT,
+    DESCRIPTION_TAG,
     EPOCH_METRICS,
+    OPTUNA_NUMBER_TAG,
+    OPTUNA_STORAGE_TAG,
+    OPTUNA_STUDY_TAG,
     PARENT_TAG,
     ROLE_FINAL,
     ROLE_SWEEP,
@@ -48,7 +52,11 @@ from harness.tracking.writer import TrialLogger
 
 __all__ = [
     "CONFIG_ARTIFACT",
+    "DESCRIPTION_TAG",
     "EPOCH_METRICS",
+    "OPTUNA_NUMBER_TAG",
+    "OPTUNA_STORAGE_TAG",
+    "OPTUNA_STUDY_TAG",
     "PARENT_TAG",
     "ROLE_FINAL",
     "ROLE_RETRAIN",

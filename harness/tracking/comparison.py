@@ -164,10 +164,14 @@ class ComparisonRecorder:
                 registered_model_name=registered_model_name,
             )
 
-    def finish(self, *, metrics: Mapping[str, float], artifacts_dir: str | Path) -> None:
-        """Attach the results directory and the summary metrics, and end the run FINISHED."""
+    def finish(
+        self, *, metrics: Mapping[str, float], artifacts_dir: str | Path, tags: Mapping[str, str] | None = None
+    ) -> None:
+        """Attach the results directory, the summary metrics and ``tags`` (the verdict), and end the run FINISHED."""
         ts = int(time.time() * 1000)
         retry(lambda: self.client.log_batch(self.run_id, metrics=_metrics(metrics, 0, ts)), what="summary metrics")
+        for key, value in (tags or {}).items():
+            retry(lambda k=key, v=value: self.client.set_tag(self.run_id, k, str(v)), what=f"tag {key}")
         retry(lambda: self.client.log_artifacts(self.run_id, str(artifacts_dir)), what="results directory")
         self.client.set_terminated(self.run_id, "FINISHED")
 

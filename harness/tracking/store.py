@@ -51,6 +51,10 @@ EPOCH_METRICS = (
 )
 #: Per-epoch result keys recorded as tags of the run: the device "auto" resolved to, the precision trained in.
 RUN_FACTS = ("device", "precision")
+#: Tags naming a trial's Optuna study and its number in it (what optuna-dashboard calls "Trial <n>").
+OPTUNA_STUDY_TAG, OPTUNA_NUMBER_TAG = "optuna_study", "optuna_trial_number"
+#: Where the Optuna studies of a sweep live (a parent run's tag), and MLflow's run description tag.
+OPTUNA_STORAGE_TAG, DESCRIPTION_TAG = "optuna_storage", "mlflow.note.content"
 
 
 def resolve_uri(uri: str) -> str:

@@ -31,6 +31,7 @@ from harness.errors import TrackingError
 from harness.tracking.store import (
     CONFIG_ARTIFACT,
     EPOCH_METRICS,
+    OPTUNA_NUMBER_TAG,
     PARENT_TAG,
     ROLE_SWEEP,
     ROLE_TRIAL,
@@ -176,12 +177,16 @@ class TrialLogger:
         return self.parent_run_id
 
     # -- events from the sweep --------------------------------------------------------------------
-    def trial_started(self, trial_id: str, config: Mapping[str, Any]) -> None:
-        """Record that a trial started (or restarted after a failure or a restore) with this config."""
-        self._enqueue(_Op("start", trial_id, {"config": dict(config)}))
+    def trial_started(self, trial_id: str, config: Mapping[str, Any], tags: Mapping[str, str] | None = None) -> None:
+        """Record that a trial started (or restarted after a failure or a restore) with this config.
 
-    def trial_result(self, trial_id: str, result: Mapping[str, Any]) -> None:
-        """Log one epoch's result at step = epoch, unless the store already has that step."""
+        ``tags``: more about the trial (its Optuna study and trial number); with ``optuna_trial_number``
+        among them the run is named after it, as Optuna's dashboard names the trial ("Trial 0").
+        """
+        self._enqueue(_Op("start", trial_id, {"config": dict(config), "tags": dict(tags or {})}))
+
+    def trial_result(self, trial_id: str, result: Mapping[str, Any], tags: Mapping[str, str] | None = None) -> None:
+        """Log one epoch's result at step = epoch, unless the store already has that step (``tags``: as above)."""
         epoch = int(result["epoch"])
         metrics = {}
         for k in EPOCH_METRICS:
@@ -190,7 +195,7 @@ class TrialLogger:
                 metrics[k] = float(v)
         payload = {"epoch": epoch, "metrics": metrics, "restored_at_epoch": result.get("restored_at_epoch")}
         # Where the epoch ran ("auto" resolved) and in which precision: tags, as they hold for the run.
-        payload["facts"] = {k: result[k] for k in RUN_FACTS if isinstance(result.get(k), str)}
+        payload["facts"] = {k: result[k] for k in RUN_FACTS if isinstance(result.get(k), str)} | dict(tags or {})
         self._enqueue(_Op("metrics", trial_id, payload))
 
     def trial_finished(self, trial_id: str, stopped_by: str, error: str | None = None) -> None:
@@ -321,7 +326,9 @@ class TrialLogger:
         if self.parent_run_id is None:
             self.start()
         if op.kind == "start":
-            self._ensure_child(op.trial_id, op.payload["config"])
+            tags = op.payload.get("tags", {})
+            run_id = self._ensure_child(op.trial_id, op.payload["config"], tags.get(OPTUNA_NUMBER_TAG))
+            self._set_facts(run_id, tags)
         elif op.kind == "metrics":
             run_id = self._ensure_child(op.trial_id, None)
             step = op.payload["epoch"]
@@ -330,10 +337,7 @@ class TrialLogger:
                 # Where this run of the trial resumed from: a fact about the run, not a per-epoch series.
                 self.client.set_tag(run_id, "restored_at_epoch", str(restored))
                 self._restored_tag[run_id] = restored
-            for key, value in op.payload.get("facts", {}).items():
-                if self._fact_tags.setdefault(run_id, {}).get(key) != value:
-                    self.client.set_tag(run_id, key, value)
-                    self._fact_tags[run_id][key] = value
+            self._set_facts(run_id, op.payload.get("facts", {}))
             if step <= self._max_step.get(run_id, 0):
                 return  # already in the store: a resumed trial re-reported this epoch
             ts = int(time.time() * 1000)
@@ -351,7 +355,14 @@ class TrialLogger:
             status = RunStatus.to_string(ended)
             self.client.set_terminated(run_id, status)
 
-    def _ensure_child(self, trial_id: str, config: Mapping[str, Any] | None) -> str:
+    def _set_facts(self, run_id: str, facts: Mapping[str, str]) -> None:
+        """Set tags that hold for the whole run, each once (a change is written again)."""
+        for key, value in facts.items():
+            if self._fact_tags.setdefault(run_id, {}).get(key) != value:
+                self.client.set_tag(run_id, key, value)
+                self._fact_tags[run_id][key] = value
+
+    def _ensure_child(self, trial_id: str, config: Mapping[str, Any] | None, optuna_number: str | None = None) -> str:
         run_id = self._run_ids.get(trial_id)
         if run_id is None:
             tags = {"role": ROLE_TRIAL, PARENT_TAG: self.parent_run_id, "trial_id": trial_id}
@@ -359,10 +370,11 @@ class TrialLogger:
             if found:
                 run_id = found[0].info.run_id
             else:
-                number = len(self._run_ids) + 1  # the trial's rank in this sweep, for a readable name
+                # Named as Optuna names the trial where its number is known, else by its rank in this sweep.
+                number = f"trial{optuna_number}" if optuna_number is not None else f"t{len(self._run_ids) + 1:02d}"
                 run = self.client.create_run(
                     self._experiment_id,
-                    run_name=f"{self.arch}/t{number:02d}-{trial_id}",
+                    run_name=f"{self.arch}/{number}-{trial_id}",
                     tags=standard_tags({**tags, "arch": self.arch, "sweep_id": self.sweep_id}),
                 )
                 run_id = run.info.run_id

@@ -123,6 +123,19 @@ def test_mlflow_holds_the_final_compare_run_with_artifacts(compared):
     for run in runs:
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"report.md", "results.csv", "figures"} <= artifacts
+    # The run says the answer: its verdict (description and tags) and the headline numbers behind it.
+    for run in runs:
+        tags, metrics = run.data.tags, run.data.metrics
+        assert tags["winner"] in (*bench.architectures, "none") and tags["leader"] in bench.architectures
+        assert tags["mlflow.note.content"].startswith(f"**{tags['verdict']}**")
+        a, b = tags["leader"], next(arch for arch in bench.architectures if arch != tags["leader"])
+        key = f"{a}_minus_{b}_per_image_iou"
+        assert (
+            metrics[f"{key}_ci_low"] <= metrics[key] <= metrics[f"{key}_ci_high"]
+            and 0 <= metrics[f"{key}_seed_t_p"] <= 1
+        )
+        established = metrics[f"{key}_ci_low"] > 0
+        assert tags["winner"] == (a if established else "none")
     _, retrains = _runs(bench, role="final_retrain")
     assert len(retrains) == len(bench.architectures) * len(bench.compare.seeds)
     # Each retrain is nested under a comparison run, with its curves, test metrics and model.

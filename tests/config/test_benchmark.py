@@ -27,7 +27,7 @@ search_spaces:
 """
 
 
-@pytest.mark.parametrize("name", ["smoke.yaml", "demo.yaml", "cloud95.yaml", "seed-study.yaml"])
+@pytest.mark.parametrize("name", ["smoke.yaml", "demo.yaml", "cloud95.yaml", "cloud38-local.yaml", "seed-study.yaml"])
 def test_shipped_benchmarks_load(name):
     path = ROOT / "benchmarks" / name
     if not path.exists():
@@ -36,6 +36,20 @@ def test_shipped_benchmarks_load(name):
     assert set(bench.architectures) <= set(list_models())
     for arch in bench.architectures:
         assert {"lr", "depth"} <= set(bench.search_spaces[arch])
+
+
+def test_the_one_box_recipe_needs_no_server_and_no_shared_path(tmp_path, synthetic_root, monkeypatch):
+    from harness.sweep.storage import SweepStorage
+    from harness.tracking import check_tracking_uri
+
+    monkeypatch.chdir(tmp_path)  # as a user runs it, from their own folder
+    bench = load_benchmark(ROOT / "benchmarks" / "cloud38-local.yaml", [f"data.root={synthetic_root}"])
+    assert check_tracking_uri(bench.tracking.uri).startswith(f"sqlite:///{tmp_path}")  # a file, no server
+    storage = SweepStorage.parse(bench.storage)
+    assert not storage.remote and storage.uri.startswith(str(tmp_path))
+    storage.check()
+    assert bench.data.cache_dir.startswith("runs/cloud38") and bench.resources.gpu == 1
+    assert bench.train.num_workers * bench.search.max_concurrent <= 16  # fits a 16-core 4-GPU box
 
 
 def test_train_section_is_the_one_train_config(tmp_path):

@@ -6,6 +6,7 @@ from harness.config import load_benchmark
 from harness.errors import ConfigError
 from tests.config.test_benchmark import BASE, _write
 
+INT_1_TO_3 = {"type": "int", "low": 1, "high": 3, "log": False, "step": 1}
 DEFAULT_SPACE = "{lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}, depth: {type: int, low: 1, high: 3}}"
 
 
@@ -47,3 +48,40 @@ def test_missing_search_space_file_is_named(tmp_path):
     path = _with_space(tmp_path, "unetpp", "no/such/space.yaml")
     with pytest.raises(ConfigError, match="no/such/space.yaml"):
         load_benchmark(path)
+
+
+@pytest.mark.parametrize(
+    ("entry", "same_as"),
+    [
+        ("{depth: {type: randint, lower: 1, upper: 4}}", INT_1_TO_3),
+        (
+            "{depth: {type: qrandint, lower: 1, upper: 3, q: 1}}",
+            {"type": "int", "low": 1, "high": 3, "log": False, "step": 1},
+        ),
+        (
+            "{lr: {type: loguniform, lower: 1.0e-4, upper: 1.0e-2, base: 10}}",
+            {"type": "loguniform", "low": 1e-4, "high": 1e-2, "log": True, "step": None},
+        ),
+        ("{loss: {type: choice, categories: [ce, dice]}}", {"type": "categorical", "choices": ["ce", "dice"]}),
+    ],
+)
+def test_ray_tunes_words_are_read_as_the_same_distribution(tmp_path, entry, same_as):
+    bench = load_benchmark(_with_space(tmp_path, "unetpp", entry))
+    (spec,) = bench.search_spaces["unetpp"].values()
+    assert spec == same_as
+
+
+@pytest.mark.parametrize(
+    ("entry", "needle"),
+    [
+        ("{depth: {grid_search: [1, 2]}}", "depth: grid_search is not supported: a grid is not what TPE samples"),
+        ("{lr: {type: qloguniform, lower: 1.0e-4, upper: 1.0e-2, q: 1.0e-4}}", "write {type: loguniform"),
+        ("{lr: {type: randn, mean: 0, sd: 1}}", "Optuna has no normal distribution"),
+        ("{depth: {type: qrandint, lower: 1, upper: 3, q: 2}}", "make lower a multiple of q"),
+        ("{lr: {type: uniform, low: 0.1, lower: 0.1, high: 0.2}}", "give low or lower"),
+    ],
+)
+def test_ray_words_without_an_optuna_equivalent_say_what_to_write(tmp_path, entry, needle):
+    with pytest.raises(ConfigError) as err:
+        load_benchmark(_with_space(tmp_path, "unetpp", entry))
+    assert needle in str(err.value) and "search_spaces.unetpp" in str(err.value)

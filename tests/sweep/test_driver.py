@@ -79,6 +79,12 @@ def test_smoke_sweep_logs_every_trial_once(smoke_sweep):
         assert json.dumps(stored.to_dict()) == json.dumps(result.to_dict())  # NaN-safe equality
         assert parent.data.metrics["best_val_iou"] == result.best.val_iou
         assert parent.data.tags["best_trial_id"] == result.best.trial_id
+        # The parent run describes the sweep and where its Optuna study is.
+        study_storage = parent.data.tags["optuna_storage"]
+        assert parent.data.tags["optuna_study"] == f"{result.sweep_id}-{result.arch}"
+        description = parent.data.tags["mlflow.note.content"]
+        assert f"`optuna-dashboard {study_storage}`" in description
+        assert f"Best trial: `{result.best.trial_id}`, val_iou {result.best.val_iou:.4f}" in description
         assert {t.run_id for t in result.trials} == {
             c.info.run_id for c in children if c.data.tags["arch"] == result.arch
         }
@@ -122,6 +128,13 @@ def test_asha_stopped_trials_are_pruned_in_optuna(smoke_sweep):
         for t in study.trials:
             if t.state == TrialState.COMPLETE:
                 assert sorted(t.intermediate_values) == list(range(1, bench.train.epochs + 1))
+        # ... and each MLflow run names its study and its Optuna trial number, and is named after it.
+        runs = {r.data.tags["trial_id"]: r for r in children if r.data.tags["arch"] == arch}
+        for t in study.trials:
+            run = runs[t.user_attrs["ray_trial_id"]]
+            assert run.data.tags["optuna_study"] == summary.study_name
+            assert run.data.tags["optuna_trial_number"] == str(t.number)
+            assert run.info.run_name == f"{arch}/trial{t.number}-{t.user_attrs['ray_trial_id']}"
     # Each trial logged its machine's system metrics into its run from its Ray worker.
     completed = [r for r in children if r.data.tags["stopped_by"] == "completed"]
     assert any("system/cpu_utilization_percentage" in r.data.metrics for r in completed)

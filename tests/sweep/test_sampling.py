@@ -85,3 +85,35 @@ def test_tpe_leaves_random_start_up_within_a_small_budget():
     sampler = make_sampler("tpe", 0, budget=8)
     assert isinstance(sampler, optuna.samplers.TPESampler)
     assert isinstance(make_sampler("random", 0), optuna.samplers.RandomSampler)
+
+
+@pytest.mark.parametrize(
+    ("ray_domain", "entry"),
+    [
+        (lambda tune: tune.randint(1, 4), {"type": "randint", "lower": 1, "upper": 4}),
+        (lambda tune: tune.qrandint(2, 8, 2), {"type": "qrandint", "lower": 2, "upper": 8, "q": 2}),
+        (lambda tune: tune.lograndint(1, 64), {"type": "lograndint", "lower": 1, "upper": 64}),
+        (
+            lambda tune: tune.quniform(0.0, 0.001, 0.00025),
+            {"type": "quniform", "lower": 0.0, "upper": 0.001, "q": 0.00025},
+        ),
+        (lambda tune: tune.choice([4, 8, 16]), {"type": "choice", "categories": [4, 8, 16]}),
+    ],
+)
+def test_a_ray_word_becomes_the_optuna_distribution_with_the_support_ray_samples(ray_domain, entry):
+    from ray import tune
+
+    from harness.config.search_spaces import load_search_space
+
+    drawn = ray_domain(tune).sample(size=4000, random_state=0)  # Ray's own sampler
+    dist = to_optuna(load_search_space({"key": entry}))["key"]
+    if isinstance(dist, CategoricalDistribution):
+        assert set(dist.choices) == set(drawn)
+        return
+    # Optuna's support: low + k * step up to high (every int for step 1); Ray's draws must fill it exactly.
+    step = dist.step or 1
+    support = {round(dist.low + k * step, 10) for k in range(round((dist.high - dist.low) / step) + 1)}
+    if isinstance(dist, IntDistribution) and dist.log:
+        assert dist.log and (dist.low, dist.high) == (min(drawn), max(drawn)) == (1, 63)
+        return
+    assert {round(float(x), 10) for x in drawn} == support
