@@ -91,6 +91,8 @@ class Cluster:
             AWS_DEFAULT_REGION="us-east-1",
             AWS_EC2_METADATA_DISABLED="true",
             TUNE_GLOBAL_CHECKPOINT_S="1",
+            # The resumed driver watches the SIGKILLed one's storage lease for its TTL before taking it over.
+            CLOUDMASK_LEASE_TTL_S="6",
             **self.aws,
         )
         env.update(extra)
@@ -287,6 +289,7 @@ def test_sweep_killed_resumed_elsewhere_node_lost_then_compared(cluster, tmp_pat
     killer.join(timeout=5)
     killed.set()
     assert resumed.returncode == 0, cluster.log("driver2")
+    assert "taking over the lease of a driver that stopped renewing it" in cluster.log("driver2")
     assert cluster.procs["worker2"].poll() is not None, "the worker node was never killed"
     assert cluster.procs["worker1"].poll() is None, "the other worker node is alive"
 

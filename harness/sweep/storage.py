@@ -43,7 +43,8 @@ LOCK_FILE = ".driver.lock"
 #: The lease a driver holds on an object store instead (no file locks there), renewed while it runs.
 LEASE_FILE = ".driver.lease"
 #: A lease not renewed for this long is a dead driver's, and the next driver takes it over.
-LEASE_TTL_S = 90.0
+LEASE_TTL_S = 60.0
+LEASE_TTL_ENV = "CLOUDMASK_LEASE_TTL_S"
 #: After writing its lease a driver reads it back this much later: of two drivers that started at once,
 #: the one whose write the store kept holds it, the other is refused.
 LEASE_SETTLE_S = 2.0
@@ -192,32 +193,23 @@ class SweepStorage:
             os.close(fd)  # releases the lock
 
     @contextlib.contextmanager
-    def lease(self, ttl_s: float = LEASE_TTL_S, settle_s: float = LEASE_SETTLE_S) -> Iterator[None]:
+    def lease(self, ttl_s: float | None = None, settle_s: float = LEASE_SETTLE_S) -> Iterator[None]:
         """Hold an object-store storage for this driver with a lease: ``LEASE_FILE``, renewed every ``ttl_s / 3``.
 
-        A lease renewed less than ``ttl_s`` ago (by the holder's clock, which must agree with this one's
-        within the TTL) refuses this driver, naming the holder; an older one is a dead driver's (a SIGKILL
-        leaves its lease unrenewed) and is taken over, with a warning naming it. The lease is written, then
-        read back ``settle_s`` later: an object store keeps the last of two writes, so of two drivers that
-        started at once exactly one finds its own token and goes on. Ended (deleted) when the driver leaves.
+        ``ttl_s`` defaults to ``LEASE_TTL_S`` (``CLOUDMASK_LEASE_TTL_S`` in the environment overrides it).
+        Another driver's lease is watched for up to its own TTL: renewed meanwhile, its driver is alive and
+        this one is refused, naming it; not renewed, its driver is dead (a SIGKILL leaves its lease as it
+        was) and the lease is taken over, with a warning naming it. A lease whose last renewal is older than
+        its TTL by this machine's clock is taken over without waiting. Ours is written, then read back
+        ``settle_s`` later: an object store keeps the last of two writes, so of two drivers that started at
+        once exactly one finds its own token and goes on. Ended (deleted) when the driver leaves.
         """
+        ttl_s = float(os.environ.get(LEASE_TTL_ENV, LEASE_TTL_S)) if ttl_s is None else ttl_s
         token = uuid.uuid4().hex
         held = self._read_lease()
+        if held is not None:
+            self._wait_for_stale(held)
         now = time.time()
-        if held is not None and held.get("token") != token:
-            age = now - float(held.get("renewed", 0))
-            if age < float(held.get("ttl_s", ttl_s)):
-                raise StorageError(
-                    f"storage {self.uri} is in use by another sweep driver ({held.get('holder', '?')}; its lease "
-                    f"{self.child(LEASE_FILE)} was renewed {age:.0f} s ago); two drivers would run Tune in the same "
-                    "folders: wait for it to end, stop it (Ctrl-C; continue with --resume), or pass another --storage"
-                )
-            log.warning(
-                "storage %s: taking over the lease of a driver that stopped renewing it %.0f s ago (%s)",
-                self.uri,
-                age,
-                held.get("holder", "?"),
-            )
         holder = f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}: "
         holder += " ".join(sys.argv)[:300]
         lease = {"token": token, "holder": holder, "ttl_s": ttl_s, "renewed": now}
@@ -242,6 +234,38 @@ class SweepStorage:
                 if current is not None and current.get("token") == token:
                     fs, base = self._fs()
                     fs.delete_file(f"{base}/{LEASE_FILE}")
+
+    def _wait_for_stale(self, held: dict[str, Any]) -> None:
+        """Return once ``held`` is a dead driver's lease; StorageError naming its holder if it is renewed meanwhile."""
+        ttl = float(held.get("ttl_s", LEASE_TTL_S))
+        age = time.time() - float(held.get("renewed", 0))
+        if age < ttl:
+            log.warning(
+                "storage %s: another driver's lease (%s) was renewed %.0f s ago: watching it for up to %.0f s "
+                "(renewed: that driver is alive and this one stops; not renewed: it is taken over)",
+                self.uri,
+                held.get("holder", "?"),
+                age,
+                ttl,
+            )
+            deadline = time.monotonic() + ttl
+            while time.monotonic() < deadline:
+                time.sleep(min(1.0, ttl / 10))
+                now = self._read_lease()
+                if now is None:
+                    return  # its driver ended and released it
+                if now.get("renewed") != held.get("renewed") or now.get("token") != held.get("token"):
+                    raise StorageError(
+                        f"storage {self.uri} is in use by another sweep driver ({now.get('holder', '?')}; it "
+                        f"renews its lease {self.child(LEASE_FILE)}); two drivers would run Tune in the same "
+                        "folders: wait for it to end, stop it (Ctrl-C; continue with --resume), or pass another "
+                        "--storage"
+                    )
+        log.warning(
+            "storage %s: taking over the lease of a driver that stopped renewing it (%s)",
+            self.uri,
+            held.get("holder", "?"),
+        )
 
     def _read_lease(self) -> dict[str, Any] | None:
         data = self.read_bytes(LEASE_FILE)

@@ -76,14 +76,14 @@ def lease_of(client, prefix: str) -> dict | None:
 
 def test_a_second_driver_is_refused_naming_the_holder_and_the_lease_ends_with_the_first(s3):
     storage = SweepStorage.parse("s3://sweeps/one")
-    with storage.lock():
+    with storage.lease(ttl_s=1.5, settle_s=0.2):
         held = lease_of(s3, "one")
         assert held is not None and f"pid {os.getpid()}" in held["holder"]
         with pytest.raises(StorageError) as refused, SweepStorage.parse("s3://sweeps/one").lock():
             pass
         message = str(refused.value)
         assert "in use by another sweep driver" in message and f"pid {os.getpid()}" in message
-        assert f"s3://sweeps/one/{LEASE_FILE}" in message
+        assert f"it renews its lease s3://sweeps/one/{LEASE_FILE}" in message
     assert lease_of(s3, "one") is None  # released on leaving
     with SweepStorage.parse("s3://sweeps/one").lock():  # and free for the next driver
         pass
@@ -121,12 +121,14 @@ def test_a_sigkilled_drivers_lease_is_taken_over_once_it_is_stale(s3, caplog):
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=20)
-    time.sleep(3.5)  # past its TTL with no renewal: the dead driver's lease is stale
+    # At once: the lease is fresh, so it is watched for its TTL (3 s), not renewed, and taken over.
+    started = time.monotonic()
     with (
         caplog.at_level("WARNING", logger="harness.sweep.storage"),
         SweepStorage.parse("s3://sweeps/killed").lease(settle_s=0.2),
     ):
         assert f"pid {os.getpid()}" in lease_of(s3, "killed")["holder"]
+    assert time.monotonic() - started < 3 + 5
     assert any("taking over the lease" in r.message and f"pid {holder.pid}" in r.message for r in caplog.records)
 
 
