@@ -285,9 +285,10 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from harness.console import summary
     from harness.report import write_report
 
-    print(f"report: {write_report(Path(args.results_dir))}")
+    summary(f"report: {write_report(Path(args.results_dir))}")
     return EXIT_OK
 
 

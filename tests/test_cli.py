@@ -126,3 +126,31 @@ def test_demo_takes_its_benchmark_positionally_like_every_command_and_still_read
     assert parser.parse_args(["demo", "b.yaml"]).benchmark == "b.yaml"
     old = parser.parse_args(["demo", "--benchmark", "b.yaml"])
     assert (old.benchmark, old.benchmark_option) == (None, "b.yaml")
+
+
+def test_every_command_takes_quiet_or_verbose_but_not_both(capsys):
+    from harness.cli import verbosity_of
+    from harness.console import NORMAL, QUIET, VERBOSE
+
+    parser = build_parser()
+    for command in (["sweep", "b.yaml"], ["compare"], ["report", "d"], ["demo"], ["replay"]):
+        assert verbosity_of(parser.parse_args([*command, "-q"])) == QUIET
+        assert verbosity_of(parser.parse_args([*command, "--verbose"])) == VERBOSE
+        assert verbosity_of(parser.parse_args(command)) == NORMAL
+        with pytest.raises(SystemExit) as usage:
+            parser.parse_args([*command, "-q", "-v"])
+        assert usage.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def test_quiet_still_prints_the_answer_and_the_errors(tmp_path, capsys):
+    from harness import console
+    from tests.test_results import make_results_dir
+
+    root = make_results_dir(tmp_path / "results")
+    try:
+        assert main(["report", str(root), "-q"]) == 0
+        assert capsys.readouterr().out == f"report: {root / 'report.md'}\n"
+        assert main(["report", str(tmp_path / "nowhere"), "-q"]) == 3
+        assert "nowhere" in capsys.readouterr().err
+    finally:
+        console.set_verbosity(console.NORMAL)
