@@ -45,6 +45,16 @@ retrain = runs[0]
 run_id = retrain["info"]["run_id"]
 model_id = retrain["outputs"]["model_outputs"][0]["model_id"]
 study = api(f"{OD}/api/studies")["study_summaries"][-1]["study_id"]  # the last architecture's study
+
+
+def latest(filter_string):
+    """The newest run of the experiment matching ``filter_string``."""
+    body = {"experiment_ids": [exp], "max_results": 1, "filter": filter_string}
+    return api(f"{ML}/api/2.0/mlflow/runs/search", {**body, "order_by": ["attributes.start_time DESC"]})["runs"][0]
+
+
+final = latest("tags.role = 'final_compare' and attributes.status = 'FINISHED'")
+trial = latest("tags.role = 'trial' and tags.optuna_trial_number = '0'")
 print("experiment", exp, "run", retrain["info"]["run_name"], run_id, "model", model_id, "study", study)
 
 with sync_playwright() as p:
@@ -108,7 +118,12 @@ with sync_playwright() as p:
         pg.wait_for_timeout(2500)
     shot(pg, "mlflow-retrained-model-artifacts.png")
 
-    # 3. optuna-dashboard: trial list (user attributes ray_trial_id, mlflow_run_id) and history plot
+    # 3. the final comparison's run (its description is the verdict; tags winner/leader/verdict; the
+    # headline difference, interval and p-value metrics) and a trial's run (its Optuna study and number)
+    shot(page(f"{ML}/#/experiments/{exp}/runs/{final['info']['run_id']}?{MODE}"), "mlflow-final-compare.png")
+    shot(page(f"{ML}/#/experiments/{exp}/runs/{trial['info']['run_id']}?{MODE}"), "mlflow-trial.png")
+
+    # 4. optuna-dashboard: trial list (user attributes ray_trial_id, mlflow_run_id) and history plot
     shot(page(f"{OD}/dashboard/studies/{study}/trials"), "optuna-dashboard.png")
     shot(page(f"{OD}/dashboard/studies/{study}"), "optuna-dashboard-history.png")
     browser.close()

@@ -21,8 +21,15 @@ def test_demo_runs_sweep_and_comparison(ray_cluster, tmp_path):
         cmd += ["--set", f"{key}={value}"]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    report_line = next(line for line in proc.stdout.splitlines() if line.startswith("Report:"))
+    out = proc.stdout.splitlines()
+    report_line = next(line for line in out if line.startswith("  report:"))
     report = Path(report_line.split(":", 1)[1].strip())
     assert report.is_file() and report.is_relative_to(tmp_path / "runs" / "demo")
     assert "U-Net" in report.read_text() and "UNet++" in report.read_text()
     assert "mlflow ui --backend-store-uri sqlite:///" in proc.stdout
+    # The console tells the answer: both summaries, the verdict, where the Optuna study is; none of Tune's noise.
+    assert any(line.startswith("Sweep demo-") for line in out) and any(line.startswith("Verdict: ") for line in out)
+    assert any(line.startswith("  Optuna:   optuna-dashboard sqlite:///") for line in out)
+    for noise in ("== Status ==", "/infinite", "Result logdir", "Checkpoint successfully created"):
+        assert noise not in proc.stdout + proc.stderr, noise
+    assert len(out) < 60, proc.stdout  # two trials per architecture: status lines, two tables, two summaries
