@@ -1,4 +1,4 @@
-"""``cloudmask``: one command line for the harness (``sweep``, ``compare``, ``report``, ``replay``, ``demo``, ``data``).
+"""``cloudmask``: the command line (``sweep``, ``compare``, ``report``, ``replay``, ``demo``, ``predict``, ``data``).
 
 The ``python -m harness.sweep`` / ``harness.final_compare`` / ``harness.demo`` / ``harness.data`` /
 ``harness.report`` / ``harness.replay`` forms run the same subcommands. Options shared by the subcommands that take a
@@ -193,6 +193,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random arrival orders (default: 0)")
     p.add_argument("--out", help="summary CSV (default: replay-<sweep id>.csv); per-order rows go to <out>-runs.csv")
 
+    p = command(
+        "predict",
+        "mask whole Landsat-8 scenes with a trained network (GeoTIFF masks with the input's CRS and transform)",
+        "cloudmask predict --model runs/smoke/report/retrain/unet-seed1 --out masks LC08_L1TP_..._T1/",
+    )
+    p.add_argument("scenes", nargs="+", metavar="SCENE_DIR", help="Landsat-8 scene folders (*_B2.TIF ... *_B5.TIF)")
+    p.add_argument("--model", required=True, help="a harness checkpoint (checkpoint.pt or a folder holding one)")
+    p.add_argument("--out", required=True, help="output folder: <ID>_cloudmask.TIF (0 clear, 255 cloud, 128 nodata)")
+    p.add_argument("--probability", action="store_true", help="also write <ID>_cloudprob.TIF (float32, NaN nodata)")
+    p.add_argument("--tile", type=int, default=384, help="tile side in pixels (default 384, the training patches')")
+    p.add_argument("--overlap", type=int, default=64, help="pixels tiles share on each side (default 64)")
+    p.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass (default 8)")
+    p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:1 ...")
+
     p = sub.add_parser("data", help="dataset tools: synth, verify, ingest, split, preview (see `cloudmask data -h`)")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the data command")
     return parser
@@ -264,6 +278,35 @@ def _compare(args: argparse.Namespace) -> int:
     started = time.monotonic()
     report = run_compare(bench, sweeps, out, address=args.address, progress=verbosity_of(args) > 0)
     _print_compare_summary(report, bench, time.monotonic() - started)
+    return EXIT_OK
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from harness.console import summary, verbosity
+    from harness.errors import ConfigError
+    from harness.predict import find_scene, load_model, predict_scene
+    from harness.training.loop import resolve_device
+
+    device = resolve_device(args.device)
+    network = load_model(args.model, device)
+    network.check_tile(args.tile)
+    if not 0 <= args.overlap < args.tile // 2:
+        raise ConfigError(f"--overlap {args.overlap}: expected 0 <= overlap < tile / 2 ({args.tile // 2})")
+    scenes = [find_scene(folder, network.preprocessing) for folder in args.scenes]  # every input checked first
+    for scene in scenes:
+        path = predict_scene(
+            network.model,
+            network.preprocessing,
+            scene,
+            Path(args.out),
+            tile=args.tile,
+            overlap=args.overlap,
+            batch_size=args.batch_size,
+            device=device,
+            probability=args.probability,
+            progress=verbosity() > 0,
+        )
+        summary(f"{scene.scene_id}: {path}")
     return EXIT_OK
 
 
@@ -353,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     from harness.console import set_verbosity
 
     set_verbosity(verbosity_of(args))
-    command = {"sweep": _sweep, "compare": _compare, "report": _report, "demo": _demo, "replay": _replay}[args.command]
+    commands = {"sweep": _sweep, "compare": _compare, "report": _report, "demo": _demo, "replay": _replay}
+    command = {**commands, "predict": _predict}[args.command]
     try:
         return command(args)
     except SweepInterrupted as exc:

@@ -114,7 +114,7 @@ def test_version_and_every_subcommands_help_ends_with_an_example_and_the_exit_co
     with pytest.raises(SystemExit):
         main(["-h"])
     assert "``" not in capsys.readouterr().out  # plain text, not reStructuredText
-    for command in ("sweep", "compare", "report", "replay", "demo"):
+    for command in ("sweep", "compare", "report", "replay", "demo", "predict"):
         with pytest.raises(SystemExit):
             main([command, "-h"])
         out = capsys.readouterr().out

@@ -30,9 +30,16 @@ def _print_problems(problems: list[Problem], what: str) -> None:
 
 
 def _cmd_synth(a: argparse.Namespace) -> int:
+    if a.layout == "landsat":
+        from .synth_landsat import write_landsat_scenes
+
+        folders = write_landsat_scenes(a.out, scenes=a.scenes or 1, seed=a.seed, patch_size=a.patch_size)
+        for folder in folders:
+            print(f"wrote scene {folder}")
+        return 0
     out = write_synthetic_dataset(
         a.out,
-        scenes=a.scenes,
+        scenes=a.scenes or 6,
         patch_size=a.patch_size,
         seed=a.seed,
         test_scenes=a.test_scenes,
@@ -145,10 +152,19 @@ def build_parser(prog: str = "python -m harness.data") -> argparse.ArgumentParse
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("synth", help="write a synthetic dataset in the 38-Cloud layout")
+    p = sub.add_parser("synth", help="write a synthetic dataset in the 38-Cloud layout, or Landsat-8 scene folders")
     p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
-    p.add_argument("--scenes", type=int, default=6, help="training scenes (default 6)")
-    p.add_argument("--patch-size", type=int, default=64, help="patch side in pixels (default 64)")
+    p.add_argument(
+        "--layout",
+        choices=("38-cloud", "landsat"),
+        default="38-cloud",
+        help="38-cloud: patch trees (default); landsat: scene folders <ID>/<ID>_B2.TIF ... _B5.TIF and <ID>_GT.TIF "
+        "(GeoTIFF, EPSG:32617, nodata border), what `cloudmask predict` reads",
+    )
+    p.add_argument("--scenes", type=int, default=None, help="training scenes (default 6; landsat: scene folders, 1)")
+    p.add_argument(
+        "--patch-size", type=int, default=64, help="patch side in pixels (default 64; landsat: scenes are 3-4 patches)"
+    )
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     p.add_argument("--test-scenes", type=int, default=None, help="scenes in 38-Cloud_test (default scenes // 3)")
     p.add_argument("--additional-scenes", type=int, default=0, help="scenes in a 95-Cloud additional tree")

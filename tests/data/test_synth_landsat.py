@@ -1,0 +1,45 @@
+"""Synthetic Landsat-8 scene folders: the USGS file names, a CRS and transform, a nodata border, byte-stable."""
+
+import hashlib
+
+import numpy as np
+import rasterio
+
+from harness.data.__main__ import main as data_main
+from harness.data.layout import BANDS, LANDSAT_BANDS
+from harness.data.synth_scene import make_scene
+
+
+def digest(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_a_scene_folder_holds_the_four_bands_and_its_ground_truth(tmp_path, capsys):
+    assert data_main(["synth", "--layout", "landsat", "--out", str(tmp_path / "a"), "--patch-size", "64"]) == 0
+    (folder,) = (tmp_path / "a").iterdir()
+    scene_id = folder.name
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [f"{scene_id}_{b}.TIF" for b in ("B2", "B3", "B4", "B5")] + [f"{scene_id}_GT.TIF"]
+    )
+    assert f"wrote scene {folder}" in capsys.readouterr().out
+    scene = make_scene(0, 0, patch_size=64, grid=(3, 4))
+    assert scene.scene_id == scene_id
+    h, w = scene.scene_gt.shape
+    oy, ox = (scene.bands.shape[1] - h) // 2, (scene.bands.shape[2] - w) // 2
+    for i, band in enumerate(BANDS):
+        with rasterio.open(folder / f"{scene_id}_{LANDSAT_BANDS[band]}.TIF") as src:
+            assert (src.count, src.dtypes, src.crs.to_epsg(), src.res) == (1, ("uint16",), 32617, (30.0, 30.0))
+            assert np.array_equal(src.read(1), scene.bands[i, oy : oy + h, ox : ox + w])  # the generator's scene
+    with rasterio.open(folder / f"{scene_id}_GT.TIF") as src:
+        gt = src.read(1)
+    assert set(np.unique(gt)) <= {0, 255} and np.array_equal(gt == 255, scene.scene_gt == 1)
+    with rasterio.open(folder / f"{scene_id}_B2.TIF") as src:
+        border = src.read(1) == 0
+    assert border[0, 0] and border.mean() > 0.05 and not (gt[border] == 255).any()  # a tilted footprint
+
+
+def test_the_same_seed_writes_the_same_bytes(tmp_path):
+    for name in ("a", "b"):
+        data_main(["synth", "--layout", "landsat", "--out", str(tmp_path / name), "--patch-size", "32", "--seed", "4"])
+    (a,), (b,) = (tmp_path / "a").iterdir(), (tmp_path / "b").iterdir()
+    assert digest(a) == digest(b)
