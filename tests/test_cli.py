@@ -17,7 +17,7 @@ CLOUDMASK = shutil.which("cloudmask", path=str(Path(sys.executable).parent))
 def test_every_subcommand_and_option_has_help_text():
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command")
-    assert set(subparsers.choices) == {"sweep", "compare", "report", "replay", "demo", "data"}
+    assert set(subparsers.choices) == {"sweep", "compare", "report", "replay", "demo", "predict", "data"}
     for name, sub in subparsers.choices.items():
         for action in sub._actions:
             if action.dest != "help":
