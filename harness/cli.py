@@ -199,7 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
         "cloudmask predict --model runs/smoke/report/retrain/unet-seed1 --out masks LC08_L1TP_..._T1/",
     )
     p.add_argument("scenes", nargs="+", metavar="SCENE_DIR", help="Landsat-8 scene folders (*_B2.TIF ... *_B5.TIF)")
-    p.add_argument("--model", required=True, help="a harness checkpoint (checkpoint.pt or a folder holding one)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="a harness checkpoint (checkpoint.pt or a folder holding one), or an MLflow model URI: runs:/<run id>/"
+        "<name> or models:/<name>/<version> (a retrain of `cloudmask compare`)",
+    )
+    p.add_argument("--tracking-uri", help="MLflow tracking URI for runs:/ and models:/ (default: sqlite:///mlflow.db)")
     p.add_argument("--out", required=True, help="output folder: <ID>_cloudmask.TIF (0 clear, 255 cloud, 128 nodata)")
     p.add_argument("--probability", action="store_true", help="also write <ID>_cloudprob.TIF (float32, NaN nodata)")
     p.add_argument("--tile", type=int, default=384, help="tile side in pixels (default 384, the training patches')")
@@ -288,7 +294,7 @@ def _predict(args: argparse.Namespace) -> int:
     from harness.training.loop import resolve_device
 
     device = resolve_device(args.device)
-    network = load_model(args.model, device)
+    network = load_model(args.model, device, tracking_uri=args.tracking_uri)
     network.check_tile(args.tile)
     if not 0 <= args.overlap < args.tile // 2:
         raise ConfigError(f"--overlap {args.overlap}: expected 0 <= overlap < tile / 2 ({args.tile // 2})")

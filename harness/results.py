@@ -441,6 +441,9 @@ class RetrainResult:
     model_state: dict[str, Any] | None = None
     #: How the scene scores were computed (:data:`SCORING_VERSION`); 0 for retrains saved before it existed.
     scoring_version: int = 0
+    #: The train split's per-band (mean, std) the network was standardised with (None: scaled by 1/65535),
+    #: what ``cloudmask predict`` applies to a scene before the network sees it.
+    band_stats: list[list[float]] | None = None
 
     @property
     def arch(self) -> str:

@@ -43,6 +43,7 @@ from harness.diskspace import MB, SpaceEstimate, check_space
 from harness.errors import CompareError, TrackingError
 from harness.metrics import confusion_stats, per_image_scores
 from harness.models import get_model_spec
+from harness.predict.preprocessing import MODEL_METADATA_KEY, Preprocessing
 from harness.report import write_report
 from harness.report.verdict import NO_WINNER, Verdict, headline_metrics, verdict
 from harness.results import SCORING_VERSION, RetrainResult, load_results, write_results
@@ -280,6 +281,17 @@ def summary_metrics(results_dir: Path) -> dict[str, float]:
     return metrics
 
 
+def model_metadata(result: RetrainResult) -> dict[str, Any]:
+    """What travels with a logged retrain: its preprocessing and training config (``cloudmask predict`` reads them)."""
+    stats = result.band_stats
+    preprocessing = Preprocessing(
+        normalisation=result.config.normalisation,
+        mean=None if stats is None else tuple(stats[0]),
+        std=None if stats is None else tuple(stats[1]),
+    )
+    return {MODEL_METADATA_KEY: {"preprocessing": preprocessing.to_dict(), "train_config": to_flat(result.config)}}
+
+
 def verdict_tags(outcome: Verdict, bench: Benchmark, sweep_id: str) -> dict[str, str]:
     """The ``final_compare`` run's answer as tags: ``winner`` (or "none"), ``leader``, ``verdict``, the description."""
     description = (
@@ -396,6 +408,7 @@ def _retrain_all(bench, data, chosen, sweep_id, epochs, sample_rows, scene_gts, 
                 artifacts_dir=tmp,
                 model=model,
                 input_example=example,
+                model_metadata=model_metadata(result),
                 registered_model_name=(
                     f"{bench.compare.register_models}-{result.arch}" if bench.compare.register_models else None
                 ),

@@ -105,6 +105,7 @@ def retrain_and_score(
         train_images_per_second=float(np.mean(ips)) if ips else float("nan"),
         device=str(device),
         model_state={k: v.detach().cpu() for k, v in fitted.model.state_dict().items()},
+        band_stats=None if fitted.band_stats is None else [[float(v) for v in s] for s in fitted.band_stats],
     )
 
 

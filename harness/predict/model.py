@@ -1,9 +1,10 @@
 """The network ``cloudmask predict`` uses, with the preprocessing it was trained with.
 
-``--model`` is a harness checkpoint (``checkpoint.pt``, or a folder holding one: a sweep trial's
-checkpoint, a retrain's ``retrain/`` folder, the sweep's ``best_checkpoint/``). The checkpoint holds the
-training config (architecture, normalisation) and the train split's band statistics, so the
-preprocessing travels with the weights.
+``--model`` is a harness checkpoint (``checkpoint.pt``, or a folder holding one: a sweep trial's checkpoint,
+the sweep's ``best_checkpoint/``), or an MLflow model URI (``runs:/<run id>/<name>``, ``models:/<name>/<version>``:
+a retrain ``cloudmask compare`` logged, with its preprocessing and config as the model's metadata). Either way
+the preprocessing travels with the weights: the checkpoint holds the training config and the train split's
+band statistics.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 
 from harness.config import TrainConfig
 from harness.errors import InputError
-from harness.predict.preprocessing import Preprocessing
+from harness.predict.preprocessing import MODEL_METADATA_KEY, Preprocessing
 from harness.training.checkpoints import CHECKPOINT_FILENAME, checkpoint_config, load_checkpoint
 from harness.training.loop import model_from_checkpoint
 
@@ -39,8 +40,12 @@ class TrainedNetwork:
             )
 
 
-def load_model(uri: str, device: torch.device | str = "cpu") -> TrainedNetwork:
-    """The network of a checkpoint file or folder, in eval mode on ``device``, with its preprocessing."""
+def load_model(uri: str, device: torch.device | str = "cpu", *, tracking_uri: str | None = None) -> TrainedNetwork:
+    """The network of a checkpoint file or folder or of an MLflow model URI, in eval mode on ``device``."""
+    from harness.tracking.models import is_model_uri
+
+    if is_model_uri(uri):
+        return _from_mlflow(uri, torch.device(device), tracking_uri or "sqlite:///mlflow.db")
     path = Path(uri)
     if path.is_dir():
         found = sorted(path.rglob(CHECKPOINT_FILENAME))
@@ -57,6 +62,23 @@ def load_model(uri: str, device: torch.device | str = "cpu") -> TrainedNetwork:
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         raise InputError(f"--model {path}: not a harness checkpoint ({type(exc).__name__}: {exc})") from None
     return TrainedNetwork(model, preprocessing, config, path)
+
+
+def _from_mlflow(uri: str, device: torch.device, tracking_uri: str) -> TrainedNetwork:
+    from harness.config import from_flat
+    from harness.tracking.models import load_logged_model
+
+    # MLflow 3 logs the network as a torch.export program, exported in eval mode; it loads onto `device`.
+    model, metadata = load_logged_model(uri, tracking_uri, map_location=str(device))
+    recorded = metadata.get(MODEL_METADATA_KEY)
+    if not isinstance(recorded, dict) or "preprocessing" not in recorded or "train_config" not in recorded:
+        raise InputError(
+            f"--model {uri}: the logged model has no `{MODEL_METADATA_KEY}` metadata (its band order, scaling and "
+            "statistics): log it with `cloudmask compare`, or pass the run's checkpoint instead"
+        )
+    preprocessing = Preprocessing.from_dict(recorded["preprocessing"])
+    config = from_flat(recorded["train_config"])
+    return TrainedNetwork(model, preprocessing, config, Path(uri))
 
 
 __all__ = ["TrainedNetwork", "load_model"]

@@ -18,6 +18,9 @@ from harness.data.layout import BANDS, LANDSAT_BANDS
 from harness.data.normalisation import NORMALISATIONS, SCALE
 from harness.errors import InputError
 
+#: The key of a logged model's MLflow metadata under which the harness keeps its preprocessing and config.
+MODEL_METADATA_KEY = "cloudmask"
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -83,4 +86,4 @@ class Preprocessing:
         return cls(normalisation=normalisation, mean=mean, std=std, threshold=threshold)
 
 
-__all__ = ["Preprocessing"]
+__all__ = ["MODEL_METADATA_KEY", "Preprocessing"]

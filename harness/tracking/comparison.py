@@ -110,6 +110,7 @@ class ComparisonRecorder:
         input_example: Any = None,
         registered_model_name: str | None = None,
         run_id: str | None = None,
+        model_metadata: Mapping[str, Any] | None = None,
     ) -> str:
         """One retrain as a run nested under the comparison (``run_id``: the one :meth:`open_retrain` made)."""
         tags = self.retrain_tags(tags)
@@ -122,7 +123,7 @@ class ComparisonRecorder:
         retry(lambda: self.client.log_artifacts(run_id, str(artifacts_dir)), what="retrain artifacts")
         if model is not None:
             name = run_name.replace("/", "-")  # "unet-seed1": the Models tab lists logged models by name
-            self._log_model(run_id, name, model, input_example, registered_model_name, tags)
+            self._log_model(run_id, name, model, input_example, registered_model_name, tags, model_metadata)
         self.client.set_terminated(run_id, "FINISHED")
         self._open_retrains.discard(run_id)
         return run_id
@@ -135,6 +136,7 @@ class ComparisonRecorder:
         input_example: Any,
         registered_model_name: str | None,
         tags: Mapping[str, str],
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
         import mlflow
         import mlflow.pytorch
@@ -162,6 +164,7 @@ class ComparisonRecorder:
                 input_example=input_example,
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
                 registered_model_name=registered_model_name,
+                metadata=dict(metadata or {}),
             )
 
     def finish(

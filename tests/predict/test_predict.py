@@ -127,3 +127,38 @@ def test_bad_inputs_are_refused_naming_the_file_before_any_scene_is_masked(check
     assert "no such checkpoint" in capsys.readouterr().err
     assert main(["predict", "--model", str(checkpoint), "--tile", "66", "--out", str(tmp_path), str(scene_dir)]) == 3
     assert "multiple of 4" in capsys.readouterr().err
+
+
+def test_a_model_logged_by_the_comparison_predicts_from_its_mlflow_uri(checkpoint, scene_dir, tmp_path, capsys):
+    """The retrain's logged model carries its preprocessing: `runs:/` gives the checkpoint's masks exactly."""
+    from harness.compare.driver import model_metadata
+    from harness.results import RetrainResult
+    from harness.tracking import ComparisonRecorder
+    from harness.training.checkpoints import checkpoint_config, load_checkpoint
+
+    stored = load_checkpoint(checkpoint / CHECKPOINT_FILENAME)
+    network = load_model(str(checkpoint))
+    empty = np.zeros((0, 4), np.int64)
+    retrain = RetrainResult(
+        checkpoint_config(stored), "completed", [], empty, empty[:, 0], empty[:, 0], np.zeros((0, 1, 1), np.uint8),
+        [], 1.0, 1.0, "cpu", band_stats=stored["band_stats"],
+    )  # fmt: skip
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    recorder = ComparisonRecorder(uri, "predict-test", sweep_id="s1", tags={})
+    recorder.start({})
+    (tmp_path / "art").mkdir()
+    run_id = recorder.log_retrain(
+        run_name="unet/seed1", tags={"arch": "unet", "seed": "1"}, params={}, history=[], test_metrics={},
+        artifacts_dir=tmp_path / "art", model=network.model, input_example=np.zeros((2, 4, 32, 32), np.float32),
+        model_metadata=model_metadata(retrain),
+    )  # fmt: skip
+    out_uri, out_ckpt = tmp_path / "from-uri", tmp_path / "from-checkpoint"
+    # Tiles of another size and batch than the logged input example's: the exported network takes any.
+    tiling = ["--tile", "64", "--overlap", "16", "--batch-size", "3", str(scene_dir), "-q"]
+    args = ["--out", str(out_uri), "--tracking-uri", uri, *tiling]
+    assert main(["predict", "--model", f"runs:/{run_id}/unet-seed1", *args]) == 0
+    assert main(["predict", "--model", str(checkpoint), "--out", str(out_ckpt), *tiling]) == 0
+    with rasterio.open(next(out_uri.glob("*.TIF"))) as a, rasterio.open(next(out_ckpt.glob("*.TIF"))) as b:
+        assert np.array_equal(a.read(1), b.read(1))
+    assert main(["predict", "--model", f"runs:/{'0' * 32}/unet-seed1", *args]) == 3
+    assert "MLflow cannot load it" in capsys.readouterr().err
