@@ -1,4 +1,4 @@
-"""``cloudmask``: the command line (``sweep``, ``compare``, ``report``, ``replay``, ``demo``, ``predict``, ``data``).
+"""``cloudmask``: the harness's commands (sweep, compare, report, replay, demo, predict, evaluate, data).
 
 The ``python -m harness.sweep`` / ``harness.final_compare`` / ``harness.demo`` / ``harness.data`` /
 ``harness.report`` / ``harness.replay`` forms run the same subcommands. Options shared by the subcommands that take a
@@ -213,6 +213,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass (default 8)")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:1 ...")
 
+    p = command(
+        "evaluate",
+        "score a network on a 38-Cloud test tree by the dataset's official protocol (stitched scenes, 12/255)",
+        "cloudmask evaluate --model runs:/<run id>/unet-seed1 --data /data/38cloud --json scores.json",
+    )
+    p.add_argument(
+        "--model", required=True, help="a harness checkpoint (or folder holding one), or an MLflow model URI"
+    )
+    p.add_argument("--tracking-uri", help="MLflow tracking URI for runs:/ and models:/ (default: sqlite:///mlflow.db)")
+    p.add_argument("--data", required=True, help="a folder holding 38-Cloud_test/ (test bands and Entire_scene_gts/)")
+    p.add_argument("--json", help="write {protocol, per_scene, mean} there (scores x100)")
+    p.add_argument("--batch-size", type=int, default=16, help="patches per forward pass (default 16)")
+    p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:1 ...")
+
     p = sub.add_parser("data", help="dataset tools: synth, verify, ingest, split, preview (see `cloudmask data -h`)")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the data command")
     return parser
@@ -316,6 +330,26 @@ def _predict(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from harness.console import summary, table, verbosity
+    from harness.diskspace import write_atomically
+    from harness.predict import load_model
+    from harness.predict.evaluate import SCORES, evaluate_tree, network_probability
+    from harness.training.loop import resolve_device
+
+    device = resolve_device(args.device)
+    network = load_model(args.model, device, tracking_uri=args.tracking_uri)
+    scores = evaluate_tree(args.data, network_probability(network, device, args.batch_size), progress=verbosity() > 0)
+    if args.json:
+        write_atomically(Path(args.json), json.dumps(scores, indent=2))
+    rows = [*scores["per_scene"], {"scene_id": f"mean of {scores['mean']['scenes']} scenes", **scores["mean"]}]
+    summary(f"{scores['protocol']['name']} ({scores['protocol']['probability']}; x100 per scene):")
+    summary(table(rows, ["scene_id", *SCORES]))
+    return EXIT_OK
+
+
 def _numbers(text: str) -> list[float]:
     """A comma-separated list of positive numbers (an option value), e.g. ``1,2,4``."""
     try:
@@ -403,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
 
     set_verbosity(verbosity_of(args))
     commands = {"sweep": _sweep, "compare": _compare, "report": _report, "demo": _demo, "replay": _replay}
-    command = {**commands, "predict": _predict}[args.command]
+    command = {**commands, "predict": _predict, "evaluate": _evaluate}[args.command]
     try:
         return command(args)
     except SweepInterrupted as exc:

@@ -17,7 +17,7 @@ CLOUDMASK = shutil.which("cloudmask", path=str(Path(sys.executable).parent))
 def test_every_subcommand_and_option_has_help_text():
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command")
-    assert set(subparsers.choices) == {"sweep", "compare", "report", "replay", "demo", "predict", "data"}
+    assert set(subparsers.choices) == {"sweep", "compare", "report", "replay", "demo", "predict", "evaluate", "data"}
     for name, sub in subparsers.choices.items():
         for action in sub._actions:
             if action.dest != "help":
@@ -114,7 +114,7 @@ def test_version_and_every_subcommands_help_ends_with_an_example_and_the_exit_co
     with pytest.raises(SystemExit):
         main(["-h"])
     assert "``" not in capsys.readouterr().out  # plain text, not reStructuredText
-    for command in ("sweep", "compare", "report", "replay", "demo", "predict"):
+    for command in ("sweep", "compare", "report", "replay", "demo", "predict", "evaluate"):
         with pytest.raises(SystemExit):
             main([command, "-h"])
         out = capsys.readouterr().out

@@ -37,12 +37,13 @@ def _cmd_synth(a: argparse.Namespace) -> int:
         for folder in folders:
             print(f"wrote scene {folder}")
         return 0
+    test_only = a.layout == "38-cloud-test"
     out = write_synthetic_dataset(
         a.out,
-        scenes=a.scenes or 6,
+        scenes=0 if test_only else (a.scenes or 6),
         patch_size=a.patch_size,
         seed=a.seed,
-        test_scenes=a.test_scenes,
+        test_scenes=(a.scenes or 2) if test_only else a.test_scenes,
         additional_scenes=a.additional_scenes,
     )
     n = len(discover_patches(out))
@@ -156,9 +157,11 @@ def build_parser(prog: str = "python -m harness.data") -> argparse.ArgumentParse
     p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
     p.add_argument(
         "--layout",
-        choices=("38-cloud", "landsat"),
+        choices=("38-cloud", "38-cloud-test", "landsat"),
         default="38-cloud",
-        help="38-cloud: patch trees (default); landsat: scene folders <ID>/<ID>_B2.TIF ... _B5.TIF and <ID>_GT.TIF "
+        help="38-cloud: patch trees (default); 38-cloud-test: a 38-Cloud_test/ tree alone (test bands and "
+        "Entire_scene_gts/, --scenes of them, default 2: what `cloudmask evaluate` scores); landsat: scene "
+        "folders <ID>/<ID>_B2.TIF ... _B5.TIF and <ID>_GT.TIF "
         "(GeoTIFF, EPSG:32617, nodata border), what `cloudmask predict` reads",
     )
     p.add_argument("--scenes", type=int, default=None, help="training scenes (default 6; landsat: scene folders, 1)")

@@ -92,9 +92,10 @@ def write_synthetic_dataset(
     no test_gt/, as in the real test set); `additional_scenes` > 0 also writes a 95-Cloud style
     `95-cloud_training_only_additional_to38-cloud/` tree. Each scene is a grid of rows x cols patches
     of `patch_size` pixels, rows and cols drawn from `grid` (inclusive). `out` must not exist or be empty.
+    `scenes=0` with `test_scenes` > 0 writes the `38-Cloud_test/` tree alone.
     """
-    if scenes < 1:
-        raise InputError(f"scenes must be >= 1, got {scenes}")
+    if scenes < 0 or (scenes == 0 and not test_scenes):
+        raise InputError(f"scenes must be >= 1 (0 only with test_scenes: a test tree alone), got {scenes}")
     if patch_size < 8:
         raise InputError(f"patch_size must be >= 8, got {patch_size}")
     if grid[0] < 1 or grid[1] < grid[0]:
