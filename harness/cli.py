@@ -157,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(exit 3) when the results would not fit its disk",
     )
     p.add_argument("--sweep-id", help="compare this sweep instead of the benchmark's latest finished one")
+    p.add_argument(
+        "--register",
+        metavar="NAME",
+        help="register each architecture's best retrain (highest mean per-image test IoU of its seeds) in the MLflow "
+        "model registry as NAME-<arch>, with its preprocessing and test scores: `cloudmask predict --model "
+        "models:/NAME-unet/1`",
+    )
 
     p = command(
         "report",
@@ -293,6 +300,8 @@ def _compare(args: argparse.Namespace) -> int:
         bench = dataclasses.replace(
             bench, data=dataclasses.replace(bench.data, root=str(Path(args.data).resolve()), synthetic=None)
         )
+    if args.register:
+        bench = dataclasses.replace(bench, compare=dataclasses.replace(bench.compare, register_models=args.register))
     sweeps = load_sweep_results(bench, args.sweep_id)
     out = Path(args.out or f"runs/{bench.name}/final_compare")
     started = time.monotonic()

@@ -124,6 +124,7 @@ def test_ray_only_in_the_sweep_driver_and_the_cluster_module():
     assert _owners("ray") == [
         "harness.cluster",
         "harness.sweep.driver",
+        "harness.sweep.progress",
         "harness.sweep.resume",
         "harness.sweep.searcher",
         "harness.sweep.trainable",

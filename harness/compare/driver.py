@@ -185,8 +185,13 @@ def run_compare(
     )
     recorder.start({"seeds": list(bench.compare.seeds), "architectures": list(bench.architectures), "epochs": epochs})
     try:
-        retrains = _retrain_all(
+        retrains, logged = _retrain_all(
             bench, data, chosen, sweep_id, epochs, sample_rows, scene_gts, recorder, address, progress
+        )
+        registered = (
+            register_best_retrains(recorder, bench.compare.register_models, retrains, logged)
+            if bench.compare.register_models
+            else {}
         )
         meta = {
             "benchmark": bench.name,
@@ -212,6 +217,8 @@ def run_compare(
             "precision": sorted({m.get("precision", "unrecorded") for r in retrains.values() for m in r.history[-1:]}),
             "device_hours_unit": "GPU" if bench.resources.gpu > 0 else "CPU core",
             "mlflow_run_id": recorder.run_id,
+            # Each architecture's best retrain in the model registry (compare.register_models / --register).
+            "registered_models": registered,
             "started_at": started,
         }
         report = _write_atomically(out, bench, data, sweeps, retrains, sample_rows, meta)
@@ -281,6 +288,30 @@ def summary_metrics(results_dir: Path) -> dict[str, float]:
     return metrics
 
 
+def register_best_retrains(
+    recorder: ComparisonRecorder,
+    name: str,
+    retrains: Mapping[tuple[str, int], RetrainResult],
+    logged: Mapping[tuple[str, int], str],
+) -> dict[str, str]:
+    """Register each architecture's best retrain as ``<name>-<arch>``; returns architecture -> ``models:/`` URI.
+
+    The best is the seed with the highest mean per-image test IoU; its test scores, seed and how it was
+    chosen are the version's tags (the model carries its preprocessing, :func:`model_metadata`).
+    """
+    uris = {}
+    for arch in dict.fromkeys(a for a, _ in retrains):
+        seeds = {seed: test_metrics(r) for (a, seed), r in retrains.items() if a == arch}
+        seed = max(seeds, key=lambda s: (np.nan_to_num(seeds[s]["test_per_image_iou_mean"], nan=-1.0), -s))
+        tags = {k: f"{v:.6g}" for k, v in seeds[seed].items()} | {
+            "arch": arch,
+            "seed": str(seed),
+            "chosen_by": f"highest test_per_image_iou_mean of the {len(seeds)} paired seeds",
+        }
+        uris[arch] = recorder.register_model(logged[(arch, seed)], f"{arch}-seed{seed}", f"{name}-{arch}", tags)
+    return uris
+
+
 def model_metadata(result: RetrainResult) -> dict[str, Any]:
     """What travels with a logged retrain: its preprocessing and training config (``cloudmask predict`` reads them)."""
     stats = result.band_stats
@@ -341,7 +372,7 @@ def retrain_task(system: Mapping[str, Any], **kwargs: Any) -> RetrainResult:
 def _retrain_all(bench, data, chosen, sweep_id, epochs, sample_rows, scene_gts, recorder, address, progress):
     """Every (architecture, seed) retrain: reused from MLflow when finished before, else run as Ray tasks."""
     uri = bench.tracking.uri
-    jobs, retrains = [], {}
+    jobs, retrains, logged = [], {}, {}  # logged: (arch, seed) -> the retrain's MLflow run
     for arch in bench.architectures:
         for seed in bench.compare.seeds:
             config = dataclasses.replace(chosen[arch], seed=seed, epochs=epochs)
@@ -360,6 +391,7 @@ def _retrain_all(bench, data, chosen, sweep_id, epochs, sample_rows, scene_gts, 
             if cached:
                 with tempfile.TemporaryDirectory() as tmp:
                     retrains[(arch, seed)] = RetrainResult.load(download_artifacts(uri, cached, "retrain", tmp))
+                logged[(arch, seed)] = cached
                 continue
             kwargs = {
                 "config": config,
@@ -370,7 +402,7 @@ def _retrain_all(bench, data, chosen, sweep_id, epochs, sample_rows, scene_gts, 
             }
             jobs.append((tags, kwargs))
     if not jobs:
-        return retrains
+        return retrains, logged
     patch = open_cache(data.cache_dir).patch_size
     # Two patches, as the network sees them: the logged model's signature and input example.
     example = np.zeros((2, 4, patch, patch), dtype=np.float32)
@@ -409,14 +441,12 @@ def _retrain_all(bench, data, chosen, sweep_id, epochs, sample_rows, scene_gts, 
                 model=model,
                 input_example=example,
                 model_metadata=model_metadata(result),
-                registered_model_name=(
-                    f"{bench.compare.register_models}-{result.arch}" if bench.compare.register_models else None
-                ),
             )
+        logged[(result.arch, result.seed)] = run_ids[i]
         retrains[(result.arch, result.seed)] = dataclasses.replace(result, model_state=None)
         bar.update(1)
     bar.close()
-    return retrains
+    return retrains, logged
 
 
 def _write_atomically(out: Path, bench, data, sweeps, retrains, sample_rows, meta) -> Path:

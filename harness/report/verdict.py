@@ -128,6 +128,8 @@ def compare_summary(res: Results, *, report: str, runs_view: str) -> str:
         f"  report:   {report}",
         f"  MLflow:   {runs_view}",
     ]
+    for arch, uri in (res.meta.get("registered_models") or {}).items():
+        lines.append(f"  {arch}: {uri}   (cloudmask predict --model {uri} ...)")
     return "\n".join(lines)
 
 

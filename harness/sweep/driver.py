@@ -1,7 +1,8 @@
 """The Ray Tune driver: one Tune run per architecture, same budget, TPE + ASHA, every trial in MLflow.
 
 The driver's modules (this one, :mod:`harness.sweep.trainable`, :mod:`harness.sweep.resume`,
-:mod:`harness.sweep.searcher`, :mod:`harness.cluster`) are the only ones that import ``ray``. For each
+:mod:`harness.sweep.searcher`, :mod:`harness.sweep.progress`, :mod:`harness.cluster`) are the only ones that import
+``ray``. For each
 architecture of a benchmark it runs a ``Tuner`` with the same number of trials, the same seeded TPE
 sampler settings, the same ASHA schedule and the same per-trial resources; every trial trains with
 :func:`harness.training.loop.fit` (through :func:`~harness.sweep.trainable.train_trial`) and reports every

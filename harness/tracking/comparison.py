@@ -167,6 +167,20 @@ class ComparisonRecorder:
                 metadata=dict(metadata or {}),
             )
 
+    def register_model(self, run_id: str, model_name: str, registered_name: str, tags: Mapping[str, str]) -> str:
+        """Register the model ``model_name`` logged in run ``run_id`` as a new version of ``registered_name``.
+
+        Returns its ``models:/<registered_name>/<version>`` URI; ``tags`` become the version's tags.
+        """
+        import mlflow
+
+        mlflow.set_tracking_uri(self.uri)
+        version = retry(
+            lambda: mlflow.register_model(f"runs:/{run_id}/{model_name}", registered_name, tags=dict(tags)),
+            what=f"registered model {registered_name}",
+        )
+        return f"models:/{registered_name}/{version.version}"
+
     def finish(
         self, *, metrics: Mapping[str, float], artifacts_dir: str | Path, tags: Mapping[str, str] | None = None
     ) -> None:

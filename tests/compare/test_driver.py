@@ -168,6 +168,36 @@ def test_rerun_reuses_finished_retrains(compared):
     )
 
 
+def test_register_puts_each_architectures_best_retrain_in_the_registry_for_predict(compared, tmp_path):
+    """`cloudmask compare --register NAME` (reusing the finished retrains), then `predict --model models:/...`."""
+    import dataclasses
+
+    import rasterio
+
+    from harness.cli import main
+    from harness.data.synth_landsat import write_landsat_scenes
+
+    bench, outcomes, out, _ = compared
+    registering = dataclasses.replace(bench, compare=dataclasses.replace(bench.compare, register_models="smoke-reg"))
+    report = run_compare(registering, load_sweep_results(bench, outcomes[0].sweep_id), tmp_path / "r", progress=False)
+    registered = json.loads((report.parent / "meta.json").read_text())["registered_models"]
+    assert registered == {arch: f"models:/smoke-reg-{arch}/1" for arch in bench.architectures}
+    client = MlflowClient(bench.tracking.uri)
+    per_image = pd.read_csv(out / "results.csv").set_index(["arch", "seed"])["per_image_iou"]
+    for arch in bench.architectures:
+        version = client.get_model_version(f"smoke-reg-{arch}", "1")
+        best_seed = int(per_image.loc[arch].idxmax())
+        assert version.tags["seed"] == str(best_seed) and version.tags["arch"] == arch
+        assert float(version.tags["test_per_image_iou_mean"]) == pytest.approx(
+            per_image.loc[(arch, best_seed)], rel=1e-5
+        )
+    (scene,) = write_landsat_scenes(tmp_path / "scenes", scenes=1, seed=1, patch_size=32)
+    args = ["predict", "--model", registered["unet"], "--tracking-uri", bench.tracking.uri, "--tile", "32"]
+    assert main([*args, "--overlap", "8", "--out", str(tmp_path / "masks"), str(scene), "-q"]) == 0
+    with rasterio.open(next((tmp_path / "masks").glob("*_cloudmask.TIF"))) as mask:
+        assert set(np.unique(mask.read(1))) <= {0, 128, 255}
+
+
 def test_latest_sweep_is_found_without_a_benchmark(compared):
     bench, outcomes, _, _ = compared
     found = resolve_benchmark(None, bench.tracking.uri)
