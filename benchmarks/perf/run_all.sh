@@ -10,7 +10,7 @@ mkdir -p "$OUT"
 MODE=()
 [[ "${1:-}" == "--quick" ]] && MODE=(--quick)
 status=0
-for script in overhead data_path compute scheduling search_efficiency scale gpu_throughput; do
+for script in overhead data_path compute scheduling search_efficiency scale gpu_throughput predict; do
     echo "== $script ${MODE[*]}" >&2
     start=$(date +%s)
     if "$PY" "benchmarks/perf/$script.py" "${MODE[@]}" --json "$OUT/$script.json" >"$OUT/$script.log" 2>&1; then
