@@ -76,6 +76,10 @@ Optional (the matching section or figure is left out when absent or empty)
     Only for a scene split with scene ground truth: ``arch, seed, scene_id, patches, test_patches,
     precision, recall, specificity, iou, overall_accuracy`` (x100, ``harness.metrics.scene_scores``;
     every patch of the scene predicted with argmax labels and stitched, ``harness.compare.retrain.score_scenes``).
+``official_scores.csv``
+    Only with ``compare.official_test``: ``arch, seed, scene_id, patches, precision, recall, specificity, jaccard,
+    overall_accuracy`` (x100) of every scene of the 38-Cloud test tree, by the dataset's official protocol
+    (``harness.predict.evaluate``: 8-bit probability at 12/255, stitched, cropped centrally).
 ``samples.npz``
     A few test patches for the figure grid: ``rgb`` (K,H,W,3; float in 0-1 or uint8), ``gt`` (K,H,W; 0/1),
     ``pred_<arch>`` (K,H,W; 0/1) per arch, ``names`` (K,; str, the patch names of per_image.csv), and
@@ -190,12 +194,23 @@ PER_IMAGE = "per_image.csv"
 CURVES = "curves.csv"
 BUDGET = "budget.csv"
 SCENE_SCORES = "scene_scores.csv"
+OFFICIAL_SCORES = "official_scores.csv"
 SAMPLES = "samples.npz"
 PROTOCOL_AUDIT = "protocol_audit.csv"
 PROTOCOL_AUDIT_JSON = "protocol_audit.json"
 SWEEP_CURVES = "sweep_curves.csv"
 REQUIRED_FILES = (META, RESULTS, SUMMARY, PAIRED)
-OPTIONAL_FILES = (PER_IMAGE, CURVES, BUDGET, SCENE_SCORES, SAMPLES, PROTOCOL_AUDIT, PROTOCOL_AUDIT_JSON, SWEEP_CURVES)
+OPTIONAL_FILES = (
+    PER_IMAGE,
+    CURVES,
+    BUDGET,
+    SCENE_SCORES,
+    OFFICIAL_SCORES,
+    SAMPLES,
+    PROTOCOL_AUDIT,
+    PROTOCOL_AUDIT_JSON,
+    SWEEP_CURVES,
+)
 REPORT = "report.md"
 FIGURES_DIR = "figures"
 
@@ -210,6 +225,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     CURVES: ("arch", "seed", "epoch", "train_loss", "val_loss", "val_iou"),
     BUDGET: ("arch", "n_trials", "expected_best_val_iou", "device_hours"),
     SCENE_SCORES: ("arch", "seed", "scene_id", "precision", "recall", "specificity", "iou", "overall_accuracy"),
+    OFFICIAL_SCORES: ("arch", "seed", "scene_id", "precision", "recall", "specificity", "jaccard", "overall_accuracy"),
     PROTOCOL_AUDIT: AUDIT_COLUMNS,
     SWEEP_CURVES: CURVE_COLUMNS,
 }
@@ -232,6 +248,8 @@ class Results:
     samples: dict[str, np.ndarray] | None
     #: protocol_audit.csv + protocol_audit.json + sweep_curves.csv (``harness.audit.ranks``); None when absent.
     protocol_audit: ProtocolAudit | None = None
+    #: official_scores.csv: the 38-Cloud official test protocol per (arch, seed, scene); None when absent.
+    official_scores: pd.DataFrame | None = None
 
     @property
     def archs(self) -> list[str]:
@@ -274,6 +292,7 @@ def load_results(results_dir: str | os.PathLike) -> Results:
         curves=_read_csv(root / CURVES, optional=True),
         budget=_read_csv(root / BUDGET, optional=True),
         scene_scores=_read_csv(root / SCENE_SCORES, optional=True),
+        official_scores=_read_csv(root / OFFICIAL_SCORES, optional=True),
         samples=_read_samples(root / SAMPLES),
         protocol_audit=_read_audit(root),
     )
@@ -396,6 +415,7 @@ def write_results(root: str | os.PathLike, results: Results) -> Path:
         CURVES: results.curves,
         BUDGET: results.budget,
         SCENE_SCORES: results.scene_scores,
+        OFFICIAL_SCORES: results.official_scores,
     }
     for name, frame in frames.items():
         if frame is not None:
@@ -444,6 +464,8 @@ class RetrainResult:
     #: The train split's per-band (mean, std) the network was standardised with (None: scaled by 1/65535),
     #: what ``cloudmask predict`` applies to a scene before the network sees it.
     band_stats: list[list[float]] | None = None
+    #: The 38-Cloud official test protocol's per-scene scores (``compare.official_test``), or None.
+    official_scores: list[dict[str, Any]] | None = None
 
     @property
     def arch(self) -> str:

@@ -314,12 +314,7 @@ def register_best_retrains(
 
 def model_metadata(result: RetrainResult) -> dict[str, Any]:
     """What travels with a logged retrain: its preprocessing and training config (``cloudmask predict`` reads them)."""
-    stats = result.band_stats
-    preprocessing = Preprocessing(
-        normalisation=result.config.normalisation,
-        mean=None if stats is None else tuple(stats[0]),
-        std=None if stats is None else tuple(stats[1]),
-    )
+    preprocessing = Preprocessing.from_training(result.config.normalisation, result.band_stats)
     return {MODEL_METADATA_KEY: {"preprocessing": preprocessing.to_dict(), "train_config": to_flat(result.config)}}
 
 
@@ -387,6 +382,8 @@ def _retrain_all(bench, data, chosen, sweep_id, epochs, sample_rows, scene_gts, 
                 # A retrain scored by older code is not reused: it would lack what scoring now computes.
                 "scoring_version": str(SCORING_VERSION),
             }
+            if bench.compare.official_test:  # reused only if scored on the same official test tree
+                tags["official_test"] = str(Path(bench.compare.official_test).resolve())
             cached = recorder.finished_retrain({**tags, "role": ROLE_RETRAIN})
             if cached:
                 with tempfile.TemporaryDirectory() as tmp:
@@ -399,6 +396,7 @@ def _retrain_all(bench, data, chosen, sweep_id, epochs, sample_rows, scene_gts, 
                 "prepare_args": bench.prepare_args(),
                 "sample_rows": sample_rows,
                 "scene_gts": scene_gts,
+                "official_test": bench.compare.official_test,
             }
             jobs.append((tags, kwargs))
     if not jobs:

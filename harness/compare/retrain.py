@@ -15,6 +15,7 @@ threshold.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,8 +57,12 @@ def retrain_and_score(
     prepare_args: Mapping[str, Any],
     sample_rows: list[int],
     scene_gts: Mapping[str, str],
+    official_test: str | None = None,
 ) -> RetrainResult:
-    """Train ``config`` on the train split, then score the test split; returns a :class:`RetrainResult`."""
+    """Train ``config`` on the train split, then score the test split; returns a :class:`RetrainResult`.
+
+    ``official_test`` (a folder holding 38-Cloud_test/): also score the network there by the official protocol.
+    """
     data = data_on_node(data, prepare_args)
     curves: list[dict[str, Any]] = []
     fitted = fit(config, data, lambda metrics, _checkpoint: curves.append(dict(metrics)))
@@ -106,7 +111,22 @@ def retrain_and_score(
         device=str(device),
         model_state={k: v.detach().cpu() for k, v in fitted.model.state_dict().items()},
         band_stats=None if fitted.band_stats is None else [[float(v) for v in s] for s in fitted.band_stats],
+        official_scores=official(fitted, config, device, official_test) if official_test else None,
     )
+
+
+def official(fitted, config: TrainConfig, device, root: str) -> list[dict[str, Any]] | None:
+    """The 38-Cloud official protocol's per-scene scores of the fitted network on the test tree at ``root``."""
+    from harness.predict.evaluate import evaluate_tree, network_probability
+    from harness.predict.model import TrainedNetwork
+    from harness.predict.preprocessing import Preprocessing
+
+    if fitted.status != "completed":
+        return None
+    preprocessing = Preprocessing.from_training(config.normalisation, fitted.band_stats)
+    network = TrainedNetwork(fitted.model.eval(), preprocessing, config, Path(root))
+    scores = evaluate_tree(root, network_probability(network, device, config.eval_batch_size), progress=False)
+    return scores["per_scene"]
 
 
 def score_scenes(

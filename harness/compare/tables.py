@@ -129,7 +129,16 @@ def build_results(
         budget=budget_table(trials),
         scene_scores=pd.DataFrame(scene_rows) if scene_rows else None,
         samples=_samples(bench, data, retrains, sample_rows),
+        official_scores=_official_scores(bench, retrains, order),
     )
+
+
+def _official_scores(bench: Benchmark, retrains, order) -> pd.DataFrame | None:
+    """official_scores.csv: each retrain's 38-Cloud official protocol scores per scene (``compare.official_test``)."""
+    if not bench.compare.official_test:
+        return None
+    rows = [{"arch": a, "seed": s, **row} for a, s in order for row in (retrains[(a, s)].official_scores or [])]
+    return pd.DataFrame(rows) if rows else None
 
 
 def _scene_scores(bench: Benchmark, data: PreparedData, retrains, order) -> tuple[list[dict], dict[str, Any]]:

@@ -108,8 +108,11 @@ class CompareConfig:
     epochs: int | None = None
     samples_in_figure: int = 6
     bootstrap_samples: int = 10000
-    #: Register each retrained model in MLflow's model registry as ``<name>-<arch>`` (null: log only).
+    #: Register each architecture's best retrain in MLflow's model registry as ``<name>-<arch>`` (null: log only).
     register_models: str | None = None
+    #: A folder holding 38-Cloud_test/ (test bands, Entire_scene_gts/): each retrain is also scored on it by the
+    #: dataset's official scene protocol (``harness.predict.evaluate``), beside the harness's own.
+    official_test: str | None = None
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,7 @@ _OPTIONAL_TYPES: dict[str, type] = {
     "search.study_database": str,
     "search.device_hours": float,
     "compare.register_models": str,
+    "compare.official_test": str,
     "ray.num_cpus": int,
     "ray.num_gpus": int,
 }

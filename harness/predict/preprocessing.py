@@ -78,12 +78,18 @@ class Preprocessing:
         )
 
     @classmethod
+    def from_training(cls, normalisation: str, band_stats: Any = None, threshold: float = 0.5) -> Preprocessing:
+        """What a network trained with ``normalisation`` and the train split's ``band_stats`` (mean, std) expects."""
+        if band_stats is None:
+            return cls(normalisation=normalisation, threshold=threshold)
+        mean, std = (tuple(float(v) for v in s) for s in band_stats)
+        return cls(normalisation=normalisation, mean=mean, std=std, threshold=threshold)
+
+    @classmethod
     def from_checkpoint(cls, checkpoint: dict[str, Any], threshold: float = 0.5) -> Preprocessing:
         """What the run that wrote ``checkpoint`` (``harness.training.loop.fit``) trained with."""
         normalisation = checkpoint["config"].get("normalisation", "scale")
-        stats = checkpoint.get("band_stats")
-        mean, std = (None, None) if stats is None else (tuple(map(float, stats[0])), tuple(map(float, stats[1])))
-        return cls(normalisation=normalisation, mean=mean, std=std, threshold=threshold)
+        return cls.from_training(normalisation, checkpoint.get("band_stats"), threshold)
 
 
 __all__ = ["MODEL_METADATA_KEY", "Preprocessing"]

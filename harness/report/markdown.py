@@ -339,6 +339,48 @@ def _scene_tables(res: Results) -> str:
     return out + "\n\nScene IoU per scene (mean over seeds):\n\n" + md_table(["scene", *map(label, archs)], rows)
 
 
+#: The official protocol's scores, and Cloud-Net's published ones on 38-Cloud's test set (Mohajerani & Saeedi 2019).
+OFFICIAL_KEYS = (
+    ("precision", "precision"),
+    ("recall", "recall"),
+    ("specificity", "specificity"),
+    ("jaccard", "Jaccard"),
+    ("overall_accuracy", "overall accuracy"),
+)
+CLOUD_NET_PUBLISHED = {
+    "precision": 91.24,
+    "recall": 84.86,
+    "specificity": 98.68,
+    "jaccard": 78.50,
+    "overall_accuracy": 96.49,
+}
+
+
+def official_text(res: Results) -> str:
+    """What the official-protocol numbers are, and how they differ from the harness's own."""
+    scores = res.official_scores
+    scenes = scores.scene_id.nunique()
+    return (
+        f"Every patch of the {scenes} scene(s) of the 38-Cloud test tree (`compare.official_test`), predicted by "
+        "each retrain, its cloud probability saved as 8-bit and thresholded at 12/255, stitched on its scene's "
+        "canvas and cropped centrally to the scene ground truth, as the dataset's `evaluation.m` does; the "
+        "scores are per scene (×100), averaged over the scenes, then over the seeds. Protocol: scene, not patch; "
+        "threshold 12/255 on the probability, not argmax; border patches included. Not comparable with the "
+        "tables above (the harness's own test split and protocol). Cloud-Net's published scores on 38-Cloud's "
+        "test set are given for reference; they are comparable only when this tree is that test set."
+    )
+
+
+def _official_table(res: Results) -> str:
+    scores = res.official_scores
+    keys = [key for key, _ in OFFICIAL_KEYS]
+    per_seed = scores.groupby(["arch", "seed"])[keys].mean().groupby("arch").mean()
+    archs = [a for a in res.archs if a in per_seed.index]
+    rows = [[label(a), *(fmt_rate(per_seed.loc[a, k], 2) for k in keys)] for a in archs]
+    rows.append(["Cloud-Net (published)", *(f"{CLOUD_NET_PUBLISHED[k]:.2f}" for k in keys)])
+    return md_table(["architecture", *(name for _, name in OFFICIAL_KEYS)], rows)
+
+
 def _name_iou_once(lines: list[str]) -> list[str]:
     """Return ``lines`` with the first whole-word "IoU" given its other names (see IOU_ALIASES)."""
     lines = list(lines)
@@ -419,6 +461,8 @@ def render_markdown(res: Results, figures: dict[str, Path]) -> str:
     if res.scene_scores is not None or res.meta.get("scene_protocol"):
         parts += ["## Scene-level scores (38-Cloud stitching, argmax labels, ×100)", "", *scene_notes(res)]
         parts += [_scene_tables(res), ""] if res.scene_scores is not None else []
+    if res.official_scores is not None:
+        parts += ["## 38-Cloud official protocol (×100)", "", official_text(res), "", _official_table(res), ""]
     parts += ["## Figures", ""]
     for key, alt, caption in (
         ("curves", "Training curves", "Training and validation curves of the final retrains."),

@@ -115,3 +115,19 @@ def test_retrain_scores_scenes_from_every_patch(smoke_sweep):
     for s in result.scene_scores:
         assert s["patches"] == int((table.scene_id == s["scene_id"]).sum())
         assert 0 <= s["iou"] <= 100
+
+
+def test_a_retrain_is_also_scored_by_the_official_protocol_when_asked(smoke_sweep, tmp_path):
+    from harness.data.__main__ import main as data_main
+    from harness.predict.evaluate import SCORES
+
+    bench, _, _ = smoke_sweep
+    data = prepare_data(**bench.prepare_args())
+    tree = tmp_path / "official"
+    data_main(["synth", "--layout", "38-cloud-test", "--out", str(tree), "--patch-size", "32", "--scenes", "2"])
+    config = dataclasses.replace(bench.trial_config("unet"), depth=1, epochs=1, seed=3)
+    result = retrain_and_score(config, data, bench.prepare_args(), [], {}, official_test=str(tree))
+    assert len(result.official_scores) == 2
+    for row in result.official_scores:
+        assert set(SCORES) <= set(row) and all(0 <= row[k] <= 100 for k in SCORES if not np.isnan(row[k]))
+    assert retrain_and_score(config, data, bench.prepare_args(), [], {}).official_scores is None

@@ -313,3 +313,20 @@ def test_a_probability_of_one_keeps_its_interval_and_is_not_read_as_certainty(fu
     # 3 seeds bound P(A > B) only at 0.44 (Wilson, n = 3), however clean the sweep of wins.
     assert "P(U-Net > UNet++) = 1.00 [0.44, 1.00] (every U-Net seed beats every UNet++ seed on every scene" in text
     assert "[1.00, 1.00]" not in text
+
+
+def test_the_official_protocol_has_its_own_section_stamped_and_beside_cloud_nets_published_scores(tmp_path):
+    root = make_results_dir(tmp_path / "r")
+    rows = [
+        {"arch": arch, "seed": seed, "scene_id": f"S{k}", "patches": 4, "precision": 90.0 + k, "recall": 80.0,
+         "specificity": 97.0, "jaccard": 70.0 + seed, "overall_accuracy": 95.0}
+        for arch in ("unet", "unetpp") for seed in (0, 1, 2) for k in (0, 1)
+    ]  # fmt: skip
+    pd.DataFrame(rows).to_csv(root / "official_scores.csv", index=False)
+    text = write_report(root).read_text()
+    section = text.split("## 38-Cloud official protocol (×100)", 1)[1].split("\n## ", 1)[0]
+    assert "thresholded at 12/255" in section and "Protocol: scene, not patch" in section
+    # Mean over scenes, then over seeds: precision (90 + 91) / 2, Jaccard (70 + 71 + 72) / 3.
+    assert "| U-Net | 90.50 | 80.00 | 97.00 | 71.00 | 95.00 |" in section
+    assert "| Cloud-Net (published) | 91.24 | 84.86 | 98.68 | 78.50 | 96.49 |" in section
+    assert "38-Cloud official protocol" not in write_report(make_results_dir(tmp_path / "none")).read_text()
