@@ -205,7 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
         "mask whole Landsat-8 scenes with a trained network (GeoTIFF masks with the input's CRS and transform)",
         "cloudmask predict --model runs/smoke/report/retrain/unet-seed1 --out masks LC08_L1TP_..._T1/",
     )
-    p.add_argument("scenes", nargs="+", metavar="SCENE_DIR", help="Landsat-8 scene folders (*_B2.TIF ... *_B5.TIF)")
+    p.add_argument(
+        "scenes",
+        nargs="+",
+        metavar="INPUT",
+        help="Landsat-8 scene folders (*_B2.TIF ... *_B5.TIF), or 38-Cloud/95-Cloud patch trees (one mask per patch)",
+    )
     p.add_argument(
         "--model",
         required=True,
@@ -313,7 +318,8 @@ def _compare(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from harness.console import summary, verbosity
     from harness.errors import ConfigError
-    from harness.predict import find_scene, load_model, predict_scene
+    from harness.predict import load_model, predict_scene
+    from harness.predict.patches import predict_patches
     from harness.training.loop import resolve_device
 
     device = resolve_device(args.device)
@@ -321,12 +327,18 @@ def _predict(args: argparse.Namespace) -> int:
     network.check_tile(args.tile)
     if not 0 <= args.overlap < args.tile // 2:
         raise ConfigError(f"--overlap {args.overlap}: expected 0 <= overlap < tile / 2 ({args.tile // 2})")
-    scenes = [find_scene(folder, network.preprocessing) for folder in args.scenes]  # every input checked first
-    for scene in scenes:
+    inputs = [_prediction_input(folder, network.preprocessing) for folder in args.scenes]  # all checked first
+    for folder, item in zip(args.scenes, inputs, strict=True):
+        if isinstance(item, list):  # a 38-Cloud/95-Cloud patch tree: one mask per patch
+            paths = predict_patches(
+                network, item, Path(args.out), device=device, batch_size=args.batch_size, progress=verbosity() > 0
+            )
+            summary(f"{folder}: {len(paths)} patch masks in {Path(args.out)}")
+            continue
         path = predict_scene(
             network.model,
             network.preprocessing,
-            scene,
+            item,
             Path(args.out),
             tile=args.tile,
             overlap=args.overlap,
@@ -335,8 +347,23 @@ def _predict(args: argparse.Namespace) -> int:
             probability=args.probability,
             progress=verbosity() > 0,
         )
-        summary(f"{scene.scene_id}: {path}")
+        summary(f"{item.scene_id}: {path}")
     return EXIT_OK
+
+
+def _prediction_input(folder: str, preprocessing):
+    """A Landsat-8 scene folder's :class:`LandsatScene`, or the patches of a 38-Cloud/95-Cloud tree."""
+    from harness.errors import InputError
+    from harness.predict import find_scene
+    from harness.predict.patches import find_patches
+
+    try:
+        return find_scene(folder, preprocessing)
+    except InputError as not_a_scene:
+        patches = find_patches(folder) if Path(folder).is_dir() else []
+        if patches:
+            return patches
+        raise InputError(f"{not_a_scene}; nor is it a 38-Cloud/95-Cloud patch tree (no *_red/ ... folders)") from None
 
 
 def _evaluate(args: argparse.Namespace) -> int:

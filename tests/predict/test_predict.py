@@ -8,9 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import tifffile
 import torch
 
 from harness.cli import main
+from harness.data.decode import read_patch
+from harness.data.layout import discover_patches
 from harness.data.synth_landsat import write_landsat_scenes
 from harness.predict import CLOUD, NODATA, find_scene, load_model, predict_scene, probability_path
 from harness.predict.infer import cloud_probability
@@ -140,3 +143,17 @@ def test_a_model_logged_by_the_comparison_predicts_from_its_mlflow_uri(checkpoin
         assert np.array_equal(a.read(1), b.read(1))
     assert main(["predict", "--model", f"runs:/{'0' * 32}/unet-seed1", *args]) == 3
     assert "MLflow cannot load it" in capsys.readouterr().err
+
+
+def test_a_patch_tree_gets_one_mask_per_patch(checkpoint, synthetic_root, tmp_path):
+    patches = discover_patches(synthetic_root)
+    assert main(["predict", "--model", str(checkpoint), "--out", str(tmp_path), str(synthetic_root), "-q"]) == 0
+    written = sorted(tmp_path.glob("patch_*_cloudmask.TIF"))
+    assert len(written) == len(patches)
+    network = load_model(str(checkpoint))
+    first = patches[0]
+    image, _, _ = read_patch(first, (32, 32))
+    prob = cloud_probability(network.model, network.preprocessing.apply(image)[None], torch.device("cpu"))[0]
+    mask = tifffile.imread(tmp_path / f"{first.patch.name}_cloudmask.TIF")
+    expected = np.where(image.any(axis=0), np.where(prob > 0.5, CLOUD, 0), NODATA)
+    assert np.array_equal(mask, expected)
