@@ -142,13 +142,16 @@ time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # both start at the same
 try:
     with SweepStorage.parse(sys.argv[1]).lease(settle_s=2.0):
         print("held", flush=True)
-        time.sleep(3)
+        time.sleep(6)  # past its TTL: a driver that came late sees it renewed and is refused
 except StorageError as exc:
     print("refused", exc, flush=True)
 """
-    start_at = str(time.time() + 8)
+    start_at = str(time.time() + 15)
+    env = {**os.environ, "CLOUDMASK_LEASE_TTL_S": "3"}
     procs = [
-        subprocess.Popen([sys.executable, "-c", race, "s3://sweeps/race", start_at], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", race, "s3://sweeps/race", start_at], stdout=subprocess.PIPE, text=True, env=env
+        )
         for _ in range(2)
     ]
     outcomes = sorted(p.communicate(timeout=120)[0].split()[0] for p in procs)
