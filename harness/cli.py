@@ -236,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow tracking URI for runs:/ and models:/ (default: sqlite:///mlflow.db)")
     p.add_argument("--data", required=True, help="a folder holding 38-Cloud_test/ (test bands and Entire_scene_gts/)")
     p.add_argument("--json", help="write {protocol, per_scene, mean} there (scores x100)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=12 / 255,
+        help="cloud where the 8-bit-saved probability exceeds this (default 12/255, the official rule; 0.5 is the "
+        "argmax the harness trains for). A changed threshold is stamped in the protocol",
+    )
     p.add_argument("--batch-size", type=int, default=16, help="patches per forward pass (default 16)")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:1 ...")
 
@@ -371,13 +378,17 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from harness.console import summary, table, verbosity
     from harness.diskspace import write_atomically
+    from harness.errors import ConfigError
     from harness.predict import load_model
     from harness.predict.evaluate import SCORES, evaluate_tree, network_probability
     from harness.training.loop import resolve_device
 
     device = resolve_device(args.device)
     network = load_model(args.model, device, tracking_uri=args.tracking_uri)
-    scores = evaluate_tree(args.data, network_probability(network, device, args.batch_size), progress=verbosity() > 0)
+    if not 0 < args.threshold < 1:
+        raise ConfigError(f"--threshold {args.threshold}: expected a probability in (0, 1)")
+    probability_of = network_probability(network, device, args.batch_size)
+    scores = evaluate_tree(args.data, probability_of, threshold=args.threshold, progress=verbosity() > 0)
     if args.json:
         write_atomically(Path(args.json), json.dumps(scores, indent=2))
     rows = [*scores["per_scene"], {"scene_id": f"mean of {scores['mean']['scenes']} scenes", **scores["mean"]}]

@@ -4,7 +4,9 @@
 evaluation saves each patch's cloud probability as an 8-bit image, thresholds it at 12/255, places patch
 (row, col) at ((row-1)*384, (col-1)*384) of a canvas for its scene, crops the canvas centrally to the scene
 ground truth's size and scores precision, recall, specificity, Jaccard and overall accuracy (x100) per
-scene, then their means over the scenes. :func:`evaluate_tree` does exactly that
+scene, then their means over the scenes. The 12/255 threshold suits Cloud-Net's sigmoid outputs; a network
+trained here with cross-entropy may put every pixel's cloud probability above it (its softmax rarely falls
+below 0.05), so ``threshold`` can be changed, and the stamp then says so. :func:`evaluate_tree` does exactly that
 (:func:`harness.metrics.stitch_scene`, :func:`harness.metrics.scene_scores`), with the probabilities given by a
 function of the patches, so the protocol itself is tested on the ground truth (100 on every score). Every
 result is stamped with its protocol (:data:`PROTOCOL`).
@@ -42,13 +44,26 @@ PROTOCOL = {
 ProbabilityOf = Callable[[Sequence[PatchFiles]], np.ndarray]
 
 
-def official_mask(probability: np.ndarray) -> np.ndarray:
-    """The official binarisation: the probability as the 8-bit image evaluation.m reads, then > 12/255."""
+def official_mask(probability: np.ndarray, threshold: float = OFFICIAL_THRESHOLD) -> np.ndarray:
+    """The official binarisation: the probability as the 8-bit image evaluation.m reads, then > ``threshold``."""
     saved = np.round(np.clip(probability, 0, 1) * 255).astype(np.uint8)
-    return binarise(saved / 255.0, OFFICIAL_THRESHOLD)
+    return binarise(saved / 255.0, threshold)
 
 
-def evaluate_tree(root: str | Path, probability_of: ProbabilityOf, *, progress: bool = True) -> dict[str, Any]:
+def protocol(threshold: float = OFFICIAL_THRESHOLD) -> dict[str, Any]:
+    """The protocol stamp of scores made with ``threshold`` (the official one unless it differs from 12/255)."""
+    if threshold == OFFICIAL_THRESHOLD:
+        return dict(PROTOCOL)
+    return PROTOCOL | {
+        "name": "38-Cloud official protocol, threshold changed",
+        "probability": f"saved as 8-bit (round(p * 255)), cloud where > {threshold:g} (official: 12/255)",
+        "threshold": threshold,
+    }
+
+
+def evaluate_tree(
+    root: str | Path, probability_of: ProbabilityOf, *, threshold: float = OFFICIAL_THRESHOLD, progress: bool = True
+) -> dict[str, Any]:
     """Score every test scene of a 38-Cloud tree (each needs its scene ground truth): protocol, per_scene, mean."""
     root = Path(root)
     patches = discover_patches(root, subset="test")
@@ -69,7 +84,7 @@ def evaluate_tree(root: str | Path, probability_of: ProbabilityOf, *, progress: 
         scene_patches = by_scene[scene_id]
         probabilities = probability_of(scene_patches)
         masks = {
-            (p.patch.row, p.patch.col): official_mask(prob)
+            (p.patch.row, p.patch.col): official_mask(prob, threshold)
             for p, prob in zip(scene_patches, probabilities, strict=True)
         }
         gt = tifffile.imread(gts[scene_id])
@@ -79,7 +94,7 @@ def evaluate_tree(root: str | Path, probability_of: ProbabilityOf, *, progress: 
         scores["jaccard"] = scores.pop("iou")
         per_scene.append({"scene_id": scene_id, "patches": len(scene_patches), **{k: scores[k] for k in SCORES}})
     mean = {key: float(np.nanmean([row[key] for row in per_scene])) for key in SCORES}
-    return {"protocol": PROTOCOL, "per_scene": per_scene, "mean": mean | {"scenes": len(per_scene)}}
+    return {"protocol": protocol(threshold), "per_scene": per_scene, "mean": mean | {"scenes": len(per_scene)}}
 
 
 def network_probability(network: TrainedNetwork, device: torch.device, batch_size: int = 16) -> ProbabilityOf:
@@ -106,4 +121,4 @@ def _shape(pf: PatchFiles) -> tuple[int, int]:
         return tuple(tif.pages[0].shape[:2])
 
 
-__all__ = ["PROTOCOL", "SCORES", "evaluate_tree", "network_probability", "official_mask"]
+__all__ = ["PROTOCOL", "SCORES", "evaluate_tree", "network_probability", "official_mask", "protocol"]

@@ -77,3 +77,14 @@ def test_the_command_writes_the_json_with_the_protocol_stamp(test_tree, checkpoi
     shutil.rmtree(bad / "38-Cloud_test" / "Entire_scene_gts")
     assert main([*args[:4], str(bad)]) == 3
     assert "without a scene ground truth" in capsys.readouterr().err
+
+
+def test_a_changed_threshold_is_applied_and_stamped(test_tree):
+    """A probability of 0.3 everywhere: cloud by the official 12/255, clear at 0.5; the stamp says which."""
+    flat = lambda ps: np.full((len(ps), PX, PX), 0.3, np.float32)  # noqa: E731
+    official = evaluate_tree(test_tree, flat, progress=False)
+    changed = evaluate_tree(test_tree, flat, threshold=0.5, progress=False)
+    assert official["mean"]["recall"] == 100 and official["protocol"]["threshold"] == 12 / 255
+    assert changed["mean"]["specificity"] == 100 and changed["mean"]["recall"] == 0
+    assert changed["protocol"]["name"] == "38-Cloud official protocol, threshold changed"
+    assert "official: 12/255" in changed["protocol"]["probability"]
