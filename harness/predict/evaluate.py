@@ -19,16 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import tifffile
 import torch
 from tqdm import tqdm
 
-from harness.data.decode import read_patch
 from harness.data.layout import PatchFiles, discover_patches, find_scene_gts
 from harness.errors import InputError
-from harness.metrics import OFFICIAL_THRESHOLD, binarise, scene_scores, stitch_scene
+from harness.metrics import OFFICIAL_THRESHOLD, binarise, mean_scene_scores, scene_scores, stitch_scene
 from harness.predict.infer import cloud_probability
 from harness.predict.model import TrainedNetwork
+from harness.predict.patches import read_patches
 
 #: The five scores, as 38-Cloud papers name them (``harness.metrics.scene_scores`` calls Jaccard ``iou``).
 SCORES = ("precision", "recall", "specificity", "jaccard", "overall_accuracy")
@@ -90,11 +91,19 @@ def evaluate_tree(
         gt = tifffile.imread(gts[scene_id])
         grid = (max(p.patch.row for p in scene_patches), max(p.patch.col for p in scene_patches))
         pred = stitch_scene(masks, gt.shape, probabilities.shape[-1], grid_shape=grid)
-        scores = scene_scores(pred, gt)
-        scores["jaccard"] = scores.pop("iou")
-        per_scene.append({"scene_id": scene_id, "patches": len(scene_patches), **{k: scores[k] for k in SCORES}})
-    mean = {key: float(np.nanmean([row[key] for row in per_scene])) for key in SCORES}
-    return {"protocol": protocol(threshold), "per_scene": per_scene, "mean": mean | {"scenes": len(per_scene)}}
+        per_scene.append({"scene_id": scene_id, "patches": len(scene_patches), **scene_scores(pred, gt)})
+    # 38-Cloud's mean over scenes (a score undefined on a scene, e.g. recall without cloud, left out of it).
+    mean = mean_scene_scores(pd.DataFrame(per_scene))
+    return {
+        "protocol": protocol(threshold),
+        "per_scene": [_named(row) for row in per_scene],
+        "mean": _named(mean),
+    }
+
+
+def _named(scores: dict[str, Any]) -> dict[str, Any]:
+    """Scores under 38-Cloud's names: ``iou`` is Jaccard there."""
+    return {("jaccard" if k == "iou" else k): v for k, v in scores.items()}
 
 
 def network_probability(network: TrainedNetwork, device: torch.device, batch_size: int = 16) -> ProbabilityOf:
@@ -103,22 +112,12 @@ def network_probability(network: TrainedNetwork, device: torch.device, batch_siz
     def probability_of(patches: Sequence[PatchFiles]) -> np.ndarray:
         out = []
         for start in range(0, len(patches), batch_size):
-            batch = []
-            for pf in patches[start : start + batch_size]:
-                shape = _shape(pf)
-                image, _, problems = read_patch(pf, shape)
-                if problems:
-                    raise InputError(f"{problems[0].path}: {problems[0].message}")
-                batch.append(network.preprocessing.apply(image))
-            out.append(cloud_probability(network.model, np.stack(batch), device))
+            images = read_patches(list(patches[start : start + batch_size]))
+            batch = np.stack([network.preprocessing.apply(image) for image in images])
+            out.append(cloud_probability(network.model, batch, device))
         return np.concatenate(out)
 
     return probability_of
-
-
-def _shape(pf: PatchFiles) -> tuple[int, int]:
-    with tifffile.TiffFile(next(iter(pf.bands.values()))) as tif:
-        return tuple(tif.pages[0].shape[:2])
 
 
 __all__ = ["PROTOCOL", "SCORES", "evaluate_tree", "network_probability", "official_mask", "protocol"]

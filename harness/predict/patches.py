@@ -15,7 +15,7 @@ import tifffile
 import torch
 from tqdm import tqdm
 
-from harness.data.decode import read_patch
+from harness.data.decode import patch_shape, read_patch
 from harness.data.layout import PatchFiles, discover_patches
 from harness.errors import InputError
 from harness.predict.infer import CLEAR, CLOUD, NODATA, cloud_probability
@@ -25,6 +25,20 @@ from harness.predict.model import TrainedNetwork
 def find_patches(folder: str | Path) -> list[PatchFiles]:
     """Every patch of the 38-Cloud/95-Cloud tree(s) under ``folder`` (training and test); empty when none."""
     return discover_patches(folder)
+
+
+def read_patches(patches: list[PatchFiles]) -> np.ndarray:
+    """(N, 4, H, W) uint16 digital numbers of ``patches``; InputError naming the first bad file."""
+    shape = patch_shape(patches)
+    if shape is None:
+        raise InputError(f"no readable patch among {patches[0].paths()[0] if patches else 'no patches'}")
+    images = []
+    for pf in patches:
+        image, _, problems = read_patch(pf, shape)
+        if problems:
+            raise InputError(f"{problems[0].path}: {problems[0].message}")
+        images.append(image)
+    return np.stack(images)
 
 
 def predict_patches(
@@ -43,14 +57,7 @@ def predict_patches(
     bar = tqdm(total=len(patches), desc="predict patches", unit="patch", disable=not progress)
     for start in range(0, len(patches), batch_size):
         chunk = patches[start : start + batch_size]
-        images = []
-        for pf in chunk:
-            with tifffile.TiffFile(next(iter(pf.bands.values()))) as tif:
-                shape = tuple(tif.pages[0].shape[:2])
-            image, _, problems = read_patch(pf, shape)
-            if problems:
-                raise InputError(f"{problems[0].path}: {problems[0].message}")
-            images.append(image)
+        images = read_patches(chunk)
         network.check_tile(images[0].shape[-1])
         prob = cloud_probability(network.model, np.stack([network.preprocessing.apply(i) for i in images]), device)
         for pf, image, p in zip(chunk, images, prob, strict=True):
@@ -64,4 +71,4 @@ def predict_patches(
     return written
 
 
-__all__ = ["find_patches", "predict_patches"]
+__all__ = ["find_patches", "predict_patches", "read_patches"]
