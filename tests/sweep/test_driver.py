@@ -28,8 +28,24 @@ RESUMABLE = {"architectures": "[unet]", "train.epochs": 4, "asha.grace_period": 
 
 
 def trials_with_checkpoints(experiment_dir: Path) -> int:
-    """How many trials of a Tune experiment have written at least one checkpoint."""
-    return len({p.parent.parent for p in experiment_dir.glob("*/checkpoint_*/checkpoint.pt")})
+    """How many trials of a Tune experiment have written at least one checkpoint.
+
+    Polled while a sweep runs: a folder listed one moment may be gone the next (the driver renames its
+    ``.last-good-state.tmp-*`` copy into place, Tune prunes old checkpoints), so a folder that vanishes
+    mid-listing counts as not there rather than failing the poll.
+    """
+    try:
+        trial_dirs = [d for d in experiment_dir.iterdir() if not d.name.startswith(".")]
+    except FileNotFoundError:
+        return 0
+    with_checkpoint = 0
+    for trial_dir in trial_dirs:
+        try:
+            if any((c / "checkpoint.pt").is_file() for c in trial_dir.glob("checkpoint_*")):
+                with_checkpoint += 1
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return with_checkpoint
 
 
 def mlflow_runs(uri: str, experiment: str):
