@@ -143,11 +143,15 @@ def fill(folder: Path, leave: int) -> Path:
 # ------------------------------------------------------------------------------------- autograd
 def backward_nodes(tensor) -> set[str]:
     """Names of every autograd node behind ``tensor`` (e.g. ``NllLoss2DBackward0``): which kernels backward runs."""
-    seen, stack = set(), [tensor.grad_fn]
+    # Visited nodes are told apart by identity: two nodes of one name (every convolution's backward)
+    # lie on different paths, and stopping at the second would miss the graph behind it.
+    # (The dict keeps each visited node alive, so that its id cannot be reused by another.)
+    names, visited, stack = set(), {}, [tensor.grad_fn]
     while stack:
         node = stack.pop()
-        if node is None or node.name() in seen:
+        if node is None or id(node) in visited:
             continue
-        seen.add(node.name())
+        visited[id(node)] = node
+        names.add(node.name())
         stack.extend(next_fn for next_fn, _ in node.next_functions)
-    return seen
+    return names

@@ -49,6 +49,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     depth: int = 4
     base_channels: int = 32
+    #: The encoder (backbone) of an architecture that takes one (``cloudmask models``); "" is its default.
+    encoder: str = ""
     norm: str = "batch"
     deep_supervision: bool = False
     loss: str = "ce"
@@ -69,7 +71,14 @@ class TrainConfig:
             problem = value_problem(f.name, value)
             if problem:
                 raise ConfigError(f"train.{f.name}: {problem}")
-        problem = shape_problem(self.arch, depth=self.depth, deep_supervision=self.deep_supervision)
+        problem = shape_problem(
+            self.arch,
+            depth=self.depth,
+            deep_supervision=self.deep_supervision,
+            encoder=self.encoder,
+            norm=self.norm,
+            batch_size=self.batch_size,
+        )
         if problem:
             key, why = problem
             raise ConfigError(f"train.{key}: {why}")
@@ -77,7 +86,7 @@ class TrainConfig:
 
 _TYPES: dict[str, type] = {f.name: type(f.default) for f in dataclasses.fields(TrainConfig)}
 #: Keys that fix the network's shape: a checkpoint resumes only a config that agrees on them.
-MODEL_KEYS = ("arch", "depth", "base_channels", "norm", "deep_supervision")
+MODEL_KEYS = ("arch", "depth", "base_channels", "encoder", "norm", "deep_supervision")
 #: Keys a search space may sample: all but the architecture and bookkeeping.
 SEARCHABLE_KEYS = tuple(name for name in _TYPES if name not in {"arch", "device", "precision", "seed", "deterministic"})
 

@@ -12,8 +12,14 @@ rendering a report never loads torch. Modelled on timm's ``register_model`` / ``
     net = build_model("mynet", depth=4, base_channels=32)
 
 A builder is called as ``builder(in_channels, num_classes, depth=..., base_channels=..., norm=...)``,
-plus ``deep_supervision=True`` where the spec supports it, and returns a ``torch.nn.Module`` whose
-forward gives logits ``(B, num_classes, H, W)``.
+plus ``deep_supervision=True`` where the spec supports it and ``encoder=...`` where the spec lists
+encoders, and returns a ``torch.nn.Module`` whose forward gives logits ``(B, num_classes, H, W)``.
+
+What a spec declares is checked before any network is built (a benchmark is validated without torch):
+the depth range, the encoders it takes (the first is its default), the norms it offers, whether
+``base_channels`` sets a width in it, the smallest training batch it can take (batch norm after a
+global pooling needs two images), and whether its training step repeats on a GPU under
+``train.deterministic`` (tests/models/test_registry.py checks that claim against the autograd graph).
 """
 
 from __future__ import annotations
@@ -40,6 +46,18 @@ class ModelSpec:
     deep_supervision: bool = False
     depth_range: tuple[int, int] = (1, 6)
     description: str = ""
+    #: Encoder (backbone) names the builder takes, the default first; empty: the network has no choice.
+    encoders: tuple[str, ...] = ()
+    #: Normalisations offered (a subset of :data:`NORMS`).
+    norms: tuple[str, ...] = NORMS
+    #: Whether ``base_channels`` sets a width of the network (LinkNet's decoder follows its encoder).
+    uses_width: bool = True
+    #: The smallest training batch: 2 where batch norm follows a global pooling (a 1x1 map of one image).
+    min_batch: int = 1
+    #: False where a training step uses an op that torch documents as nondeterministic on CUDA.
+    cuda_deterministic: bool = True
+    #: Where the network comes from (a paper, a library), shown by ``cloudmask models``.
+    source: str = ""
 
     def load_builder(self) -> Callable[..., Any]:
         """The builder callable (its module imported now)."""
@@ -59,6 +77,8 @@ def register_model(spec: ModelSpec) -> ModelSpec:
     low, high = spec.depth_range
     if not 1 <= low <= high:
         raise ModelError(f"architecture {spec.name!r}: depth_range must be (low, high) with 1 <= low <= high")
+    if not spec.norms or set(spec.norms) - set(NORMS):
+        raise ModelError(f"architecture {spec.name!r}: norms must be a non-empty subset of {NORMS}")
     _REGISTRY[spec.name] = spec
     return spec
 
@@ -76,11 +96,20 @@ def get_model_spec(name: str) -> ModelSpec:
         raise ModelError(f"unknown architecture {name!r}; valid architectures: {', '.join(_REGISTRY)}") from None
 
 
-def shape_problem(name: str, *, depth: int, deep_supervision: bool = False) -> tuple[str, str] | None:
+def shape_problem(
+    name: str,
+    *,
+    depth: int,
+    deep_supervision: bool = False,
+    encoder: str = "",
+    norm: str | None = None,
+    batch_size: int | None = None,
+) -> tuple[str, str] | None:
     """(the offending argument, why) when architecture ``name`` cannot take this shape, else None.
 
-    The argument is ``"depth"`` (outside the spec's ``depth_range``) or ``"deep_supervision"`` (the spec
-    has no intermediate heads); ``name`` must be registered.
+    The argument is ``"depth"`` (outside the spec's ``depth_range``), ``"deep_supervision"`` (the spec
+    has no intermediate heads), ``"encoder"`` (not one the spec lists; ``""`` is its default),
+    ``"norm"`` (not offered) or ``"batch_size"`` (below its ``min_batch``); ``name`` must be registered.
     """
     spec = get_model_spec(name)
     low, high = spec.depth_range
@@ -90,6 +119,17 @@ def shape_problem(name: str, *, depth: int, deep_supervision: bool = False) -> t
         with_heads = [s.name for s in _REGISTRY.values() if s.deep_supervision]
         return "deep_supervision", (
             f"only {', '.join(with_heads) or 'no architecture'} has deep supervision heads, not {name!r}"
+        )
+    if encoder and encoder not in spec.encoders:
+        if not spec.encoders:
+            return "encoder", f"{name} has no encoder to choose (leave encoder empty), got {encoder!r}"
+        return "encoder", f"{name} takes encoder {', '.join(spec.encoders)}, got {encoder!r}"
+    if norm is not None and norm not in spec.norms:
+        return "norm", f"{name} offers norm {', '.join(spec.norms)}, got {norm!r}"
+    if batch_size is not None and batch_size < spec.min_batch:
+        return "batch_size", (
+            f"{name} trains on batches of at least {spec.min_batch} (batch norm after its global pooling), "
+            f"got {batch_size}"
         )
     return None
 
@@ -103,18 +143,22 @@ def build_model(
     num_classes: int = 2,
     norm: str = "batch",
     deep_supervision: bool = False,
+    encoder: str = "",
 ) -> Any:
     """Build architecture ``arch`` (a registry key) as a ``torch.nn.Module`` producing logits.
 
     Raises ModelError for an unknown architecture (listing the valid ones) or a depth / deep supervision
-    the spec does not allow, and the builder's ValueError for any other impossible shape (a norm other
-    than "batch"/"none", a non-positive width).
+    / encoder / norm the spec does not allow, and the builder's ValueError for any other impossible
+    shape (a norm other than "batch"/"none", a non-positive width). ``encoder=""`` is the spec's default.
     """
     spec = get_model_spec(arch)
-    problem = shape_problem(arch, depth=depth, deep_supervision=deep_supervision)
+    known_norm = norm if norm in NORMS else None  # an unknown word is the builder's ValueError, as before
+    problem = shape_problem(arch, depth=depth, deep_supervision=deep_supervision, encoder=encoder, norm=known_norm)
     if problem:
         raise ModelError(problem[1])
     kwargs: dict[str, Any] = dict(depth=depth, base_channels=base_channels, norm=norm)
     if deep_supervision:
         kwargs["deep_supervision"] = True
+    if spec.encoders:
+        kwargs["encoder"] = encoder or spec.encoders[0]
     return spec.load_builder()(in_channels, num_classes, **kwargs)

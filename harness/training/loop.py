@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from harness.config.train import PRECISIONS, TrainConfig
 from harness.metrics import ConfusionAccumulator, confusion_stats, per_image_counts
-from harness.models import build_model
+from harness.models import build_model, get_model_spec
 from harness.training.checkpoints import (
     CHECKPOINT_FILENAME,
     check_resumable,
@@ -79,6 +79,7 @@ def model_from_config(config: TrainConfig) -> nn.Module:
         base_channels=config.base_channels,
         norm=config.norm,
         deep_supervision=config.deep_supervision,
+        encoder=config.encoder,
     )
 
 
@@ -324,6 +325,7 @@ def make_loader(
     device: torch.device,
     num_workers: int = 0,
     generator: torch.Generator | None = None,
+    min_batch: int = 1,
 ) -> DataLoader:
     """A loader that shuffles with ``generator`` when one is given (training) and keeps order otherwise.
 
@@ -331,7 +333,8 @@ def make_loader(
     each epoch): its keys carry the epoch, so the ``num_workers`` loader processes can persist across
     epochs (started once per loader, not re-forked every epoch) and still augment for the right one.
     The workers' base seed comes from a generator of its own, seeded from ``generator``'s seed, so the
-    shuffle order is the same with any number of workers and after a resume.
+    shuffle order is the same with any number of workers and after a resume. ``min_batch`` (training):
+    a last batch smaller than it is dropped (batch norm after a global pooling cannot train on one image).
     """
     from harness.data.dataset import CloudPatchDataset, EpochShuffle
 
@@ -347,6 +350,7 @@ def make_loader(
         worker_init_fn=seed_worker if num_workers else None,
         persistent_workers=num_workers > 0,
         pin_memory=device.type == "cuda",
+        drop_last=0 < len(dataset) % batch_size < min_batch,
     )
 
 
@@ -423,6 +427,7 @@ def fit(config: TrainConfig, data, report: Report | None, checkpoint_dir: str | 
             device=device,
             num_workers=config.num_workers,
             generator=loader_generator,
+            min_batch=get_model_spec(config.arch).min_batch,
         )
         val_loader = make_loader(
             val_set, batch_size=config.eval_batch_size, device=device, num_workers=config.num_workers

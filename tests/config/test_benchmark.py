@@ -104,7 +104,7 @@ def test_same_budget_settings_for_every_architecture(tmp_path):
         ("split.kind=diagonal", "split.kind"),
         ("asha.reduction_factor=1", "asha.reduction_factor"),
         ("asha.grace_period=99", "asha.grace_period"),
-        ("architectures=[unet, segformer]", "architectures"),
+        ("architectures=[unet, hrcloudnet]", "architectures"),
         ("resources.gpu=1.5", "resources.gpu"),
         ("compare.seeds=[1, 1]", "compare.seeds"),
         # The seed the sweep selected with (train.seed, 0 by default) cannot be a retrain seed.

@@ -1,11 +1,17 @@
 """Search spaces in a benchmark: checked against the typed training config at load, errors naming the key."""
 
+from pathlib import Path
+
 import pytest
 
 from harness.config import load_benchmark
+from harness.config.search_spaces import load_search_spaces
+from harness.config.train import TrainConfig
 from harness.errors import ConfigError
+from harness.models import get_model_spec, list_models
 from tests.config.test_benchmark import BASE, _write
 
+REPO = Path(__file__).resolve().parents[2]
 INT_1_TO_3 = {"type": "int", "low": 1, "high": 3, "log": False, "step": 1}
 DEFAULT_SPACE = "{lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}, depth: {type: int, low: 1, high: 3}}"
 
@@ -85,3 +91,31 @@ def test_ray_words_without_an_optuna_equivalent_say_what_to_write(tmp_path, entr
     with pytest.raises(ConfigError) as err:
         load_benchmark(_with_space(tmp_path, "unetpp", entry))
     assert needle in str(err.value) and "search_spaces.unetpp" in str(err.value)
+
+
+@pytest.mark.parametrize("arch", list_models())
+def test_every_registered_architecture_ships_a_search_space_that_fits_it(arch):
+    # Registry-driven: registering an architecture without search_spaces/<arch>.yaml fails here.
+    path = REPO / "search_spaces" / f"{arch}.yaml"
+    assert path.is_file(), f"no search space for {arch}"
+    spaces = load_search_spaces(
+        {arch: str(path)},
+        architectures=[arch],
+        trial_config=lambda a: TrainConfig(arch=a, depth=get_model_spec(a).depth_range[0]),
+        patch_size=384,
+        base_dir=None,
+    )
+    assert {"lr", "depth"} <= set(spaces[arch])
+    if get_model_spec(arch).encoders:
+        assert set(spaces[arch]["encoder"]["choices"]) <= set(get_model_spec(arch).encoders)
+
+
+def test_an_encoder_the_architecture_does_not_take_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"search_spaces.fpn.encoder: 'mit_b0' does not fit the fpn config"):
+        load_search_spaces(
+            {"fpn": {"encoder": {"type": "categorical", "choices": ["resnet18", "mit_b0"]}}},
+            architectures=["fpn"],
+            trial_config=lambda a: TrainConfig(arch=a, depth=4),
+            patch_size=64,
+            base_dir=None,
+        )
