@@ -246,6 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="patches per forward pass (default 16)")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:1 ...")
 
+    p = command(
+        "models",
+        "list the registered architectures: family, parameters and GFLOPs per patch at their published shape",
+        "cloudmask models --patch-size 384",
+    )
+    p.add_argument("--patch-size", type=int, default=384, help="patch side the FLOPs are counted for (default 384)")
+    p.add_argument("--json", help="also write the rows there as JSON")
+
     p = sub.add_parser("data", help="dataset tools: synth, verify, ingest, split, preview (see `cloudmask data -h`)")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the data command")
     return parser
@@ -397,6 +405,33 @@ def _evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _models(args: argparse.Namespace) -> int:
+    import json
+
+    from harness.console import summary, table
+    from harness.diskspace import write_atomically
+    from harness.errors import ConfigError
+    from harness.models import list_models, model_costs
+
+    if args.patch_size < 32 or args.patch_size % 32:
+        raise ConfigError(f"--patch-size {args.patch_size}: expected a multiple of 32 (every depth divides it)")
+    rows = [model_costs(arch, patch_size=args.patch_size) for arch in list_models()]
+    if args.json:
+        write_atomically(Path(args.json), json.dumps(rows, indent=2))
+    shown = [
+        {**r, "params (M)": f"{r['params_m']:.2f}", f"GFLOPs/{args.patch_size} px": f"{r['gflops']:.1f}"} for r in rows
+    ]
+    summary(
+        table(shown, ["name", "label", "family", "reference", "params (M)", f"GFLOPs/{args.patch_size} px", "encoders"])
+    )
+    summary(
+        f"{len(rows)} architectures; FLOPs of one {args.patch_size} px patch with 4 bands (a multiply-add is 2), "
+        "at the reference shape (the paper's or the library's defaults); a benchmark's search space picks the "
+        "shapes it tunes."
+    )
+    return EXIT_OK
+
+
 def _numbers(text: str) -> list[float]:
     """A comma-separated list of positive numbers (an option value), e.g. ``1,2,4``."""
     try:
@@ -484,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
 
     set_verbosity(verbosity_of(args))
     commands = {"sweep": _sweep, "compare": _compare, "report": _report, "demo": _demo, "replay": _replay}
-    command = {**commands, "predict": _predict, "evaluate": _evaluate}[args.command]
+    command = {**commands, "predict": _predict, "evaluate": _evaluate, "models": _models}[args.command]
     try:
         return command(args)
     except SweepInterrupted as exc:

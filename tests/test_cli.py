@@ -1,5 +1,6 @@
 """`cloudmask`: one command line, shared options, documented exit codes, no traceback for bad input."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,17 @@ CLOUDMASK = shutil.which("cloudmask", path=str(Path(sys.executable).parent))
 def test_every_subcommand_and_option_has_help_text():
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command")
-    assert set(subparsers.choices) == {"sweep", "compare", "report", "replay", "demo", "predict", "evaluate", "data"}
+    assert set(subparsers.choices) == {
+        "sweep",
+        "compare",
+        "report",
+        "replay",
+        "demo",
+        "predict",
+        "evaluate",
+        "models",
+        "data",
+    }
     for name, sub in subparsers.choices.items():
         for action in sub._actions:
             if action.dest != "help":
@@ -154,3 +165,28 @@ def test_quiet_still_prints_the_answer_and_the_errors(tmp_path, capsys):
         assert "nowhere" in capsys.readouterr().err
     finally:
         console.set_verbosity(console.NORMAL)
+
+
+def test_models_lists_every_registered_architecture_with_its_costs(tmp_path, capsys):
+    from harness.models import build_model, count_parameters, flops_per_patch, get_model_spec, list_models
+
+    out = tmp_path / "models.json"
+    assert main(["models", "--patch-size", "64", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["name"] for r in rows] == list_models()
+    printed = capsys.readouterr().out
+    assert "GFLOPs/64 px" in printed and f"{len(rows)} architectures" in printed
+    for row in rows:
+        spec = get_model_spec(row["name"])
+        assert row["label"] in printed and row["family"] == spec.family
+        depth, width = spec.reference_shape
+        model = build_model(row["name"], depth=depth, base_channels=width)
+        assert row["params_m"] * 1e6 == pytest.approx(count_parameters(model), abs=0.5)
+        assert row["gflops"] * 1e9 == pytest.approx(flops_per_patch(model, 64), abs=0.5)
+    # The paper-exact U-Net at the UNet++ paper's shape: 7.76 M parameters (with batch norm's scales).
+    assert round(rows[0]["params_m"], 2) == 7.76
+
+
+def test_models_refuses_a_patch_size_no_depth_divides(capsys):
+    assert main(["models", "--patch-size", "100"]) == 3
+    assert "--patch-size 100: expected a multiple of 32" in capsys.readouterr().err

@@ -7,7 +7,7 @@ in eval mode one tensor (the heads' average). :func:`list_models` gives every re
 (:mod:`harness.models.unet`, :mod:`harness.models.unetpp`) are imported when one is built.
 """
 
-from harness.models.cost import count_parameters, flops_per_patch
+from harness.models.cost import count_parameters, flops_per_patch, model_costs
 from harness.models.registry import (
     NORMS,
     ModelSpec,
@@ -44,6 +44,7 @@ register_model(
 # encoders for the convolutional decoders, Mix Transformers for SegFormer; the default encoder first.
 _RESNETS = ("resnet34", "resnet18", "resnet50")
 _SMP = "segmentation_models_pytorch"
+_SMP_DEFAULTS = (5, 16)  # smp's encoder_depth=5 and decoder widths (256..16, 256 for the pyramid heads)
 for _spec in (
     ModelSpec(
         name="unet_resnet",
@@ -54,6 +55,7 @@ for _spec in (
         encoders=_RESNETS,
         norms=("batch",),
         source=_SMP,
+        reference_shape=_SMP_DEFAULTS,
         description='U-Net with a ResNet encoder, the study\'s "ResUnet" (smp Unet)',
     ),
     ModelSpec(
@@ -65,6 +67,7 @@ for _spec in (
         encoders=_RESNETS,
         norms=("batch",),
         source=_SMP,
+        reference_shape=_SMP_DEFAULTS,
         description="UNet++ with a ResNet encoder (smp UnetPlusPlus)",
     ),
     ModelSpec(
@@ -76,6 +79,7 @@ for _spec in (
         encoders=_RESNETS,
         norms=("batch",),
         source=_SMP,
+        reference_shape=_SMP_DEFAULTS,
         description="MA-Net (Fan et al. 2020): attention blocks in a U-shaped decoder",
     ),
     ModelSpec(
@@ -88,6 +92,7 @@ for _spec in (
         norms=("batch",),
         uses_width=False,
         source=_SMP,
+        reference_shape=_SMP_DEFAULTS,
         description="LinkNet (Chaurasia & Culurciello 2017): additive skips, decoder as wide as the encoder",
     ),
     ModelSpec(
@@ -100,6 +105,7 @@ for _spec in (
         norms=("batch",),
         cuda_deterministic=False,
         source=_SMP,
+        reference_shape=_SMP_DEFAULTS,
         description="Feature Pyramid Network decoder (Kirillov et al. 2019)",
     ),
     ModelSpec(
@@ -113,6 +119,7 @@ for _spec in (
         min_batch=2,
         cuda_deterministic=False,
         source=_SMP,
+        reference_shape=_SMP_DEFAULTS,
         description="DeepLabV3+ (Chen et al. 2018): atrous spatial pyramid pooling",
     ),
     ModelSpec(
@@ -126,6 +133,7 @@ for _spec in (
         min_batch=2,
         cuda_deterministic=False,
         source=_SMP,
+        reference_shape=_SMP_DEFAULTS,
         description="UPerNet (Xiao et al. 2018): pyramid pooling on an FPN",
     ),
     ModelSpec(
@@ -138,6 +146,7 @@ for _spec in (
         norms=("batch",),
         cuda_deterministic=False,
         source=_SMP,
+        reference_shape=_SMP_DEFAULTS,
         description="SegFormer (Xie et al. 2021): Mix Transformer encoder, all-MLP decoder",
     ),
 ):
@@ -151,6 +160,7 @@ __all__ = [
     "flops_per_patch",
     "get_model_spec",
     "list_models",
+    "model_costs",
     "register_model",
     "shape_problem",
 ]

@@ -58,6 +58,9 @@ class ModelSpec:
     cuda_deterministic: bool = True
     #: Where the network comes from (a paper, a library), shown by ``cloudmask models``.
     source: str = ""
+    #: The published shape (depth, base_channels) that ``cloudmask models`` costs: the paper's or the
+    #: library's defaults (smp: encoder depth 5, decoder widths 256..16 = base 16).
+    reference_shape: tuple[int, int] = (4, 32)
 
     def load_builder(self) -> Callable[..., Any]:
         """The builder callable (its module imported now)."""
@@ -77,6 +80,8 @@ def register_model(spec: ModelSpec) -> ModelSpec:
     low, high = spec.depth_range
     if not 1 <= low <= high:
         raise ModelError(f"architecture {spec.name!r}: depth_range must be (low, high) with 1 <= low <= high")
+    if not low <= spec.reference_shape[0] <= high:
+        raise ModelError(f"architecture {spec.name!r}: reference_shape's depth is outside depth_range")
     if not spec.norms or set(spec.norms) - set(NORMS):
         raise ModelError(f"architecture {spec.name!r}: norms must be a non-empty subset of {NORMS}")
     _REGISTRY[spec.name] = spec
