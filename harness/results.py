@@ -466,6 +466,8 @@ class RetrainResult:
     band_stats: list[list[float]] | None = None
     #: The 38-Cloud official test protocol's per-scene scores (``compare.official_test``), or None.
     official_scores: list[dict[str, Any]] | None = None
+    #: Test images per second through the trained network on ``device`` (NaN for retrains saved before).
+    test_images_per_second: float = float("nan")
 
     @property
     def arch(self) -> str:

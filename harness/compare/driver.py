@@ -45,6 +45,7 @@ from harness.metrics import confusion_stats, per_image_scores
 from harness.models import get_model_spec
 from harness.predict.preprocessing import MODEL_METADATA_KEY, Preprocessing
 from harness.report import write_report
+from harness.report.ranking import kway_table
 from harness.report.verdict import NO_WINNER, Verdict, headline_metrics, verdict
 from harness.results import SCORING_VERSION, RetrainResult, load_results, write_results
 from harness.sweep.result import SWEEP_RESULT_FILE, SweepResult
@@ -268,7 +269,8 @@ def summary_metrics(results_dir: Path) -> dict[str, float]:
     ``<arch>_pooled_iou_*``: IoU of each seed's pooled test pixels, mean and interval over seeds;
     ``<arch>_per_image_iou_mean``: IoU of each test image, averaged over images and seeds;
     ``pixel_baseline_pooled_iou``: the per-pixel logistic regression (:mod:`harness.compare.baseline`) on the
-    same pixels.
+    same pixels; with three or more architectures ``<arch>_rank``, ``_rank_low``/``_rank_high`` (the
+    simultaneous rank interval), ``_in_best_set`` (1/0) and ``_vs_best_p_holm`` (:mod:`harness.report.ranking`).
     """
     summary = pd.read_csv(results_dir / "summary.csv")
     metrics = {}
@@ -285,6 +287,14 @@ def summary_metrics(results_dir: Path) -> dict[str, float]:
     if per_image.is_file():
         for arch, group in pd.read_csv(per_image).groupby("arch"):
             metrics[f"{arch}_per_image_iou_mean"] = float(group["iou"].mean())
+        # K >= 3: the report's ranking, so the MLflow UI can sort a zoo by rank and show who is in the best set.
+        for row in kway_table(load_results(results_dir)).itertuples():
+            metrics[f"{row.arch}_rank"] = float(row.rank)
+            metrics[f"{row.arch}_rank_low"] = float(row.rank_low)
+            metrics[f"{row.arch}_rank_high"] = float(row.rank_high)
+            metrics[f"{row.arch}_in_best_set"] = float(row.in_best_set)
+            if not pd.isna(getattr(row, "vs_best_p_holm", float("nan"))):
+                metrics[f"{row.arch}_vs_best_p_holm"] = float(row.vs_best_p_holm)
     return metrics
 
 

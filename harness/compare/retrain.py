@@ -14,6 +14,7 @@ threshold.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ def retrain_and_score(
     test_rows = data.indices("test")
     keeper = _PredictionKeeper(test_rows, sample_rows)
     counts = np.zeros((0, 4), dtype=np.int64)
+    test_ips = float("nan")
     scenes: list[dict[str, Any]] = []
     if fitted.status == "completed":
         loader = make_loader(
@@ -78,7 +80,11 @@ def retrain_and_score(
             device=device,
             num_workers=config.num_workers,
         )
+        started = time.perf_counter()
         scored = evaluate(fitted.model, loader, device, per_image=True, on_predictions=keeper)
+        # Inference speed on the run's device: the test split through the network (loading included, as
+        # a user masking patches would see it); the counts it returns have synchronised the device.
+        test_ips = len(test_rows) / max(time.perf_counter() - started, 1e-9)
         counts = np.asarray(scored["per_image_counts"], dtype=np.int64)
         if scene_gts:
 
@@ -108,6 +114,7 @@ def retrain_and_score(
         scoring_version=SCORING_VERSION,
         train_seconds=float(sum(m["epoch_seconds"] for m in curves)),
         train_images_per_second=float(np.mean(ips)) if ips else float("nan"),
+        test_images_per_second=float(test_ips),
         device=str(device),
         model_state={k: v.detach().cpu() for k, v in fitted.model.state_dict().items()},
         band_stats=None if fitted.band_stats is None else [[float(v) for v in s] for s in fitted.band_stats],

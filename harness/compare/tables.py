@@ -92,6 +92,7 @@ def build_results(
                 **cloud_free_counts(counts),
                 "train_seconds": r.train_seconds,
                 "train_images_per_second": r.train_images_per_second,
+                "test_images_per_second": r.test_images_per_second,
             }
         )
         rows = np.asarray(r.test_rows)
@@ -259,6 +260,9 @@ def summary_table(
             row.update({f"{prefix}_mean": est, f"{prefix}_ci_low": low, f"{prefix}_ci_high": high})
         row["train_seconds_mean"] = float(group["train_seconds"].mean())
         row["images_per_second_mean"] = float(group["train_images_per_second"].mean())
+        row["inference_images_per_second_mean"] = (
+            float(group["test_images_per_second"].mean()) if "test_images_per_second" in group else float("nan")
+        )
         seeds = row["n_seeds"]
         row["iou_images"] = _sum_or_nan(group, "iou_images") / seeds
         row["cloud_free_images"] = _sum_or_nan(group, "cloud_free_images") / seeds

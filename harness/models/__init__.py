@@ -39,6 +39,17 @@ register_model(
         source="Zhou et al. 2018 (harness/models/unetpp.py)",
     )
 )
+register_model(
+    ModelSpec(
+        name="cloudnet",
+        label="Cloud-Net",
+        family="U-Net",
+        builder="harness.models.cloudnet:CloudNet",
+        reference_shape=(5, 16),
+        description="Cloud-Net (Mohajerani & Saeedi 2019), the 38-Cloud authors' network: improved skip paths",
+        source="Mohajerani & Saeedi 2019 (harness/models/cloudnet.py, from the authors' Keras code)",
+    )
+)
 
 # segmentation_models_pytorch's architectures (harness/models/smp_zoo.py), randomly initialised: ResNet
 # encoders for the convolutional decoders, Mix Transformers for SegFormer; the default encoder first.

@@ -31,6 +31,7 @@ def model_costs(arch: str, *, patch_size: int = 384, in_channels: int = 4, num_c
 
     spec = get_model_spec(arch)
     depth, width = spec.reference_shape
+    depth = min(max(depth, spec.depth_range[0]), spec.depth_range[1])
     model = build_model(arch, depth=depth, base_channels=width, in_channels=in_channels, num_classes=num_classes)
     shape = f"depth {depth}" + (f", width {width}" if spec.uses_width else "")
     if spec.encoders:

@@ -20,6 +20,7 @@ from matplotlib.ticker import MaxNLocator
 
 from harness.report.audit import plot_protocol_audit
 from harness.report.format import fmt_rate, fmt_signed, is_missing, label
+from harness.report.ranking import plot_pareto, plot_profile
 from harness.report.style import CLEAR, CLOUD, FALSE_NEG, FALSE_POS, STYLE, arch_colours, save
 from harness.results import Results, has_seed_level_intervals
 
@@ -32,6 +33,9 @@ FIGURE_FILES = {
     "budget": "budget.png",
     # The protocol audit's figure keeps the file name reports have always linked.
     "protocol_audit": "fairness.png",
+    # From three architectures on (harness.report.ranking).
+    "pareto": "pareto.png",
+    "profile": "profile.png",
 }
 
 
@@ -51,6 +55,10 @@ def render_figures(res: Results, fig_dir: Path) -> dict[str, Path]:
             figures["budget"] = plot_budget(res.budget, res.archs, paths["budget"])
         if res.protocol_audit is not None and len(res.protocol_audit.curves):
             figures["protocol_audit"] = plot_protocol_audit(res.protocol_audit, res.archs, paths["protocol_audit"])
+        for key, plot in (("pareto", plot_pareto), ("profile", plot_profile)):
+            drawn = plot(res, paths[key])
+            if drawn is not None:
+                figures[key] = drawn
     return figures
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 from harness.report.audit import protocol_audit_section
 from harness.report.format import fmt_ci, fmt_int, fmt_p, fmt_rate, fmt_signed, fmt_value, is_missing, label, md_table
 from harness.report.methods import budget_text, cloud_free_text, paired_text, scene_notes, scored_on
+from harness.report.ranking import ranking_section
 from harness.results import MIN_SCENES_FOR_NEW_SCENES, Results, has_seed_level_intervals
 
 # Table 1 of the study, extended: (confusion_stats key, row label, is a count).
@@ -276,6 +277,9 @@ def _cost_table(res: Results) -> str:
                 "n/a" if is_missing(s.get("flops_per_patch")) else f"{s['flops_per_patch'] / 1e9:.1f}",
                 "n/a" if is_missing(s.get("train_seconds_mean")) else f"{s['train_seconds_mean']:,.0f}",
                 "n/a" if is_missing(s.get("images_per_second_mean")) else f"{s['images_per_second_mean']:,.1f}",
+                "n/a"
+                if is_missing(s.get("inference_images_per_second_mean"))
+                else f"{s['inference_images_per_second_mean']:,.1f}",
                 "n/a" if is_missing(s.get("sweep_device_hours")) else f"{s['sweep_device_hours']:,.2f}",
                 fmt_int(s.get("n_trials")),
             ]
@@ -286,6 +290,7 @@ def _cost_table(res: Results) -> str:
         "GFLOPs / 384×384 patch",
         "train time per seed (s)",
         "train images/s",
+        "test images/s",
         "sweep device-hours",
         "trials",
     ]
@@ -446,6 +451,7 @@ def render_markdown(res: Results, figures: dict[str, Path]) -> str:
             _paired_table(res),
             "",
         ]
+    parts += ranking_section(res, figures)
     parts += ["## Cost", "", _cost_table(res), ""]
     if res.budget is not None:
         parts += [
