@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from harness.report.format import fmt_p, fmt_rate, fmt_signed, is_missing, label, md_table
 from harness.report.style import arch_colours, save
@@ -124,7 +125,7 @@ def ranking_section(res: Results, figures: dict[str, Path], *, alpha: float = 0.
                 p,
                 "yes" if r.in_best_set else "",
                 "n/a" if is_missing(r.flops_per_patch) else f"{r.flops_per_patch / 1e9:.1f}",
-                "n/a" if is_missing(r.sweep_device_hours) else f"{r.sweep_device_hours:,.2f}",
+                "n/a" if is_missing(r.sweep_device_hours) else f"{r.sweep_device_hours:.3g}",
                 ", ".join(n for key, n in (("flops_per_patch", "FLOPs"), ("sweep_device_hours", "hours"))
                           if r[f"pareto_{key}"]),
             ]
@@ -202,6 +203,9 @@ def plot_pareto(res: Results, path: Path, *, alpha: float = 0.05) -> Path | None
         front = table[table[f"pareto_{key}"]].sort_values(key)
         ax.step(front[key] / scale, front["mean"], where="post", color="0.4", lw=1, ls="--", label="Pareto front")
         ax.set_xscale("log")
+        # Plain numbers on the log axis (matplotlib's 10^x minor labels collide over a narrow range).
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(name + " (log scale)")
         ax.set_ylabel("mean per-image IoU (95% interval over seeds)")
         ax.legend(loc="lower right")

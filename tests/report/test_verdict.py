@@ -73,7 +73,7 @@ def test_with_three_architectures_the_leader_wins_only_if_it_beats_every_other(c
     not_the_second = [*beats_both[:1], ("unet", "cloudnet", 0.80, 0.78, 0.02, -0.01, 0.05, 0.2), beats_both[2]]
     v = verdict(with_pairs(clear_win, not_the_second))
     assert (v.leader, v.winner) == ("unet", NO_WINNER)
-    assert "cloudnet" in v.text and v.text.count("(95% CI") == 2  # the leader's two pairs, not the third
+    assert "Cloud-Net" in v.text and v.text.count("(95% CI") == 2  # the leader's two pairs, not the third
 
 
 def test_the_closing_summary_lists_each_architecture_and_the_verdict(clear_win):
