@@ -157,7 +157,9 @@ def ranking_section(res: Results, figures: dict[str, Path], *, alpha: float = 0.
         md_table(header, rows),
         "",
         f"**Not distinguishable from the best ({label(best)})**: {', '.join(best_set)}"
-        + (" — every architecture: this comparison cannot rank them." if len(best_set) == k else "."),
+        + (" — every architecture: this comparison cannot rank them." if len(best_set) == k else ".")
+        + " The set is read from the rank intervals, which hold for all pairs at once; Holm's test against the "
+        "best alone has fewer comparisons to pay for, so it can separate an architecture the set still keeps.",
         "",
         *(f"- Pareto set, mean per-image IoU against {name}: {', '.join(front) or 'n/a'}." for name, front in
           fronts.items()),
@@ -202,11 +204,15 @@ def plot_pareto(res: Results, path: Path, *, alpha: float = 0.05) -> Path | None
             ax.annotate(label(r.arch), (x, y), xytext=(5, 4), textcoords="offset points", fontsize=8)
         front = table[table[f"pareto_{key}"]].sort_values(key)
         ax.step(front[key] / scale, front["mean"], where="post", color="0.4", lw=1, ls="--", label="Pareto front")
-        ax.set_xscale("log")
-        # Plain numbers on the log axis (matplotlib's 10^x minor labels collide over a narrow range).
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel(name + " (log scale)")
+        costs = (table[key] / scale).to_numpy(float)
+        costs = costs[np.isfinite(costs) & (costs > 0)]
+        if costs.size and costs.max() / costs.min() >= 10:  # costs spanning decades: a log axis
+            ax.set_xscale("log")
+            # Plain numbers on the log axis (matplotlib's 10^x minor labels collide over a narrow range).
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            name += " (log scale)"
+        ax.set_xlabel(name)
         ax.set_ylabel("mean per-image IoU (95% interval over seeds)")
         ax.legend(loc="lower right")
     fig.suptitle("Cost against accuracy: circles are on the Pareto front, squares are dominated")
@@ -225,13 +231,14 @@ def plot_profile(res: Results, path: Path) -> Path | None:
     profile = performance_profile(per_scene, taus)
     archs = list(per_scene)
     colours = arch_colours(archs)
-    fig = Figure(figsize=(7.5, 4.6), layout="constrained")
+    fig = Figure(figsize=(9, 4.6), layout="constrained")
     ax = fig.subplots()
     for i, arch in enumerate(archs):
         ax.step(taus, profile[arch], where="post", color=colours[arch], ls=_DASHES[(i // 8) % 4], label=label(arch))
     ax.set_xlabel("τ: IoU below the best architecture on the scene")
     ax.set_ylabel("share of test scenes within τ of the best")
     ax.set_ylim(-0.02, 1.02)
-    ax.legend(loc="lower right", ncol=2 if len(archs) > 5 else 1)
+    # Beside the axes, not on them: at K = 10 a legend inside covers the curves it names.
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title(f"Performance profile over {stacked.shape[1]} test scenes")
     return save(fig, path)
