@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
-from harness.models import build_model, count_parameters
-from harness.models.cloudnet import CloudNet, ContractingBlock, improved_skip
+from harness.models import count_parameters
+from harness.models.cloudnet import CloudNet, ContractingBlock, ExpandingBlock, improved_skip
 
 
 # Trainable parameters of the authors' Keras layers (Cloud-Net/cloud_net_model.py): every Conv2D and
@@ -37,11 +38,11 @@ def _conv_transpose(c_in, c_out):  # Conv2DTranspose(c_out, (2, 2))
 
 def keras_trainable_parameters(in_channels=4, classes=1):
     """model_arch(192, 192, 4, 1) layer by layer: stem, 6 contracting blocks, 5 expanding ones, the head."""
-    total = _conv(in_channels, 16, 3)
+    total = _conv(in_channels, 16, 3)  # conv1 = Conv2D(16, (3, 3), activation='relu')
     total += sum(_contr_arm(f) for f in (32, 64, 128, 256)) + _imprv_contr_arm(512) + _contr_arm(1024)  # bridge
-    total += _conv_transpose(1024, 512) + _exp_path(512, convolutions=3)
-    total += sum(_conv_transpose(2 * f, f) + _exp_path(f) for f in (256, 128, 64, 32))
-    return total + _conv(32, classes, 1)
+    total += _conv_transpose(1024, 512) + _exp_path(512, convolutions=3)  # convT7, conv_block_exp_path3
+    total += sum(_conv_transpose(2 * f, f) + _exp_path(f) for f in (256, 128, 64, 32))  # convT8..11
+    return total + _conv(32, classes, 1)  # conv12
 
 
 def test_the_port_has_the_authors_parameter_count():
@@ -51,7 +52,8 @@ def test_the_port_has_the_authors_parameter_count():
     # Keras' "Total params" adds batch norm's moving mean and variance.
     moving = sum(b.numel() for name, b in authors.named_buffers() if name.endswith(("running_mean", "running_var")))
     assert count_parameters(authors) + moving == 36_465_793
-    assert count_parameters(build_model("cloudnet", depth=5, base_channels=16)) == keras_trainable_parameters(classes=2)
+    two_classes = CloudNet(4, 2, depth=5, base_channels=16)
+    assert count_parameters(two_classes) == keras_trainable_parameters(classes=2) == 36_448_706
 
 
 def test_contracting_block_adds_the_concatenated_input_shortcut():
@@ -64,6 +66,23 @@ def test_contracting_block_adds_the_concatenated_input_shortcut():
         torch.testing.assert_close(block(x), expected)
 
 
+def test_improved_contracting_block_adds_the_middle_shortcut():
+    torch.manual_seed(0)
+    block = ContractingBlock(8, norm="batch", improved=True).eval()
+    assert count_parameters(block) == _imprv_contr_arm(8)
+    x = torch.randn(1, 4, 6, 6)
+    with torch.no_grad():
+        x0 = block.second(block.first(x))  # the authors' x0
+        expected = block.third(x0) + torch.cat([x, block.squeeze(x)], dim=1) + block.middle_shortcut(x0)
+        torch.testing.assert_close(block(x), torch.relu(expected))
+
+
+def test_bridge_drops_out_between_its_second_convolution_and_batch_norm():
+    bridge = ContractingBlock(8, norm="batch", dropout=0.15)
+    assert [type(m) for m in bridge.second] == [nn.Conv2d, nn.Dropout, nn.BatchNorm2d, nn.ReLU]
+    assert bridge.second[1].p == 0.15
+
+
 def test_improved_skip_repeats_and_pools_the_shallower_levels():
     level0, level1, level2 = torch.rand(1, 2, 8, 8), torch.rand(1, 4, 4, 4), torch.rand(1, 8, 2, 2)
     out = improved_skip([level0, level1], level2)
@@ -71,9 +90,39 @@ def test_improved_skip_repeats_and_pools_the_shallower_levels():
     by_hand = level2 + nn.functional.max_pool2d(torch.cat([level0] * 4, 1), 4)
     by_hand = by_hand + nn.functional.max_pool2d(torch.cat([level1] * 2, 1), 2)
     torch.testing.assert_close(out, torch.relu(by_hand))
+    assert improved_skip([], level0) is level0  # up11 concatenates conv1 itself
+
+
+def test_expanding_block_adds_encoder_features_and_the_up_sampled_map():
+    torch.manual_seed(0)
+    block = ExpandingBlock(4, norm="none", convolutions=3).eval()
+    assert len([m for m in block.convs if isinstance(m, nn.Conv2d)]) == 3  # conv_block_exp_path3
+    deeper, skip, own = torch.randn(1, 8, 3, 3), torch.randn(1, 4, 6, 6), torch.randn(1, 4, 6, 6)
+    with torch.no_grad():
+        up = block.up(deeper)
+        expected = torch.relu(block.convs(torch.cat([up, skip], dim=1)) + own + up)  # up7 = [convT7, prevup7]
+        torch.testing.assert_close(block(deeper, skip, own), expected)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 6])
+def test_every_depth_keeps_the_input_size(depth):
+    model = CloudNet(4, 2, depth=depth, base_channels=2).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 4, 64, 128)).shape == (1, 2, 64, 128)
+
+
+def test_bad_arguments_raise_the_harness_messages():
+    with pytest.raises(ValueError, match="depth must be an integer from 1 to 6"):
+        CloudNet(4, 2, depth=7, base_channels=4)
+    with pytest.raises(ValueError, match="base_channels must be a positive integer"):
+        CloudNet(4, 2, depth=2, base_channels=0)
+    with pytest.raises(ValueError, match="norm must be one of 'batch', 'none'"):
+        CloudNet(4, 2, depth=2, base_channels=4, norm="layer")
+    with pytest.raises(ValueError, match=r"divisible by 2\*\*depth = 8 \(depth 3\), got 36x32"):
+        CloudNet(4, 2, depth=3, base_channels=4)(torch.randn(1, 4, 36, 32))
 
 
 def test_norm_none_has_no_batch_norm():
-    plain = build_model("cloudnet", depth=2, base_channels=4, norm="none")
+    plain = CloudNet(4, 2, depth=2, base_channels=4, norm="none")
     assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
-    assert any(isinstance(m, nn.BatchNorm2d) for m in build_model("cloudnet", depth=2, base_channels=4).modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in CloudNet(4, 2, depth=2, base_channels=4).modules())
