@@ -237,6 +237,11 @@ def _grpc_answer(host: str, port: int, timeout: float) -> str | None:
     return f"answered {first!r}"
 
 
+def driver_address() -> str:
+    """The address another driver process connects to for the Ray instance this process is connected to."""
+    return ray.get_runtime_context().gcs_address
+
+
 @contextlib.contextmanager
 def ray_session(options: RayConfig, address: str | None = None) -> Iterator[None]:
     """Keep one Ray connection open across several steps (the demo's sweep and final comparison)."""

@@ -55,7 +55,9 @@ class SearchConfig:
     ``device_hours``: a compute budget per architecture besides the trial cap (equal trials are not equal
     compute: UNet++ costs 1.4-2.5x U-Net's FLOPs); no trial starts once an architecture's trials have used
     that many device-hours (GPU-hours with ``resources.gpu`` > 0, else CPU-core-hours: trial seconds x
-    per-trial resources).
+    per-trial resources). ``parallel_architectures``: how many architectures' Tuners run at once, each in
+    a driver process of its own on the same Ray cluster (1: one after another); more than one where
+    ``max_concurrent`` trials of one architecture leave the cluster's devices idle.
     """
 
     num_samples: int = 8
@@ -64,6 +66,7 @@ class SearchConfig:
     sampler: str = "tpe"
     study_database: str | None = None
     device_hours: float | None = None
+    parallel_architectures: int = 1
 
 
 @dataclass(frozen=True)
@@ -394,6 +397,7 @@ def _validate(b: Benchmark) -> None:
     t = b.train  # TrainConfig checked its own fields
     need(b.search.num_samples >= 1, "search.num_samples", "must be >= 1")
     need(b.search.max_concurrent >= 1, "search.max_concurrent", "must be >= 1")
+    need(b.search.parallel_architectures >= 1, "search.parallel_architectures", "must be >= 1")
     need(
         b.search.device_hours is None or b.search.device_hours > 0,
         "search.device_hours",

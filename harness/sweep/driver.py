@@ -44,7 +44,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
-from harness.cluster import check_loader_workers, check_resources, ray_session
+from harness.cluster import check_loader_workers, check_resources, driver_address, ray_session
 from harness.config import Benchmark, from_flat, to_flat
 from harness.console import QUIET, VERBOSE, verbosity
 from harness.data.cache import open_cache
@@ -54,6 +54,7 @@ from harness.errors import NoSpaceError, StorageError, SweepError, SweepInterrup
 from harness.models import get_model_spec
 from harness.sweep.checks import check_every_architecture_chose, check_trials_can_run, most_loader_workers
 from harness.sweep.disk import check_sweep_space, low_water_bytes, snapshot_state, state_files, storage_folder
+from harness.sweep.parallel import run_side_by_side
 from harness.sweep.progress import TrialTable, tune_verbosity
 from harness.sweep.result import SWEEP_RESULT_FILE, SweepResult, TrialSummary, select_best
 from harness.sweep.resume import STATE_READERS, check_restorable, check_same_benchmark, recover_lost_checkpoints
@@ -540,7 +541,9 @@ def _run_in_ray(bench, storage, data, state, workdir, address, resume) -> list[S
             storage.write_json(SWEEP_FILE, state)
         results = []
         with graceful_stop() as stop_signals:
-            for arch in bench.architectures:
+            if bench.search.parallel_architectures > 1 and len(bench.architectures) > 1:
+                results = run_side_by_side(bench, data, state, workdir, resume, driver_address(), stop_signals)
+            for arch in bench.architectures if not results else ():
                 check_not_interrupted(stop_signals, storage, arch)
                 log.info("sweeping %s: %d trials", arch, bench.search.num_samples)
                 results.append(run_architecture(bench, arch, data, state, storage, workdir, resume, stop_signals))
