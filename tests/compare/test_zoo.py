@@ -10,6 +10,7 @@ from __future__ import annotations
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient
 
 from harness.compare.driver import load_sweep_results, run_compare
 from harness.config import load_benchmark
@@ -70,3 +71,21 @@ def test_report_ranks_all_three_with_rank_intervals_and_the_pareto_figures(zoo):
     front = pareto_set({a: (summary.loc[a, "flops_per_patch"], means[a]) for a in means})
     assert set(table.arch[table.pareto_flops_per_patch]) == set(front) and front
     assert (summary["inference_images_per_second_mean"] > 0).all()
+
+
+def test_the_final_compare_run_carries_the_ranking(zoo):
+    bench, _, out, _ = zoo
+    client = MlflowClient(bench.tracking.uri)
+    experiment = client.get_experiment_by_name(bench.tracking.experiment)
+    (run,) = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("role") == "final_compare"]
+    table = kway_table(load_results(out))
+    for row in table.itertuples():
+        assert run.data.metrics[f"{row.arch}_rank"] == row.rank
+        assert (run.data.metrics[f"{row.arch}_rank_low"], run.data.metrics[f"{row.arch}_rank_high"]) == (
+            row.rank_low,
+            row.rank_high,
+        )
+        assert run.data.metrics[f"{row.arch}_in_best_set"] == float(row.in_best_set)
+    best = table.arch.iloc[0]
+    assert f"{best}_vs_best_p_holm" not in run.data.metrics
+    assert all(f"{a}_vs_best_p_holm" in run.data.metrics for a in table.arch.iloc[1:])
