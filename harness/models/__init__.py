@@ -54,113 +54,50 @@ register_model(
 # segmentation_models_pytorch's architectures (harness/models/smp_zoo.py), randomly initialised: ResNet
 # encoders for the convolutional decoders, Mix Transformers for SegFormer; the default encoder first.
 _RESNETS = ("resnet34", "resnet18", "resnet50")
-_SMP = "segmentation_models_pytorch"
-_SMP_DEFAULTS = (5, 16)  # smp's encoder_depth=5 and decoder widths (256..16, 256 for the pyramid heads)
+
+
+def _smp(name: str, label: str, family: str, builder: str, description: str, **capabilities) -> ModelSpec:
+    """An smp architecture's spec: batch norm only, smp's defaults as its reference shape.
+
+    The reference shape is encoder depth 5 and decoder widths 256..16 (base 16); ResNet encoders and
+    depths 3..5 unless ``capabilities`` say otherwise.
+    """
+    capabilities = {"depth_range": (3, 5), "encoders": _RESNETS, **capabilities}
+    return ModelSpec(
+        name=name,
+        label=label,
+        family=family,
+        builder=f"harness.models.smp_zoo:{builder}",
+        norms=("batch",),
+        source="segmentation_models_pytorch",
+        reference_shape=(5, 16),
+        description=description,
+        **capabilities,
+    )
+
+
+# cuda_deterministic=False: bilinear upsampling in the head (tests/models/test_registry.py checks the graph);
+# min_batch=2: batch norm after a global pooling cannot train on one image.
 for _spec in (
-    ModelSpec(
-        name="unet_resnet",
-        label="U-Net (ResNet)",
-        family="U-Net",
-        builder="harness.models.smp_zoo:unet",
-        depth_range=(1, 5),
-        encoders=_RESNETS,
-        norms=("batch",),
-        source=_SMP,
-        reference_shape=_SMP_DEFAULTS,
-        description='U-Net with a ResNet encoder, the study\'s "ResUnet" (smp Unet)',
-    ),
-    ModelSpec(
-        name="unetpp_resnet",
-        label="UNet++ (ResNet)",
-        family="U-Net",
-        builder="harness.models.smp_zoo:unet_plus_plus",
-        depth_range=(2, 5),
-        encoders=_RESNETS,
-        norms=("batch",),
-        source=_SMP,
-        reference_shape=_SMP_DEFAULTS,
-        description="UNet++ with a ResNet encoder (smp UnetPlusPlus)",
-    ),
-    ModelSpec(
-        name="manet",
-        label="MA-Net",
-        family="attention U-Net",
-        builder="harness.models.smp_zoo:manet",
-        depth_range=(1, 5),
-        encoders=_RESNETS,
-        norms=("batch",),
-        source=_SMP,
-        reference_shape=_SMP_DEFAULTS,
-        description="MA-Net (Fan et al. 2020): attention blocks in a U-shaped decoder",
-    ),
-    ModelSpec(
-        name="linknet",
-        label="LinkNet",
-        family="U-Net",
-        builder="harness.models.smp_zoo:linknet",
-        depth_range=(1, 5),
-        encoders=_RESNETS,
-        norms=("batch",),
-        uses_width=False,
-        source=_SMP,
-        reference_shape=_SMP_DEFAULTS,
-        description="LinkNet (Chaurasia & Culurciello 2017): additive skips, decoder as wide as the encoder",
-    ),
-    ModelSpec(
-        name="fpn",
-        label="FPN",
-        family="pyramid",
-        builder="harness.models.smp_zoo:fpn",
-        depth_range=(3, 5),
-        encoders=_RESNETS,
-        norms=("batch",),
-        cuda_deterministic=False,
-        source=_SMP,
-        reference_shape=_SMP_DEFAULTS,
-        description="Feature Pyramid Network decoder (Kirillov et al. 2019)",
-    ),
-    ModelSpec(
-        name="deeplabv3plus",
-        label="DeepLabV3+",
-        family="pyramid",
-        builder="harness.models.smp_zoo:deeplabv3plus",
-        depth_range=(3, 5),
-        encoders=_RESNETS,
-        norms=("batch",),
-        min_batch=2,
-        cuda_deterministic=False,
-        source=_SMP,
-        reference_shape=_SMP_DEFAULTS,
-        description="DeepLabV3+ (Chen et al. 2018): atrous spatial pyramid pooling",
-    ),
-    ModelSpec(
-        name="upernet",
-        label="UPerNet",
-        family="pyramid",
-        builder="harness.models.smp_zoo:upernet",
-        depth_range=(3, 5),
-        encoders=_RESNETS,
-        norms=("batch",),
-        min_batch=2,
-        cuda_deterministic=False,
-        source=_SMP,
-        reference_shape=_SMP_DEFAULTS,
-        description="UPerNet (Xiao et al. 2018): pyramid pooling on an FPN",
-    ),
-    ModelSpec(
-        name="segformer",
-        label="SegFormer",
-        family="transformer",
-        builder="harness.models.smp_zoo:segformer",
-        depth_range=(3, 5),
-        encoders=("mit_b0", "mit_b1", "mit_b2"),
-        norms=("batch",),
-        cuda_deterministic=False,
-        source=_SMP,
-        reference_shape=_SMP_DEFAULTS,
-        description="SegFormer (Xie et al. 2021): Mix Transformer encoder, all-MLP decoder",
-    ),
-):
+    _smp("unet_resnet", "U-Net (ResNet)", "U-Net", "unet",
+         'U-Net with a ResNet encoder, the study\'s "ResUnet" (smp Unet)', depth_range=(1, 5)),
+    _smp("unetpp_resnet", "UNet++ (ResNet)", "U-Net", "unet_plus_plus",
+         "UNet++ with a ResNet encoder (smp UnetPlusPlus)", depth_range=(2, 5)),
+    _smp("manet", "MA-Net", "attention U-Net", "manet",
+         "MA-Net (Fan et al. 2020): attention blocks in a U-shaped decoder", depth_range=(1, 5)),
+    _smp("linknet", "LinkNet", "U-Net", "linknet",
+         "LinkNet (Chaurasia & Culurciello 2017): additive skips, decoder as wide as the encoder",
+         depth_range=(1, 5), uses_width=False),
+    _smp("fpn", "FPN", "pyramid", "fpn", "Feature Pyramid Network decoder (Kirillov et al. 2019)",
+         cuda_deterministic=False),
+    _smp("deeplabv3plus", "DeepLabV3+", "pyramid", "deeplabv3plus",
+         "DeepLabV3+ (Chen et al. 2018): atrous spatial pyramid pooling", min_batch=2, cuda_deterministic=False),
+    _smp("upernet", "UPerNet", "pyramid", "upernet", "UPerNet (Xiao et al. 2018): pyramid pooling on an FPN",
+         min_batch=2, cuda_deterministic=False),
+    _smp("segformer", "SegFormer", "transformer", "segformer",
+         "SegFormer (Xie et al. 2021): Mix Transformer encoder, all-MLP decoder",
+         encoders=("mit_b0", "mit_b1", "mit_b2"), cuda_deterministic=False),
+):  # fmt: skip
     register_model(_spec)
 
 __all__ = [

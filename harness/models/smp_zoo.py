@@ -99,25 +99,26 @@ def _halving_widths(base_channels: int, depth: int) -> list[int]:
     return [base_channels * 2 ** (depth - 1 - i) for i in range(depth)]
 
 
-def unet(in_channels, num_classes, *, depth, base_channels, norm="batch", encoder="resnet34"):
-    """U-Net with a ResNet encoder (the study's "ResUnet")."""
+def _u_shaped(cls_name: str, in_channels, num_classes, depth, base_channels, norm, encoder) -> SmpNetwork:
+    """An smp decoder of U-Net's shape: one block per encoder stage, widths halving towards the output."""
     _check(depth, base_channels, in_channels, num_classes, norm)
     widths = _halving_widths(base_channels, depth)
-    return _build("Unet", in_channels, num_classes, depth, encoder, decoder_channels=widths)
+    return _build(cls_name, in_channels, num_classes, depth, encoder, decoder_channels=widths)
+
+
+def unet(in_channels, num_classes, *, depth, base_channels, norm="batch", encoder="resnet34"):
+    """U-Net with a ResNet encoder (the study's "ResUnet")."""
+    return _u_shaped("Unet", in_channels, num_classes, depth, base_channels, norm, encoder)
 
 
 def unet_plus_plus(in_channels, num_classes, *, depth, base_channels, norm="batch", encoder="resnet34"):
     """UNet++ with a ResNet encoder (smp's UnetPlusPlus, no deep supervision heads)."""
-    _check(depth, base_channels, in_channels, num_classes, norm)
-    widths = _halving_widths(base_channels, depth)
-    return _build("UnetPlusPlus", in_channels, num_classes, depth, encoder, decoder_channels=widths)
+    return _u_shaped("UnetPlusPlus", in_channels, num_classes, depth, base_channels, norm, encoder)
 
 
 def manet(in_channels, num_classes, *, depth, base_channels, norm="batch", encoder="resnet34"):
     """MA-Net (Fan et al. 2020): position-wise and multi-scale attention blocks in a U-shaped decoder."""
-    _check(depth, base_channels, in_channels, num_classes, norm)
-    widths = _halving_widths(base_channels, depth)
-    return _build("MAnet", in_channels, num_classes, depth, encoder, decoder_channels=widths)
+    return _u_shaped("MAnet", in_channels, num_classes, depth, base_channels, norm, encoder)
 
 
 def linknet(in_channels, num_classes, *, depth, base_channels, norm="batch", encoder="resnet34"):
