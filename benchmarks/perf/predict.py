@@ -28,7 +28,7 @@ import perfutil
 
 
 def write_scene(folder: Path, height: int, width: int) -> Path:
-    """A scene folder of ``height`` x ``width`` px: one synthetic scene repeated (its nodata border included)."""
+    """A scene folder of ``height`` x ``width`` px: one synthetic scene repeated (its fill border and QA included)."""
     import numpy as np
     import rasterio
 
@@ -39,7 +39,7 @@ def write_scene(folder: Path, height: int, width: int) -> Path:
     scene_id = f"LC08_L1TP_000000_20200101_20200101_01_T1_{height}x{width}"
     out = folder / scene_id
     out.mkdir(parents=True, exist_ok=True)
-    for band in LANDSAT_BANDS.values():
+    for band in (*LANDSAT_BANDS.values(), "QA_PIXEL"):  # the quality band too: predict reads its fill bit
         with rasterio.open(next(seed_scene.glob(f"*_{band}.TIF"))) as src:
             tile, profile = src.read(1), src.profile
         reps = (-(-height // tile.shape[0]), -(-width // tile.shape[1]))

@@ -161,8 +161,8 @@ def build_parser(prog: str = "python -m harness.data") -> argparse.ArgumentParse
         default="38-cloud",
         help="38-cloud: patch trees (default); 38-cloud-test: a 38-Cloud_test/ tree alone (test bands and "
         "Entire_scene_gts/, --scenes of them, default 2: what `cloudmask evaluate` scores); landsat: scene "
-        "folders <ID>/<ID>_B2.TIF ... _B5.TIF and <ID>_GT.TIF "
-        "(GeoTIFF, EPSG:32617, nodata border), what `cloudmask predict` reads",
+        "folders <ID>/<ID>_B2.TIF ... _B5.TIF, <ID>_QA_PIXEL.TIF and <ID>_GT.TIF "
+        "(GeoTIFF, EPSG:32617, a fill border: QA bit 0), what `cloudmask predict` reads",
     )
     p.add_argument("--scenes", type=int, default=None, help="training scenes (default 6; landsat: scene folders, 1)")
     p.add_argument(

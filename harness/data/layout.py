@@ -21,6 +21,10 @@ from harness.errors import InputError, MissingInputError
 BANDS: tuple[str, ...] = ("red", "green", "blue", "nir")
 #: The Landsat-8 Collection band file of each 38-Cloud band (4 red, 3 green, 2 blue, 5 NIR: ``<ID>_B4.TIF`` ...).
 LANDSAT_BANDS: dict[str, str] = {"red": "B4", "green": "B3", "blue": "B2", "nir": "B5"}
+#: A Landsat-8 scene's quality band, ``<ID>_<suffix>.TIF``, preferred first: Collection 2's, then Collection 1's.
+LANDSAT_QA_SUFFIXES: tuple[str, ...] = ("QA_PIXEL", "BQA")
+#: Bit 0 of either quality band (USGS): the pixel is fill, outside the scene's footprint.
+LANDSAT_FILL_BIT = 1
 GT = "gt"
 ALL_BANDS: tuple[str, ...] = (*BANDS, GT)
 #: A patch counts as non-empty when at least this fraction of its pixels is inside the footprint.

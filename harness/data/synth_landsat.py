@@ -1,10 +1,12 @@
 """Synthetic Landsat-8 Collection scene folders: the four band GeoTIFFs with a CRS, a transform and a nodata border.
 
 ``cloudmask data synth --layout landsat`` writes one folder per scene, ``<ID>/<ID>_B2.TIF`` ... ``<ID>_B5.TIF``
-(blue, green, red, NIR: uint16, single band, deflate-compressed, EPSG:32617 UTM with 30 m pixels) and its
-ground truth ``<ID>_GT.TIF`` (uint8, 0 clear / 255 cloud), from the same generator as the patch datasets
-(:func:`harness.data.synth_scene.make_scene`): its scene-sized central crop, 0 in every band outside the
-tilted footprint, as a real scene. ``cloudmask predict`` reads it as it reads a downloaded scene.
+(blue, green, red, NIR: uint16, single band, deflate-compressed, EPSG:32617 UTM with 30 m pixels), its quality
+band ``<ID>_QA_PIXEL.TIF`` (uint16; of Collection 2's bits it sets only bit 0, fill, outside the footprint: a
+synthetic scene has no CFMask to fill the others) and its ground truth ``<ID>_GT.TIF`` (uint8, 0 clear / 255
+cloud), from the same generator as the patch datasets (:func:`harness.data.synth_scene.make_scene`): its
+scene-sized central crop, 0 in every band outside the tilted footprint, as a real scene. ``cloudmask predict``
+reads it as it reads a downloaded scene.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import rasterio
 from rasterio.transform import Affine
 
-from harness.data.layout import BANDS, LANDSAT_BANDS
+from harness.data.layout import BANDS, LANDSAT_BANDS, LANDSAT_FILL_BIT
 from harness.data.synth_scene import make_scene
 
 CRS = "EPSG:32617"  # UTM zone 17N, where 38-Cloud's path 002 scenes lie
@@ -41,6 +43,9 @@ def write_landsat_scenes(out: str | Path, *, scenes: int = 1, seed: int = 0, pat
             path = folder / f"{scene.scene_id}_{LANDSAT_BANDS[band]}.TIF"
             with rasterio.open(path, "w", dtype="uint16", **profile) as dst:
                 dst.write(bands[i], 1)
+        fill = np.where(bands.any(axis=0), 0, LANDSAT_FILL_BIT).astype(np.uint16)
+        with rasterio.open(folder / f"{scene.scene_id}_QA_PIXEL.TIF", "w", dtype="uint16", **profile) as dst:
+            dst.write(fill, 1)
         with rasterio.open(folder / f"{scene.scene_id}_GT.TIF", "w", dtype="uint8", **profile) as dst:
             dst.write((scene.scene_gt * 255).astype(np.uint8), 1)
         folders.append(folder)

@@ -3,9 +3,9 @@
 Memory is bounded by one strip of tiles (``tile`` rows of the scene's full width, four bands) and an
 accumulator twice that height, whatever the scene's size: strip by strip, the tiles are predicted in
 batches, their cloud probabilities blended (:mod:`harness.predict.tiling`), and the rows no later tile
-covers are written to the mask GeoTIFF (same CRS and transform as the input). Pixels that are 0 in every
-band (outside the footprint) are ``NODATA`` in the mask. The output is written beside its final name and
-renamed when whole, so a failed run leaves no half-written mask.
+covers are written to the mask GeoTIFF (same CRS and transform as the input). The scene's fill (outside
+its footprint: :meth:`~harness.predict.scene.LandsatScene.footprint`) is ``NODATA`` in the mask. The output
+is written beside its final name and renamed when whole, so a failed run leaves no half-written mask.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def predict_scene(
             flush(r)  # no tile starting at or after r covers a row above it
             dn = scene.read(Window(0, r, width, h), preprocessing.bands)
             image = preprocessing.apply(dn)
-            inside = dn.any(axis=0)
+            inside = scene.footprint(Window(0, r, width, h), dn)
             off = r - base
             valid[off : off + h] |= inside
             if h < tile or width < tile:  # a scene smaller than a tile: pad to the tile (zeros = outside)

@@ -77,7 +77,7 @@ def test_the_mask_keeps_the_scenes_grid_and_its_nodata(checkpoint, scene_dir, tm
         assert out.dtypes == ("uint8",) and out.nodata == NODATA
         mask, dn = out.read(1), src.read(1)
     assert set(np.unique(mask)) <= {0, CLOUD, NODATA}
-    assert np.array_equal(mask == NODATA, dn == 0)  # nodata exactly where the scene has no data
+    assert np.array_equal(mask == NODATA, dn == 0)  # nodata exactly where the scene has no data (QA's fill)
     # The mask is the thresholded cloud probability (0.5: the argmax the harness scores).
     assert (
         main(["predict", "--model", str(checkpoint), "--out", str(tmp_path), "--probability", str(scene_dir), "-q"])
@@ -87,6 +87,76 @@ def test_the_mask_keeps_the_scenes_grid_and_its_nodata(checkpoint, scene_dir, tm
         prob = src.read(1)
     assert np.array_equal(np.isnan(prob), dn == 0)
     assert np.array_equal((mask == CLOUD)[dn > 0], (prob > 0.5)[dn > 0])
+
+
+def with_quality_band(scene_dir: Path, folder: Path, qa: np.ndarray | None, name: str = "QA_PIXEL") -> Path:
+    """A copy of the scene whose quality band is ``qa`` (uint16) under ``<ID>_<name>.TIF``; None: no quality band."""
+    shutil.copytree(scene_dir, folder)
+    (original,) = folder.glob("*_QA_PIXEL.TIF")
+    original.unlink()
+    if qa is not None:
+        with rasterio.open(next(folder.glob("*_B2.TIF"))) as src:
+            profile = src.profile | {"dtype": str(qa.dtype)}
+        with rasterio.open(folder / f"{folder.name}_{name}.TIF", "w", **profile) as dst:
+            dst.write(qa, 1)
+    return folder
+
+
+def masked(checkpoint, folder: Path, out: Path) -> np.ndarray:
+    assert main(["predict", "--model", str(checkpoint), "--out", str(out), str(folder), "-q"]) == 0
+    with rasterio.open(out / f"{folder.name}_cloudmask.TIF") as src:
+        return src.read(1)
+
+
+def test_the_quality_bands_fill_bit_decides_the_nodata(checkpoint, scene_dir, tmp_path):
+    """USGS's fill bit (bit 0 of QA_PIXEL or of Collection 1's BQA) is the footprint; without it, the bands' zeros."""
+    with rasterio.open(next(scene_dir.glob("*_B2.TIF"))) as src:
+        inside = src.read(1) > 0
+    h, w = inside.shape
+    # Fill claimed over a block of real data, and a clear pixel whose other bits are set (Collection 2 writes
+    # 21824 for "clear, low confidences"): only bit 0 counts.
+    qa = np.where(inside, 21824, 1).astype(np.uint16)
+    block = (slice(h // 3, h // 2), slice(w // 3, w // 2))
+    assert inside[block].all()
+    qa[block] = 1 | 2**3  # fill, whatever else is set
+    expected = ~inside
+    expected[block] = True
+    for name in ("QA_PIXEL", "BQA"):
+        folder = with_quality_band(scene_dir, tmp_path / name / scene_dir.name, qa, name)
+        assert find_scene(folder, load_model(str(checkpoint)).preprocessing).qa.name == f"{folder.name}_{name}.TIF"
+        mask = masked(checkpoint, folder, tmp_path / f"out-{name}")
+        assert np.array_equal(mask == NODATA, expected)
+    # Without a quality band, a pixel is fill when it is 0 in every band: the block is masked again.
+    bare = with_quality_band(scene_dir, tmp_path / "bare" / scene_dir.name, None)
+    assert find_scene(bare, load_model(str(checkpoint)).preprocessing).qa is None
+    assert np.array_equal(masked(checkpoint, bare, tmp_path / "out-bare") == NODATA, ~inside)
+
+
+def test_a_bad_quality_band_or_a_level2_scene_is_refused_naming_the_file(checkpoint, scene_dir, tmp_path, capsys):
+    with rasterio.open(next(scene_dir.glob("*_B2.TIF"))) as src:
+        h, w = src.shape
+    eight_bit = with_quality_band(scene_dir, tmp_path / "u8" / scene_dir.name, np.zeros((h, w), np.uint8))
+    assert main(["predict", "--model", str(checkpoint), "--out", str(tmp_path / "out"), str(eight_bit)]) == 3
+    err = capsys.readouterr().err
+    assert f"{eight_bit}/{scene_dir.name}_QA_PIXEL.TIF: expected one uint16 band (the scene's bit-packed" in err
+    cropped = tmp_path / "cropped" / scene_dir.name
+    shutil.copytree(scene_dir, cropped)
+    with rasterio.open(next(cropped.glob("*_B2.TIF"))) as src:
+        profile = src.profile | {"height": h - 8}
+    with rasterio.open(cropped / f"{scene_dir.name}_QA_PIXEL.TIF", "w", **profile) as dst:
+        dst.write(np.zeros((h - 8, w), np.uint16), 1)
+    assert main(["predict", "--model", str(checkpoint), "--out", str(tmp_path / "out"), str(cropped)]) == 3
+    assert f"{cropped / scene_dir.name}_QA_PIXEL.TIF: its size, CRS or transform differs" in capsys.readouterr().err
+    # A Level-2 download: <ID>_SR_B2.TIF ... (surface reflectance), not the Level-1 digital numbers it learnt.
+    level2 = tmp_path / "level2" / "LC08_L2SP_002054_20160520_20200907_02_T1"
+    level2.mkdir(parents=True)
+    for band in scene_dir.glob("*_B?.TIF"):
+        shutil.copy(band, level2 / f"{level2.name}_SR_{band.name.rsplit('_', 1)[1]}")
+    assert main(["predict", "--model", str(checkpoint), "--out", str(tmp_path / "out"), str(level2)]) == 3
+    assert "SR_B4.TIF: a Level-2 surface-reflectance band; the network was trained on Level-1" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_inputs_are_refused_naming_the_file_before_any_scene_is_masked(checkpoint, scene_dir, tmp_path, capsys):
