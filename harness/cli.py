@@ -362,7 +362,8 @@ def _predict(args: argparse.Namespace) -> int:
             probability=args.probability,
             progress=verbosity() > 0,
         )
-        summary(f"{item.scene_id}: {path}")
+        footprint = f"fill from {item.qa.name}" if item.qa else "fill where every band is 0 (no quality band)"
+        summary(f"{item.scene_id}: {path} ({footprint})")
     return EXIT_OK
 
 

@@ -102,13 +102,16 @@ def with_quality_band(scene_dir: Path, folder: Path, qa: np.ndarray | None, name
     return folder
 
 
-def masked(checkpoint, folder: Path, out: Path) -> np.ndarray:
+def masked(checkpoint, folder: Path, out: Path, capsys) -> np.ndarray:
     assert main(["predict", "--model", str(checkpoint), "--out", str(out), str(folder), "-q"]) == 0
+    qa = sorted(folder.glob("*_QA_PIXEL.TIF")) or sorted(folder.glob("*_BQA.TIF"))
+    told = f"fill from {qa[0].name}" if qa else "fill where every band is 0 (no quality band)"
+    assert f"{folder.name}: {out / folder.name}_cloudmask.TIF ({told})" in capsys.readouterr().out
     with rasterio.open(out / f"{folder.name}_cloudmask.TIF") as src:
         return src.read(1)
 
 
-def test_the_quality_bands_fill_bit_decides_the_nodata(checkpoint, scene_dir, tmp_path):
+def test_the_quality_bands_fill_bit_decides_the_nodata(checkpoint, scene_dir, tmp_path, capsys):
     """USGS's fill bit (bit 0 of QA_PIXEL or of Collection 1's BQA) is the footprint; without it, the bands' zeros."""
     with rasterio.open(next(scene_dir.glob("*_B2.TIF"))) as src:
         inside = src.read(1) > 0
@@ -124,12 +127,12 @@ def test_the_quality_bands_fill_bit_decides_the_nodata(checkpoint, scene_dir, tm
     for name in ("QA_PIXEL", "BQA"):
         folder = with_quality_band(scene_dir, tmp_path / name / scene_dir.name, qa, name)
         assert find_scene(folder, load_model(str(checkpoint)).preprocessing).qa.name == f"{folder.name}_{name}.TIF"
-        mask = masked(checkpoint, folder, tmp_path / f"out-{name}")
+        mask = masked(checkpoint, folder, tmp_path / f"out-{name}", capsys)
         assert np.array_equal(mask == NODATA, expected)
     # Without a quality band, a pixel is fill when it is 0 in every band: the block is masked again.
     bare = with_quality_band(scene_dir, tmp_path / "bare" / scene_dir.name, None)
     assert find_scene(bare, load_model(str(checkpoint)).preprocessing).qa is None
-    assert np.array_equal(masked(checkpoint, bare, tmp_path / "out-bare") == NODATA, ~inside)
+    assert np.array_equal(masked(checkpoint, bare, tmp_path / "out-bare", capsys) == NODATA, ~inside)
 
 
 def test_a_bad_quality_band_or_a_level2_scene_is_refused_naming_the_file(checkpoint, scene_dir, tmp_path, capsys):
